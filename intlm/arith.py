@@ -125,11 +125,15 @@ def div_round(num, den):
 
 
 def matmul_shift(n: int) -> int:
-    """Right shift that rescales an n-term int8 dot product: 4 + floor(log2(n) / 2) ~ log2(16 sqrt(n)).
+    """Right shift that rescales an n-term int8 dot product: log2(16 sqrt(n)) rounded to an integer.
 
-    Exact for n a power of 4; otherwise the init scale of the weights makes up the factor sqrt(2).
+    Exact for n a power of 4, otherwise within a factor sqrt(2); the init scale of the weights makes
+    up the difference. round(log2(sqrt n)) is the smallest k with n <= 2 * 4**k.
     """
-    return 4 + (n.bit_length() - 1) // 2
+    k = 0
+    while 2 * 4 ** k < n:
+        k += 1
+    return 4 + k
 
 
 def int_log2_q8(s):
@@ -145,10 +149,12 @@ def int_log2_q8(s):
 def log_likelihood(logits, target):
     """log2 p(target) in 1/256-bit units for int8-range logits (1/16-bit units); last axis is vocab.
 
-    u = z + 128 in [1, 255]; S = sum_v EXP2[u_v] ~ 2**EXP2_BITS * sum 2**(u_v/16);
+    u = z - max(z) + 255 in [1, 255] (softmax ignores a shift; the best logit lands where EXP2 is
+    most precise); S = sum_v EXP2[u_v] ~ 2**EXP2_BITS * sum 2**(u_v/16);
     log2 p = u_t/16 - log2(S) + EXP2_BITS.
     """
-    u = np.asarray(logits, dtype=np.int64) + 128
+    z = np.asarray(logits, dtype=np.int64)
+    u = z - z.max(axis=-1, keepdims=True) + 255
     s = EXP2[u].astype(np.int64).sum(axis=-1)
     u_t = np.take_along_axis(u, np.asarray(target, dtype=np.int64)[..., None], axis=-1)[..., 0]
     return (16 * u_t - int_log2_q8(s) + (EXP2_BITS << 8)).astype(np.int32)

@@ -126,14 +126,17 @@ def _layer_norm(x, g, ge, sign, sigma, out):
 
 @njit(inline="always")
 def _log_likelihood(logits, target, exp2, log2_frac, exp2_bits, mant_bits):
+    top = logits[0]
+    for v in range(256):
+        top = max(top, logits[v])
     s = 0
     for v in range(256):
-        s += exp2[logits[v] + 128]
+        s += exp2[logits[v] - top + 255]
     e = 0
     while (s >> (e + 1)) != 0:
         e += 1
     m = (s >> (e - mant_bits)) & ((1 << mant_bits) - 1)
-    return 16 * (logits[target] + 128) - ((e << 8) + log2_frac[m]) + (exp2_bits << 8)
+    return 16 * (logits[target] - top + 255) - ((e << 8) + log2_frac[m]) + (exp2_bits << 8)
 
 
 @njit(cache=True)

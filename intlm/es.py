@@ -59,8 +59,10 @@ def apply_steps(param, Z, thr):
 def thresholds(cfg: Config, step: int, f) -> tuple:
     """(matrix threshold, vector threshold) for this step's pair fitnesses."""
     z = z_threshold_q4(cfg, step)
-    root = isqrt(int(np.sum(f.astype(np.int64) ** 2)))
-    return z * NOISE_STD_PRODUCT * root // 16, z * NOISE_STD * root // 16
+    sumsq = int(np.sum(f.astype(np.int64) ** 2))
+    # z/16 * std * sqrt(sum f^2), with the square root taken last so it loses nothing
+    return (isqrt(z * z * NOISE_STD_PRODUCT ** 2 * sumsq) // 16,
+            isqrt(z * z * NOISE_STD ** 2 * sumsq) // 16)
 
 
 def update_sums(cfg: Config, noise, f) -> dict:

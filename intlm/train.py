@@ -108,9 +108,9 @@ class Progress:
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
 
-    def show(self, step, elapsed, train_bpb, val_bpb, tok_s, final=False):
-        if not self.enabled:
-            return
+    def show(self, step, elapsed, train_bpb, val_bpb, tok_s, final=False, fresh_val=False):
+        if not self.enabled or not (self.tty or final or fresh_val):
+            return  # a log file gets a line per validation, not per step
         fracs = []
         if self.total_steps:
             fracs.append(step / self.total_steps)
@@ -149,6 +149,10 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             raise IntlmError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose another --out")
         run = Run.fresh(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if progress:
+        print(f"training {run_dir} from step {run.step} on {corpus.path or 'the default corpus'}: "
+              f"{len(corpus.train)} train / {len(corpus.val)} validation bytes; backend {be.name}; "
+              f"{cfg.describe()}", file=sys.stderr)
     log = open(run_dir / "log.jsonl", "a")
     bar = Progress(steps, minutes * 60 if minutes else None, progress)
     start = time.perf_counter()
@@ -177,7 +181,8 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
                 last_save = time.perf_counter()
             log.write(json.dumps(record) + "\n")
             log.flush()
-            bar.show(run.step, now - start, train_bpb, val_bpb, record["tokens_per_s"])
+            bar.show(run.step, now - start, train_bpb, val_bpb, record["tokens_per_s"],
+                     fresh_val="val_bpb_sample" in record)
         run.save(run_dir, corpus_meta)
         val_bpb = evaluate(run.params, cfg, corpus.val, be)
         elapsed = time.perf_counter() - start

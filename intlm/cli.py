@@ -1,0 +1,164 @@
+"""The ``intlm`` command: prepare, pretrain, sample, eval.
+
+User mistakes (bad corpus, bad checkpoint, impossible settings) print one ``error:`` line on stderr
+and exit with status 2; nothing a user can cause ends in a traceback.
+"""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from .config import FITNESS_MODES, Config
+from .errors import IntlmError
+
+DEFAULTS = Config()
+
+
+def _corpus(source):
+    from .data import cache_dir_default, load_corpus
+
+    return load_corpus(source, cache_dir_default())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Integer-only byte-level language models trained by EGGROLL evolution strategies."""
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(), help="Folder of the zarr store to write.")
+def prepare(sources, out):
+    """Turn text files or folders into a corpus store (train/validation split by document)."""
+    from .data import open_store, prepare as prepare_store
+
+    path = prepare_store(list(sources), out)
+    c = open_store(path)
+    click.echo(f"{path}: {len(c.train)} train bytes, {len(c.val)} validation bytes "
+               f"({c.meta['documents']['train']} + {c.meta['documents']['val']} documents)")
+
+
+CONFIG_OPTIONS = {  # CLI option -> Config field
+    "population": "population", "width": "width", "layers": "layers", "mlp_ratio": "mlp_ratio",
+    "rank": "rank", "window": "window", "sigma_shift": "sigma_shift", "fitness": "fitness",
+    "alpha_halflife": "alpha_halflife", "seed": "seed",
+}
+
+
+@cli.command()
+@click.argument("corpus", required=False)
+@click.option("--out", type=click.Path(), help="Run folder for checkpoints and log.jsonl [runs/<corpus name>].")
+@click.option("--steps", type=int, help="Stop after this many steps (total, counting resumed ones).")
+@click.option("--minutes", type=float, help="Stop after this many minutes of wall time [10 if --steps is not given].")
+@click.option("--population", type=int, default=DEFAULTS.population, show_default=True, help="Members (even: antithetic pairs).")
+@click.option("--width", type=int, default=DEFAULTS.width, show_default=True)
+@click.option("--layers", type=int, default=DEFAULTS.layers, show_default=True)
+@click.option("--mlp-ratio", type=int, default=DEFAULTS.mlp_ratio, show_default=True)
+@click.option("--rank", type=int, default=DEFAULTS.rank, show_default=True, help="Rank of each perturbation.")
+@click.option("--window", type=int, default=DEFAULTS.window, show_default=True, help="Bytes per member per step.")
+@click.option("--sigma-shift", type=int, default=DEFAULTS.sigma_shift, show_default=True, help="Perturbation scale 2**-S.")
+@click.option("--fitness", type=click.Choice(FITNESS_MODES), default=DEFAULTS.fitness, show_default=True)
+@click.option("--alpha", type=float, default=DEFAULTS.alpha_q16 / 65536, show_default=True,
+              help="Fraction of weights a step moves at the start.")
+@click.option("--alpha-halflife", type=int, default=DEFAULTS.alpha_halflife, show_default=True,
+              help="Steps until that fraction halves.")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out (settings left out are kept).")
+@click.option("--eval-seconds", type=float, default=30.0, show_default=True, help="Validation sample every N seconds.")
+@click.option("--save-seconds", type=float, default=60.0, show_default=True, help="Checkpoint every N seconds.")
+@click.pass_context
+def pretrain(ctx, corpus, out, steps, minutes, backend, resume, eval_seconds, save_seconds, alpha, **settings):
+    """Train a model on CORPUS (text file, folder or prepared store; default: Shakespeare)."""
+    from . import checkpoint
+    from .train import load_run, pretrain as run_pretrain
+
+    if steps is None and minutes is None:
+        minutes = 10.0
+    if (steps is not None and steps < 0) or (minutes is not None and minutes <= 0):
+        raise IntlmError("--steps must be >= 0 and --minutes > 0")
+    out = Path(out or Path("runs") / (Path(corpus).stem if corpus else "shakespeare"))
+    if not 0 < alpha <= 1:
+        raise IntlmError(f"--alpha must be in (0, 1], got {alpha}")
+    given = {f: settings[o] for o, f in CONFIG_OPTIONS.items()}
+    given["alpha_q16"] = max(1, round(alpha * 65536))
+    if resume and checkpoint.latest(out) is not None:
+        # settings the user did not type are the checkpoint's, not the defaults
+        base = load_run(out)[0].cfg
+        explicit = {f for o, f in CONFIG_OPTIONS.items()
+                    if ctx.get_parameter_source(o) != ParameterSource.DEFAULT}
+        if ctx.get_parameter_source("alpha") != ParameterSource.DEFAULT:
+            explicit.add("alpha_q16")
+        cfg = dataclasses.replace(base, **{k: v for k, v in given.items() if k in explicit})
+    else:
+        cfg = Config(**given)
+    cfg.check()
+    data = _corpus(corpus)
+    run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
+                 eval_seconds=eval_seconds, save_seconds=save_seconds)
+    click.echo(f"checkpoints in {out}", err=True)
+
+
+@cli.command()
+@click.argument("checkpoint_path", metavar="CHECKPOINT_OR_RUN_DIR")
+@click.option("--prompt", default="", help="Text to continue.")
+@click.option("--length", type=int, default=400, show_default=True, help="Bytes to generate.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="0 is greedy.")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Keep the K likeliest bytes (0: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def sample(checkpoint_path, prompt, length, temperature, top_k, seed):
+    """Generate text from a checkpoint with integer arithmetic only."""
+    from .sample import generate
+    from .train import load_run
+
+    if length < 0 or top_k < 0 or temperature < 0 or temperature > 64 or seed < 0:
+        raise IntlmError("--length, --top-k and --seed must be >= 0, --temperature between 0 and 64")
+    run, _ = load_run(checkpoint_path)
+    text = generate(run.params, run.cfg, prompt.encode(), length, round(temperature * 16), top_k, seed)
+    click.echo(prompt + text.decode("utf-8", errors="replace"))
+
+
+@cli.command(name="eval")
+@click.argument("checkpoint_path", metavar="CHECKPOINT_OR_RUN_DIR")
+@click.argument("corpus", required=False)
+@click.option("--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True)
+def eval_cmd(checkpoint_path, corpus, backend):
+    """Validation bits/byte of a checkpoint, beside the unigram and bigram baselines."""
+    from .backends import get
+    from .data import baselines
+    from .train import evaluate, load_run
+
+    run, attrs = load_run(checkpoint_path)
+    source = corpus or attrs.get("corpus", {}).get("source")
+    data = _corpus(source)
+    bpb = evaluate(run.params, run.cfg, data.val, get(backend))
+    base = baselines(data.train, data.val)
+    click.echo(f"step {run.step}: validation {bpb:.4f} bits/byte | unigram {base['unigram']:.4f} | "
+               f"bigram {base['bigram']:.4f} | {len(data.val)} validation bytes")
+
+
+def main():
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except IntlmError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except OSError as err:
+        click.echo(f"error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Integer-only text generation from a checkpoint: temperature and top-k through integer tables.
+
+Temperature T is given in 1/16 units (16 = 1.0): a logit u (1/16 bits) gets weight
+EXP2_NEG[(best - u) * 16 / T], i.e. 2**16 * 2**(-(best - u) / (16 T)), and 0 beyond the table.
+The draw is a uniform 32-bit integer from the counter hash of (seed, position), so a seed
+always gives the same text.
+"""
+
+import numpy as np
+
+from .arith import EXP2_NEG
+from .config import Config
+from .model import Members, step
+from .noise import stream_key, uniform32
+
+SAMPLE_TENSOR = (1 << 32) - 2  # a noise-key tensor id no parameter uses
+
+
+def choose(logits, temperature_q4: int, top_k: int, key: int, position: int) -> int:
+    """Draw one byte from int8 logits (1/16 bits); temperature 0 means greedy."""
+    u = np.asarray(logits, dtype=np.int64)
+    order = np.argsort(-u, kind="stable")  # best first, ties by byte value
+    if temperature_q4 <= 0:
+        return int(order[0])
+    kept = order[: top_k] if top_k > 0 else order
+    q = (u[order[0]] - u[kept]) * 16 // temperature_q4
+    w = np.where(q < len(EXP2_NEG), EXP2_NEG[np.minimum(q, len(EXP2_NEG) - 1)], 0).astype(np.int64)
+    total = int(w.sum())
+    r = (uniform32(key, position) * total) >> 32
+    return int(kept[np.searchsorted(np.cumsum(w), r, side="right")])
+
+
+def generate(params, cfg: Config, prompt: bytes, length: int, temperature_q4: int = 16,
+             top_k: int = 0, seed: int = 0) -> bytes:
+    """``length`` bytes continuing ``prompt`` (read after a document start)."""
+    members = Members(None, cfg, 1)
+    state = np.zeros((1, cfg.layers, cfg.width), dtype=np.int64)
+    key = stream_key(seed, SAMPLE_TENSOR, 0, 0)
+    logits = None
+    for b in b"\0" + prompt:
+        logits = step(params, cfg, np.array([b]), state, members)[0]
+    out = bytearray()
+    for i in range(length):
+        b = choose(logits, temperature_q4, top_k, key, i)
+        out.append(b)
+        logits = step(params, cfg, np.array([b]), state, members)[0]
+    return bytes(out)

@@ -1,0 +1,98 @@
+"""Shared fixtures for the integer-core tests: tiny configs, random models, backends, a tiny corpus.
+
+Everything here is deliberately small (width 16, a handful of members, windows of a few bytes) so
+the whole suite, Numba compilation included, runs in a few minutes on two busy cores.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from intlm import model
+from intlm.config import Config
+
+TINY = Config(width=16, layers=1, mlp_ratio=1, population=8, rank=1, window=4, sigma_shift=4,
+              fitness="sign", alpha_q16=32768, alpha_halflife=200, seed=3)
+
+
+def tiny_config(**changes) -> Config:
+    """A checked tiny Config, with the given fields changed."""
+    return dataclasses.replace(TINY, **changes).check()
+
+
+def random_params(cfg: Config, rng) -> dict:
+    """Random int8 parameters in [-127, 127] with a good share of saturating +-127 entries."""
+    out = {}
+    for name, p in model.init_params(cfg).items():
+        v = rng.integers(-127, 128, p.shape)
+        sat = rng.random(p.shape) < 0.1
+        v[sat] = rng.choice([-127, 127], int(sat.sum()))
+        out[name] = v.astype(np.int8)
+    return out
+
+
+def random_state(cfg: Config, rows: int, rng) -> np.ndarray:
+    return rng.integers(-127, 128, (rows, cfg.layers, cfg.width)).astype(np.int8)
+
+
+def random_tokens(rows: int, length: int, rng, zero_rate: float = 0.1) -> np.ndarray:
+    """Random bytes with some 0 bytes (document starts) sprinkled in."""
+    tok = rng.integers(1, 256, (rows, length)).astype(np.uint8)
+    tok[rng.random((rows, length)) < zero_rate] = 0
+    return tok
+
+
+def text_bytes(n_words: int, seed: int) -> bytes:
+    """Deterministic pseudo-English text (words from a small vocabulary, lines of 10 words)."""
+    words = ("the of and to in is was that he for it with as his on be at by had are but from "
+             "or have an they which one you were her all she there would their we him been has "
+             "when who will more no if out so said what up its about into than them can only").split()
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(words), n_words)
+    lines = [" ".join(words[i] for i in picks[j:j + 10]) for j in range(0, n_words, 10)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture
+def cfg_factory():
+    return tiny_config
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def numpy_backend():
+    from intlm import backends
+
+    return backends.get("numpy")
+
+
+@pytest.fixture(scope="session")
+def numba_backend():
+    from intlm import backends
+
+    be = backends.get("numba")
+    assert be.name == "numba"
+    return be
+
+
+@pytest.fixture(scope="session")
+def text_folder(tmp_path_factory):
+    """A folder of 4 small text documents (3 train, 1 validation after preparing)."""
+    folder = tmp_path_factory.mktemp("text")
+    for i in range(4):
+        (folder / f"doc{i}.txt").write_bytes(text_bytes(300 if i < 3 else 200, seed=i))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, text_folder):
+    """The prepared corpus store of ``text_folder``, opened."""
+    from intlm import data
+
+    path = data.prepare([str(text_folder)], tmp_path_factory.mktemp("store") / "corpus.zarr")
+    return data.open_store(path)

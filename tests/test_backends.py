@@ -1,0 +1,138 @@
+"""Bit-identity of the Numba backend with the NumPy reference: noise, population fitness, forward,
+update sums, and whole training steps."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from intlm import backends, es, train
+from intlm.errors import IntlmError
+
+from conftest import random_params, random_state, random_tokens, text_bytes, tiny_config
+
+CONFIGS = [
+    dict(rank=1, layers=1, sigma_shift=0, mlp_ratio=1, fitness="sign"),
+    dict(rank=3, layers=2, sigma_shift=4, mlp_ratio=4, fitness="rank"),
+    dict(rank=1, layers=2, sigma_shift=4, mlp_ratio=1, fitness="rank", population=6, window=6),
+    dict(rank=3, layers=1, sigma_shift=0, mlp_ratio=4, fitness="sign", width=32, seed=2 ** 63 - 1),
+]
+
+
+def assert_noise_equal(a, b):
+    assert set(a) == set(b)
+    for name in a:
+        x, y = a[name], b[name]
+        if isinstance(x, tuple):
+            assert len(x) == len(y) == 2
+            for u, v in zip(x, y):
+                assert u.dtype == v.dtype == np.int8 and u.shape == v.shape, name
+                assert np.array_equal(u, v), name
+        else:
+            assert x.dtype == y.dtype == np.int8 and x.shape == y.shape, name
+            assert np.array_equal(x, y), name
+
+
+def compare_backends(cfg, step, seed, numpy_backend, numba_backend):
+    """Run every hot operation on both backends from the same random model, state and bytes."""
+    rng = np.random.default_rng(seed)
+    params = random_params(cfg, rng)
+    n_np, n_nb = numpy_backend.make_noise(cfg, step), numba_backend.make_noise(cfg, step)
+    assert_noise_equal(n_np, n_nb)
+
+    tokens = random_tokens(cfg.pairs, cfg.window + 1, rng)
+    state = random_state(cfg, cfg.population, rng)
+    s_np, s_nb = state.copy(), state.copy()
+    f_np = numpy_backend.population_fitness(params, cfg, n_np, tokens, s_np)
+    f_nb = numba_backend.population_fitness(params, cfg, n_nb, tokens, s_nb)
+    assert f_np.dtype == f_nb.dtype == np.int32
+    assert np.array_equal(f_np, f_nb)
+    assert s_nb.dtype == np.int8 and np.array_equal(s_np, s_nb)
+    assert not np.array_equal(s_np, state)
+
+    rows = 5
+    ftok = random_tokens(rows, cfg.window + 3, rng)
+    fstate = random_state(cfg, rows, rng)
+    a, b = fstate.copy(), fstate.copy()
+    ll_np = numpy_backend.forward(params, cfg, ftok, a)
+    ll_nb = numba_backend.forward(params, cfg, ftok, b)
+    assert ll_np.shape == ll_nb.shape == (rows, cfg.window + 2)
+    assert np.array_equal(ll_np, ll_nb)
+    assert np.array_equal(a, b)
+
+    for mode in ("sign", "rank"):
+        f, _ = es.shape_fitness(f_np, mode)
+        z_np, z_nb = numpy_backend.update_sums(cfg, n_np, f), numba_backend.update_sums(cfg, n_nb, f)
+        assert set(z_np) == set(z_nb)
+        for name in z_np:
+            assert z_np[name].shape == z_nb[name].shape
+            assert np.array_equal(z_np[name], z_nb[name]), name
+    return f_np
+
+
+@pytest.mark.parametrize("changes", CONFIGS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+def test_numba_matches_numpy(changes, numpy_backend, numba_backend):
+    """make_noise, population_fitness (fitness and state), forward (ll and state) and update_sums
+    are bit-identical on random saturating models."""
+    cfg = tiny_config(**changes)
+    for step, seed in ((0, 1), (123456789, 2)):
+        compare_backends(cfg, step, seed, numpy_backend, numba_backend)
+
+
+@settings(max_examples=6, deadline=None)
+@given(rank=st.integers(1, 3), layers=st.integers(1, 2), mlp_ratio=st.sampled_from([1, 2, 4]),
+       sigma=st.integers(0, 8), pop=st.sampled_from([2, 4, 8]), window=st.integers(1, 6),
+       step=st.integers(0, 2 ** 40), seed=st.integers(0, 2 ** 32 - 1),
+       cfg_seed=st.integers(0, 2 ** 63 - 1))
+def test_numba_matches_numpy_hypothesis(rank, layers, mlp_ratio, sigma, pop, window, step, seed, cfg_seed,
+                                        numpy_backend, numba_backend):
+    """Same identity over hypothesis-drawn tiny configs, steps and seeds."""
+    cfg = tiny_config(rank=rank, layers=layers, mlp_ratio=mlp_ratio, sigma_shift=sigma, population=pop,
+                      window=window, seed=cfg_seed)
+    compare_backends(cfg, step, seed, numpy_backend, numba_backend)
+
+
+def test_update_sums_extreme_noise(numpy_backend, numba_backend):
+    """With every noise factor at +-max and f at +-RANK_LEVELS the int32 Numba sums still equal the
+    int64 reference."""
+    cfg = tiny_config(rank=3, fitness="rank", population=8)
+    nz = numpy_backend.make_noise(cfg, 0)
+    ext = {}
+    for name, v in nz.items():
+        if isinstance(v, tuple):
+            ext[name] = tuple(np.where(x >= 0, 59, -59).astype(np.int8) for x in v)
+        else:
+            ext[name] = np.where(v >= 0, 78, -78).astype(np.int8)
+    f = np.array([8, -8, 8, 8], dtype=np.int32)
+    z_np, z_nb = numpy_backend.update_sums(cfg, ext, f), numba_backend.update_sums(cfg, ext, f)
+    for name in z_np:
+        assert np.array_equal(z_np[name], z_nb[name]), name
+
+
+def test_training_steps_identical(numpy_backend, numba_backend):
+    """Three train.train_step calls with each backend leave identical parameters, hidden state and
+    step statistics (the whole step: windows, noise, fitness, shaping, update)."""
+    text = np.frombuffer(b"".join(b"\0" + text_bytes(60, seed=s) for s in range(3)), dtype=np.uint8)
+    for changes in (dict(population=8, window=5, fitness="sign"),
+                    dict(population=8, window=3, rank=3, layers=2, fitness="rank", sigma_shift=2)):
+        cfg = tiny_config(alpha_q16=65536, **changes)
+        runs = {be.name: train.Run.fresh(cfg) for be in (numpy_backend, numba_backend)}
+        start = {k: v.copy() for k, v in runs["numpy"].params.items()}
+        for _ in range(3):
+            stats = {be.name: train.train_step(runs[be.name], text, be) for be in (numpy_backend, numba_backend)}
+            assert stats["numpy"] == stats["numba"]
+        a, b = runs["numpy"], runs["numba"]
+        assert a.step == b.step == 3
+        for name in a.params:
+            assert np.array_equal(a.params[name], b.params[name]), name
+        assert np.array_equal(a.hidden, b.hidden)
+        assert any(not np.array_equal(start[k], a.params[k]) for k in start)  # training did move weights
+
+
+def test_backend_names():
+    """get() knows numpy / numba / auto and refuses others with an IntlmError."""
+    assert backends.get("numpy").name == "numpy"
+    assert backends.get("numba").name == "numba"
+    assert backends.get("auto").name == "numba"
+    with pytest.raises(IntlmError):
+        backends.get("cuda")

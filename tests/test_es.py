@@ -1,0 +1,287 @@
+"""Tests of the integer EGGROLL update: fitness shaping, the z-test threshold and the +-1 steps."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from intlm import es, model
+from intlm.arith import TAIL_Q31
+from intlm.errors import IntlmError
+from intlm.config import INT32_MAX, RANK_LEVELS, Config, worst_case_bounds
+from intlm.noise import rank_mult
+
+from conftest import tiny_config
+
+fitness_arrays = st.integers(1, 40).flatmap(
+    lambda pairs: hnp.arrays(np.int32, 2 * pairs, elements=st.integers(-50, 50) | st.integers(-(2 ** 31), 2 ** 31 - 1)))
+FEW = settings(max_examples=150, deadline=None)
+
+
+def swap_members(fitness):
+    out = fitness.copy()
+    out[0::2], out[1::2] = fitness[1::2], fitness[0::2]
+    return out
+
+
+# --- shape_fitness: sign -------------------------------------------------------------------------
+
+@FEW
+@given(fitness_arrays)
+def test_sign_shaping(fitness):
+    """sign mode: f_p = sign(F+ - F-) in {-1, 0, 1}; ties counted; swapping members negates f."""
+    f, ties = es.shape_fitness(fitness, "sign")
+    plus, minus = fitness[0::2].astype(np.int64), fitness[1::2].astype(np.int64)
+    assert f.dtype == np.int32 and f.shape == (len(fitness) // 2,)
+    assert set(f.tolist()) <= {-1, 0, 1}
+    assert np.array_equal(f, np.sign(plus - minus))  # no int32 wrap on the difference
+    assert ties == int(np.sum(plus == minus)) == int(np.sum(f == 0))
+    g, ties2 = es.shape_fitness(swap_members(fitness), "sign")
+    assert np.array_equal(g, -f) and ties2 == ties
+
+
+def test_sign_shaping_extremes_do_not_wrap():
+    """F+ = INT32_MAX, F- = INT32_MIN is a win for + (the difference is taken in int64)."""
+    fit = np.array([2 ** 31 - 1, -(2 ** 31), -(2 ** 31) + 1, 2 ** 31 - 2], dtype=np.int32)
+    f, ties = es.shape_fitness(fit, "sign")
+    assert list(f) == [1, -1] and ties == 0
+    f, _ = es.shape_fitness(fit, "rank")  # doubled ranks 6, 0, 2, 4 over den 6: 8 and -round(8/3)
+    assert list(f) == [RANK_LEVELS, -3]
+
+
+# --- shape_fitness: rank -------------------------------------------------------------------------
+
+@FEW
+@given(fitness_arrays)
+def test_rank_shaping_range_antisymmetry_and_ties(fitness):
+    """rank mode: f in [-RANK_LEVELS, RANK_LEVELS]; swapping members negates f; a pair whose members
+    tie gets 0; the sign of f agrees with the sign of F+ - F-."""
+    f, ties = es.shape_fitness(fitness, "rank")
+    plus, minus = fitness[0::2].astype(np.int64), fitness[1::2].astype(np.int64)
+    assert f.dtype == np.int32
+    assert np.all(np.abs(f) <= RANK_LEVELS)
+    assert np.all(f[plus == minus] == 0)
+    assert ties == int(np.sum(plus == minus))
+    assert np.all(np.sign(f) * np.sign(plus - minus) >= 0)
+    g, _ = es.shape_fitness(swap_members(fitness), "rank")
+    assert np.array_equal(g, -f)
+    h, _ = es.shape_fitness(-fitness.astype(np.int64), "rank")  # reversing the order reverses ranks
+    assert np.array_equal(h, -f)
+
+
+@FEW
+@given(fitness_arrays, st.integers(1, 5), st.integers(-1000, 1000), st.booleans())
+def test_rank_shaping_invariant_under_increasing_transforms(fitness, scale, offset, cubic):
+    """Ranks only: any strictly increasing transform of the fitnesses gives the same f."""
+    f, _ = es.shape_fitness(fitness, "rank")
+    x = fitness.astype(np.int64)
+    y = x * np.abs(x) + offset if cubic else scale * x + offset  # strictly increasing, fits int64
+    g, _ = es.shape_fitness(y, "rank")
+    assert np.array_equal(f, g)
+
+
+def test_rank_shaping_exact_values():
+    """A worked example: the best member against the worst gives +-RANK_LEVELS, neighbours small."""
+    fit = np.array([100, 0, 50, 51, 7, 7], dtype=np.int32)  # ranks: 5,0,3,4,1.5,1.5
+    f, ties = es.shape_fitness(fit, "rank")
+    # doubled ranks 10,0,6,8,3,3; diff 10,-2,0; den = 2*(6-1) = 10; |f| = round(diff * 8 / 10)
+    assert list(f) == [8, -2, 0] and ties == 1
+
+
+def test_rank_shaping_ties_across_pairs_share_the_mean_rank():
+    """Members tied with a member of another pair share the mean of their ranks."""
+    fit = np.array([5, 1, 5, 3], dtype=np.int32)  # ranks 2.5, 0, 2.5, 1 -> doubled 5, 0, 5, 2
+    f, ties = es.shape_fitness(fit, "rank")
+    # diffs 5 and 3 over den 6: round(5 * 8 / 6) = 7, round(3 * 8 / 6) = 4
+    assert list(f) == [7, 4] and ties == 0
+
+
+def test_rank_shaping_differs_from_sign_on_magnitude():
+    """Rank mode grades: a narrow win and a wide win get different weights (sign mode cannot)."""
+    fit = np.array([10, 9, 100, -100], dtype=np.int32)
+    f_rank, _ = es.shape_fitness(fit, "rank")
+    f_sign, _ = es.shape_fitness(fit, "sign")
+    assert list(f_sign) == [1, 1]
+    assert 0 < f_rank[0] < f_rank[1]
+
+
+# --- z threshold ---------------------------------------------------------------------------------
+
+@FEW
+@given(st.integers(1, 65536), st.integers(1, 10 ** 6), st.integers(0, 10 ** 12), st.integers(0, 10 ** 6))
+def test_z_threshold_positive_and_non_decreasing(alpha_q16, halflife, step, later):
+    """z >= 1 (1/16) always, so the first step never moves every weight; z never falls as steps pass;
+    and z is the smallest table entry whose tail is <= alpha_t (when the table reaches that far)."""
+    cfg = Config(alpha_q16=alpha_q16, alpha_halflife=halflife)
+    z = es.z_threshold_q4(cfg, step)
+    assert 1 <= z <= 127
+    assert es.z_threshold_q4(cfg, step + later) >= z
+    alpha_q31 = (alpha_q16 << 15) * halflife // (halflife + step)
+    if z > 1 and z < 127:
+        assert TAIL_Q31[z] <= alpha_q31 < TAIL_Q31[z - 1]
+
+
+def test_z_threshold_values():
+    """alpha = 1/2 gives z = 0.6875 (11/16, the first 1/16 step above 0.674); alpha = 1 gives 1/16;
+    alpha = 0.05 at its half-life step gives the z of 0.025 (2.25 > 2.241)."""
+    assert es.z_threshold_q4(Config(alpha_q16=32768), 0) == 11
+    assert es.z_threshold_q4(Config(alpha_q16=65536), 0) == 1
+    cfg = Config(alpha_q16=3277, alpha_halflife=100)
+    assert es.z_threshold_q4(cfg, 100) == math.ceil(2.2414 * 16)
+
+
+# --- update --------------------------------------------------------------------------------------
+
+def test_zero_fitness_moves_nothing(rng):
+    """All-zero f: update returns 0 and leaves every parameter unchanged."""
+    cfg = tiny_config()
+    params = model.init_params(cfg)
+    before = {k: v.copy() for k, v in params.items()}
+    f = np.zeros(cfg.pairs, dtype=np.int32)
+    Z = es.update_sums(cfg, model.make_noise(cfg, 0), f)
+    assert all(np.all(z == 0) for z in Z.values())
+    assert es.update(params, cfg, 0, f, Z) == 0
+    for k in params:
+        assert np.array_equal(params[k], before[k])
+
+
+def test_zero_sums_move_nothing_even_at_alpha_one():
+    """Z = 0 never moves a weight: the threshold is positive even for alpha = 1 at step 0."""
+    cfg = tiny_config(alpha_q16=65536)
+    params = model.init_params(cfg)
+    before = {k: v.copy() for k, v in params.items()}
+    f = np.ones(cfg.pairs, dtype=np.int32)
+    thr = es.thresholds(cfg, 0, f)
+    assert thr[0] > 0 and thr[1] > 0
+    Z = {k: np.zeros(v.shape, dtype=np.int64) for k, v in params.items()}
+    assert es.update(params, cfg, 0, f, Z) == 0
+    assert all(np.array_equal(params[k], before[k]) for k in params)
+
+
+@pytest.mark.parametrize("alpha_q16", [32768, 6554])
+def test_moved_fraction_close_to_alpha(alpha_q16):
+    """With 256 pairs of random noise and random f in {-1, 0, 1}, step 0 moves a fraction of all
+    weights within 0.04 of alpha (Z is near-Gaussian with the std the threshold assumes), and far
+    fewer than all of them."""
+    cfg = tiny_config(population=512, alpha_q16=alpha_q16)
+    rng = np.random.default_rng(alpha_q16)
+    f = rng.integers(-1, 2, cfg.pairs).astype(np.int32)
+    params = model.init_params(cfg)
+    total = sum(p.size for p in params.values())
+    moved = es.update(params, cfg, 0, f, es.update_sums(cfg, model.make_noise(cfg, 0), f))
+    alpha = alpha_q16 / 65536
+    assert abs(moved / total - alpha) < 0.04
+    assert moved < 0.75 * total
+
+
+def test_moved_fraction_anneals():
+    """Later steps (smaller alpha_t) move fewer weights for the same sums."""
+    cfg = tiny_config(population=128, alpha_q16=32768, alpha_halflife=10)
+    f = np.random.default_rng(0).integers(-1, 2, cfg.pairs).astype(np.int32)
+    Z = es.update_sums(cfg, model.make_noise(cfg, 0), f)
+    counts = []
+    for step in (0, 10, 100, 1000):
+        params = model.init_params(cfg)
+        counts.append(es.update(params, cfg, step, f, Z))
+    assert counts[0] > counts[1] > counts[2] > counts[3]
+
+
+def test_update_moves_by_sign_of_z(rng):
+    """Moved weights change by exactly sign(Z), the others not at all; the count returned is right."""
+    cfg = tiny_config(population=64)
+    f = rng.integers(-1, 2, cfg.pairs).astype(np.int32)
+    params = model.init_params(cfg)
+    before = {k: v.astype(np.int64) for k, v in params.items()}
+    Z = es.update_sums(cfg, model.make_noise(cfg, 0), f)
+    thr_m, thr_v = es.thresholds(cfg, 0, f)
+    moved = es.update(params, cfg, 0, f, Z)
+    count = 0
+    for t in model.tensors(cfg):
+        thr = thr_m if t.kind == "matrix" else thr_v
+        d = params[t.name].astype(np.int64) - before[t.name]
+        want = np.where(np.abs(Z[t.name]) > thr, np.sign(Z[t.name]), 0)
+        want = np.clip(before[t.name] + want, -127, 127) - before[t.name]
+        assert np.array_equal(d, want), t.name
+        count += int(np.count_nonzero(np.abs(Z[t.name]) > thr))
+    assert moved == count > 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(hnp.arrays(np.int8, 64, elements=st.integers(-127, 127)),
+       hnp.arrays(np.int64, 64, elements=st.integers(-(2 ** 40), 2 ** 40)), st.integers(0, 2 ** 20))
+def test_apply_steps_saturates_never_wraps(param, Z, thr):
+    """apply_steps moves by at most 1, stays within [-127, 127] (127 + 1 stays 127, -127 - 1 stays
+    -127, never -128 or a wrap), and counts the moves it attempted."""
+    p = param.copy()
+    n = es.apply_steps(p, Z, thr)
+    d = p.astype(int) - param.astype(int)
+    assert p.dtype == np.int8
+    assert p.min() >= -127 and p.max() <= 127
+    assert np.all(np.abs(d) <= 1)
+    assert n == int(np.count_nonzero(np.abs(Z) > thr))
+    assert np.all(d[np.abs(Z) <= thr] == 0)
+    sat = (np.abs(Z) > thr) & (np.abs(param.astype(int) + np.sign(Z)) > 127)
+    assert np.all(p[sat] == param[sat])
+
+
+def test_apply_steps_edges():
+    """A worked example: 127 + 1 and -127 - 1 saturate, 0 and 126 move up by one."""
+    p = np.array([127, -127, 0, 126], dtype=np.int8)
+    es.apply_steps(p, np.array([10, -10, 10, 10]), 5)
+    assert list(p) == [127, -127, 1, 127]
+
+
+def test_thresholds_formula():
+    """Thresholds are z * std * sqrt(sum f^2) / 16 with the matrix std 256 and the vector std 16."""
+    cfg = tiny_config(population=2 * 64)
+    f = np.ones(64, dtype=np.int32)  # sum f^2 = 64, root 8 exactly
+    z = es.z_threshold_q4(cfg, 0)
+    assert es.thresholds(cfg, 0, f) == (z * 256 * 8 // 16, z * 16 * 8 // 16)
+
+
+def test_thresholds_within_5_percent_of_exact_root():
+    """The documented rule |Z| > z * std * sqrt(sum f^2) within 5%, for any f (small populations too)."""
+    cfg = tiny_config(population=8)
+    z = es.z_threshold_q4(cfg, 0)
+    for f in ([1, -1, 1, 0], [1, 1, 0, 0], [1, -1, 1, -1], [2, -3, 1, 0]):
+        f = np.array(f, dtype=np.int32)
+        exact = z * 256 * math.sqrt(np.sum(f.astype(np.int64) ** 2)) / 16
+        assert abs(es.thresholds(cfg, 0, f)[0] / exact - 1) <= 0.05, f.tolist()
+
+
+# --- the Z bound ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fitness,rank", [("rank", 1), ("rank", 4)])
+def test_update_sums_fit_int32_at_the_allowed_maximum(numba_backend, fitness, rank):
+    """The largest population check() allows, every noise factor at its max and every f at its max:
+    the int32 Numba update sums equal the exact Python-int value, which is the 'update sum Z' bound
+    and <= INT32_MAX (one more pair would overflow and check() refuses it)."""
+    a = rank_mult(rank)
+    f_max = RANK_LEVELS
+    pairs = INT32_MAX // (rank * f_max * a * a)
+    cfg = Config(width=16, layers=1, mlp_ratio=1, population=2 * pairs, rank=rank, fitness=fitness,
+                 window=4).check()
+    with pytest.raises(IntlmError):
+        Config(width=16, layers=1, mlp_ratio=1, population=2 * pairs + 2, rank=rank, fitness=fitness).check()
+    a_max = (1020 * a + 512) >> 10
+    nz = {}
+    for t in model.tensors(cfg):
+        if t.kind == "matrix":
+            m, n = t.shape[-2:]
+            lead = t.shape[:-2]
+            nz[t.name] = (np.full((pairs,) + lead + (m, rank), a_max, np.int8),
+                          np.full((pairs,) + lead + (n, rank), -a_max, np.int8))
+        else:
+            nz[t.name] = np.full((pairs,) + t.shape, 78, np.int8)
+    f = np.full(pairs, f_max, dtype=np.int32)
+    Z = numba_backend.update_sums(cfg, nz, f)
+    exact = pairs * rank * f_max * a_max * a_max
+    assert exact == worst_case_bounds(cfg)["update sum Z"] <= INT32_MAX
+    for t in model.tensors(cfg):
+        if t.kind == "matrix":
+            assert np.all(Z[t.name] == -exact), t.name
+        else:
+            assert np.all(Z[t.name] == pairs * f_max * 78), t.name
