@@ -44,7 +44,7 @@ def prepare(sources, out):
 CONFIG_OPTIONS = {  # CLI option -> Config field
     "population": "population", "width": "width", "layers": "layers", "mlp_ratio": "mlp_ratio",
     "rank": "rank", "window": "window", "sigma_shift": "sigma_shift", "fitness": "fitness",
-    "alpha_halflife": "alpha_halflife", "seed": "seed",
+    "alpha_halflife": "alpha_halflife", "momentum_shift": "momentum_shift", "seed": "seed",
 }
 
 
@@ -65,6 +65,8 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
               help="Fraction of weights a step moves at the start.")
 @click.option("--alpha-halflife", type=int, default=DEFAULTS.alpha_halflife, show_default=True,
               help="Steps until that fraction halves.")
+@click.option("--momentum-shift", type=int, default=DEFAULTS.momentum_shift, show_default=True,
+              help="Integer momentum over about 2**K steps (0: none).")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out (settings left out are kept).")

@@ -11,6 +11,7 @@ from .errors import IntlmError
 from .noise import NOISE_MAX, NOISE_MULT, rank_mult
 
 FITNESS_MODES = ("sign", "rank")
+PAIR_STATES = ("mean", "own")
 RANK_LEVELS = 8  # graded fitness takes values in -RANK_LEVELS .. RANK_LEVELS
 INT32_MAX = (1 << 31) - 1
 
@@ -27,6 +28,8 @@ class Config:
     fitness: str = "sign"
     alpha_q16: int = 32768  # fraction of weights moved at step 0, in 1/65536
     alpha_halflife: int = 200  # alpha_t = alpha_0 * H / (H + t)
+    momentum_shift: int = 0  # 0: plain EGGROLL; k: threshold M = M - M/2**k + Z instead of Z
+    pair_state: str = "mean"  # "mean": both members of a pair start each step from their mean state
     seed: int = 0
 
     @property
@@ -69,6 +72,8 @@ class Config:
         need(self.fitness in FITNESS_MODES, f"fitness must be one of {FITNESS_MODES}, got {self.fitness!r}")
         need(1 <= self.alpha_q16 <= 65536, "alpha must be in (0, 1]")
         need(self.alpha_halflife >= 1, f"alpha half-life must be >= 1 step, got {self.alpha_halflife}")
+        need(self.pair_state in PAIR_STATES, f"pair state must be one of {PAIR_STATES}, got {self.pair_state!r}")
+        need(0 <= self.momentum_shift <= 8, f"momentum shift must be between 0 and 8, got {self.momentum_shift}")
         need(0 <= self.seed < (1 << 63), f"seed must be between 0 and 2**63-1, got {self.seed}")
         for what, bound in worst_case_bounds(self).items():
             need(bound <= INT32_MAX, f"settings overflow int32 in {what} (worst case {bound}): "
@@ -94,5 +99,7 @@ def worst_case_bounds(cfg: Config) -> dict:
         "matmul accumulator": dot,
         "layer norm": 127 * 127 * cfg.width,
         "update sum Z": cfg.pairs * cfg.rank * f_max * factor * factor,
+        # M = M - M/2**k + Z stays below |Z|max * 2**k
+        "momentum M": (cfg.pairs * cfg.rank * f_max * factor * factor) << cfg.momentum_shift,
         "window log-likelihood": cfg.window * 256 * 64,
     }

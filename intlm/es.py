@@ -5,6 +5,11 @@ Under the null of no signal each entry of Z is a sum of independent terms of std
 (resp. 16) times |f_p|, so |Z| > z_alpha * std * sqrt(sum f_p^2) moves about a fraction alpha_t of
 the weights by +-1; with signal, more move. alpha_t = alpha_0 * H / (H + t) anneals the step.
 The threshold is never 0 (z >= 1/16), so no step moves every weight, and Z = 0 never moves one.
+
+Optional integer momentum (``momentum_shift`` k > 0), our addition: each weight keeps an int32
+M = M - sign(M)(|M| >> k) + Z and the threshold applies to M, whose null std is larger by
+sqrt(4**k / (2**(k+1) - 1)); a weight that moves spends the threshold from its M (error feedback),
+so evidence is averaged over about 2**k steps without moving the same weight every step.
 """
 
 import numpy as np
@@ -20,25 +25,24 @@ NOISE_STD_PRODUCT = NOISE_STD * NOISE_STD  # std of sum over rank of a.b (rank s
 def shape_fitness(fitness, mode: str):
     """Pair fitnesses f (pairs,) int32 from member fitnesses (+ member first) and the tie count.
 
-    sign: f = sign(F+ - F-). rank: every member gets its rank among all members (ties share the
-    mean rank, doubled to stay integer), f = (rank+ - rank-) mapped to -RANK_LEVELS..RANK_LEVELS.
+    sign: f = sign(F+ - F-). rank: the same sign, graded by how large |F+ - F-| is among all
+    pairs: f = sign * (1 + (RANK_LEVELS - 1) * rank / (pairs - 1)), rounded, with tied |d| sharing
+    their mean rank (doubled to stay integer). Pairs see different bytes, so only the difference
+    within a pair is comparable across pairs, not the raw fitnesses.
     """
-    plus, minus = fitness[0::2].astype(np.int64), fitness[1::2].astype(np.int64)
-    ties = int(np.count_nonzero(plus == minus))
-    if mode == "sign":
-        return np.sign(plus - minus).astype(np.int32), ties
-    P = fitness.shape[0]
-    order = np.argsort(fitness, kind="stable")
-    sorted_f = fitness[order]
-    # doubled mean rank of each run of equal values: first + last index of the run
-    starts = np.searchsorted(sorted_f, sorted_f, side="left")
-    ends = np.searchsorted(sorted_f, sorted_f, side="right") - 1
-    rank2 = np.empty(P, dtype=np.int64)
-    rank2[order] = starts + ends
-    diff = rank2[0::2] - rank2[1::2]  # in -(2P-2) .. 2P-2
-    den = 2 * (P - 1)
-    mag = (np.abs(diff) * RANK_LEVELS * 2 + den) // (2 * den)
-    return (np.sign(diff) * mag).astype(np.int32), ties
+    d = fitness[0::2].astype(np.int64) - fitness[1::2].astype(np.int64)
+    ties = int(np.count_nonzero(d == 0))
+    if mode == "sign" or d.shape[0] == 1:
+        return np.sign(d).astype(np.int32), ties
+    mag = np.abs(d)
+    order = np.argsort(mag, kind="stable")
+    sorted_mag = mag[order]
+    rank2 = np.empty(d.shape[0], dtype=np.int64)  # first + last index of each run of equal |d|
+    rank2[order] = (np.searchsorted(sorted_mag, sorted_mag, side="left")
+                    + np.searchsorted(sorted_mag, sorted_mag, side="right") - 1)
+    den = 2 * (d.shape[0] - 1)
+    level = 1 + ((RANK_LEVELS - 1) * 2 * rank2 + den) // (2 * den)
+    return (np.sign(d) * level).astype(np.int32), ties
 
 
 def z_threshold_q4(cfg: Config, step: int) -> int:
@@ -50,19 +54,19 @@ def z_threshold_q4(cfg: Config, step: int) -> int:
 
 
 def apply_steps(param, Z, thr):
-    """Move each weight by sign(Z) where |Z| > thr, saturating; returns how many moved."""
-    move = np.where(np.abs(Z) > thr, np.sign(Z), 0)
+    """Move each weight by sign(Z) where |Z| > thr, saturating; returns the attempted moves."""
+    move = np.where(np.abs(Z) > thr, np.sign(Z), 0).astype(np.int32)
     param[...] = clip8(param.astype(np.int32) + move).astype(np.int8)
-    return int(np.count_nonzero(move))
+    return move
 
 
 def thresholds(cfg: Config, step: int, f) -> tuple:
     """(matrix threshold, vector threshold) for this step's pair fitnesses."""
     z = z_threshold_q4(cfg, step)
-    sumsq = int(np.sum(f.astype(np.int64) ** 2))
-    # z/16 * std * sqrt(sum f^2), with the square root taken last so it loses nothing
-    return (isqrt(z * z * NOISE_STD_PRODUCT ** 2 * sumsq) // 16,
-            isqrt(z * z * NOISE_STD ** 2 * sumsq) // 16)
+    k = cfg.momentum_shift
+    var = z * z * int(np.sum(f.astype(np.int64) ** 2)) * 4 ** k // (2 ** (k + 1) - 1)
+    # z/16 * std * sqrt(variance factor), with the square root taken last so it loses nothing
+    return isqrt(var * NOISE_STD_PRODUCT ** 2) // 16, isqrt(var * NOISE_STD ** 2) // 16
 
 
 def update_sums(cfg: Config, noise, f) -> dict:
@@ -78,12 +82,29 @@ def update_sums(cfg: Config, noise, f) -> dict:
     return Z
 
 
-def update(params, cfg: Config, step: int, f, Z) -> int:
-    """Apply the thresholded +-1 steps in place; returns the number of weights moved."""
+def init_momentum(cfg: Config, params) -> dict:
+    """The int32 momentum of every parameter (empty without momentum)."""
+    if not cfg.momentum_shift:
+        return {}
+    return {name: np.zeros(p.shape, dtype=np.int32) for name, p in params.items()}
+
+
+def update(params, cfg: Config, step: int, f, Z, momentum=None) -> int:
+    """Apply the thresholded +-1 steps in place (and the momentum, if any); returns weights moved."""
+    k = cfg.momentum_shift
+    if k:
+        for name, m in momentum.items():
+            m -= np.sign(m) * (np.abs(m) >> k)
+            m += Z[name]
+        Z = momentum
     if not np.any(f):
         return 0
     thr_matrix, thr_vector = thresholds(cfg, step, f)
     moved = 0
     for t in tensors(cfg):
-        moved += apply_steps(params[t.name], Z[t.name], thr_matrix if t.kind == "matrix" else thr_vector)
+        thr = thr_matrix if t.kind == "matrix" else thr_vector
+        move = apply_steps(params[t.name], Z[t.name], thr)
+        if k:
+            Z[t.name] -= move * thr  # spend the evidence that moved the weight
+        moved += int(np.count_nonzero(move))
     return moved

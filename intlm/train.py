@@ -22,6 +22,7 @@ from .model import init_params
 
 CHECKPOINT_FORMAT = "intlm-checkpoint-1"
 STATE_ARRAY = "hidden"  # the population's recurrent state, carried across steps
+MOMENTUM_PREFIX = "momentum."  # int32 momentum arrays, when the config has momentum
 EVAL_BURN_IN = 64  # bytes each validation stream reads before it is scored
 
 
@@ -50,19 +51,21 @@ def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256,
 
 
 class Run:
-    """A training run's integer state: parameters, population state, step."""
+    """A training run's integer state: parameters, population state, momentum, step."""
 
-    def __init__(self, cfg: Config, params, hidden, step: int):
-        self.cfg, self.params, self.hidden, self.step = cfg, params, hidden, step
+    def __init__(self, cfg: Config, params, hidden, momentum, step: int):
+        self.cfg, self.params, self.hidden, self.momentum, self.step = cfg, params, hidden, momentum, step
 
     @classmethod
     def fresh(cls, cfg: Config):
         hidden = np.zeros((cfg.population, cfg.layers, cfg.width), dtype=np.int8)
-        return cls(cfg, init_params(cfg), hidden, 0)
+        params = init_params(cfg)
+        return cls(cfg, params, hidden, es.init_momentum(cfg, params), 0)
 
     def save(self, run_dir: Path, corpus_meta: dict) -> Path:
         arrays = dict(self.params)
         arrays[STATE_ARRAY] = self.hidden
+        arrays.update({MOMENTUM_PREFIX + k: v for k, v in self.momentum.items()})
         attrs = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_json(), "step": self.step,
                  "cursor": {"step": self.step, "rows": self.cfg.pairs, "window": self.cfg.window},
                  "corpus": corpus_meta}
@@ -85,7 +88,24 @@ def load_run(path) -> tuple:
     hidden = ck.arrays.get(STATE_ARRAY)
     if hidden is None or hidden.shape != fresh.hidden.shape or hidden.dtype != np.int8:
         raise IntlmError(f"checkpoint {ck.path} does not match its config: population state")
-    return Run(cfg, params, np.array(hidden), int(ck.attrs["step"])), ck.attrs
+    momentum = {}
+    for name, want in fresh.momentum.items():
+        got = ck.arrays.get(MOMENTUM_PREFIX + name)
+        if got is None or got.shape != want.shape or got.dtype != want.dtype:
+            raise IntlmError(f"checkpoint {ck.path} does not match its config: momentum {name!r}")
+        momentum[name] = np.array(got)
+    return Run(cfg, params, np.array(hidden), momentum, int(ck.attrs["step"])), ck.attrs
+
+
+def share_pair_state(hidden):
+    """Both members of each pair continue from their mean state (rounded half up), so the next
+    step's F+ - F- measures the perturbation alone, not two diverged histories; to first order the
+    mean of an antithetic pair is the unperturbed model's state."""
+    pairs = hidden.reshape(hidden.shape[0] // 2, 2, -1).astype(np.int32)
+    mean = ((pairs[:, 0] + pairs[:, 1] + 1) >> 1).astype(np.int8)
+    pairs = hidden.reshape(hidden.shape[0] // 2, 2, -1)
+    pairs[:, 0] = mean
+    pairs[:, 1] = mean
 
 
 def train_step(run: Run, train_data: np.ndarray, backend) -> dict:
@@ -94,8 +114,10 @@ def train_step(run: Run, train_data: np.ndarray, backend) -> dict:
     tokens = stream_windows(train_data, cfg.pairs, run.step, cfg.window)
     noise = backend.make_noise(cfg, run.step)
     fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
+    if cfg.pair_state == "mean":
+        share_pair_state(run.hidden)
     f, ties = es.shape_fitness(fitness, cfg.fitness)
-    moved = es.update(run.params, cfg, run.step, f, backend.update_sums(cfg, noise, f))
+    moved = es.update(run.params, cfg, run.step, f, backend.update_sums(cfg, noise, f), run.momentum)
     run.step += 1
     return {"fitness_sum": int(fitness.astype(np.int64).sum()), "ties": ties, "moved": moved}
 
