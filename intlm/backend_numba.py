@@ -112,14 +112,21 @@ def _vector(v, e, sign, sigma, j):
 
 
 @njit(inline="always")
-def _layer_norm(x, g, ge, sign, sigma, out):
+def _perturbed_vector(v, e, sign, sigma, out):
+    """A member's copy of a vector parameter, made once per window instead of once per byte."""
+    for j in range(v.shape[0]):
+        out[j] = _vector(v, e, sign, sigma, j)
+
+
+@njit(inline="always")
+def _layer_norm(x, g, out):
     d = x.shape[0]
     total = 0
     for j in range(d):
         total += abs(x[j])
     total = max(total, 1)
     for j in range(d):
-        num = x[j] * _vector(g, ge, sign, sigma, j) * d
+        num = x[j] * g[j] * d
         mag = (abs(num) + total // 2) // total
         out[j] = _clip8(-mag if num < 0 else mag)
 
@@ -132,9 +139,10 @@ def _log_likelihood(logits, target, exp2, log2_frac, exp2_bits, mant_bits):
     s = 0
     for v in range(256):
         s += exp2[logits[v] - top + 255]
-    e = 0
-    while (s >> (e + 1)) != 0:
-        e += 1
+    e = 0  # floor(log2 s) by halving the search range
+    for half in (16, 8, 4, 2, 1):
+        if (s >> (e + half)) != 0:
+            e += half
     m = (s >> (e - mant_bits)) & ((1 << mant_bits) - 1)
     return 16 * (logits[target] - top + 255) - ((e << 8) + log2_frac[m]) + (exp2_bits << 8)
 
@@ -158,6 +166,16 @@ def _run_row(tokens, state, ll, sign, pair, sigma, shifts,
     acc = np.zeros(max(hdim, 256), np.int32)
     xb = np.zeros(r, np.int32)
     sh_d, sh_h = shifts[0], shifts[1]
+    gains = np.zeros((L, 2, d), np.int32)
+    biases = np.zeros((L, 2, d), np.int32)
+    for l in range(L):
+        for k in range(2):
+            _perturbed_vector(norm[l, k], n_norm[pair, l, k], sign, sigma, gains[l, k])
+            _perturbed_vector(gru_bias[l, k], n_gru_bias[pair, l, k], sign, sigma, biases[l, k])
+    out_gain = np.zeros(d, np.int32)
+    _perturbed_vector(out_norm, n_out_norm[pair], sign, sigma, out_gain)
+    out_bias = np.zeros(256, np.int32)
+    _perturbed_vector(head_bias, n_head_bias[pair], sign, sigma, out_bias)
     T = tokens.shape[0] - 1
     for t in range(T):
         byte = tokens[t]
@@ -175,32 +193,32 @@ def _run_row(tokens, state, ll, sign, pair, sigma, shifts,
         for l in range(L):
             for j in range(d):
                 h[j] = state[l, j]
-            _layer_norm(x, norm[l, 0], n_norm[pair, l, 0], sign, sigma, a)
+            _layer_norm(x, gains[l, 0], a)
             _linear(a, gruT[l, 0], n_gru_a[pair, l, 0], n_gru_b[pair, l, 0], sign, sigma, sh_d, xb, acc, t1)
             _linear(h, gruT[l, 1], n_gru_a[pair, l, 1], n_gru_b[pair, l, 1], sign, sigma, sh_d, xb, acc, t2)
             for j in range(d):
-                f = _clip8(t1[j] + t2[j] + _vector(gru_bias[l, 0], n_gru_bias[pair, l, 0], sign, sigma, j))
+                f = _clip8(t1[j] + t2[j] + biases[l, 0, j])
                 gamma = f + GATE_BIAS
                 t1[j] = gamma  # keep the gate for the state update
                 reset[j] = _rshift(gamma * h[j], 8)
             _linear(a, gruT[l, 2], n_gru_a[pair, l, 2], n_gru_b[pair, l, 2], sign, sigma, sh_d, xb, acc, t2)
             _linear(reset, gruT[l, 3], n_gru_a[pair, l, 3], n_gru_b[pair, l, 3], sign, sigma, sh_d, xb, acc, reset)
             for j in range(d):
-                cand = _clip8(t2[j] + reset[j] + _vector(gru_bias[l, 1], n_gru_bias[pair, l, 1], sign, sigma, j))
+                cand = _clip8(t2[j] + reset[j] + biases[l, 1, j])
                 hn = _clip8(h[j] + _rshift(t1[j] * (cand - h[j]), 8))
                 state[l, j] = hn
                 x[j] = _clip8(x[j] + hn)
-            _layer_norm(x, norm[l, 1], n_norm[pair, l, 1], sign, sigma, a)
+            _layer_norm(x, gains[l, 1], a)
             _linear(a, upT[l], n_up_a[pair, l], n_up_b[pair, l], sign, sigma, sh_d, xb, acc, hid)
             for j in range(hdim):
                 hid[j] = max(_clip8(hid[j]), 0)
             _linear(hid, downT[l], n_down_a[pair, l], n_down_b[pair, l], sign, sigma, sh_h, xb, acc, t2)
             for j in range(d):
                 x[j] = _clip8(x[j] + _clip8(t2[j]))
-        _layer_norm(x, out_norm, n_out_norm[pair], sign, sigma, a)
+        _layer_norm(x, out_gain, a)
         _linear(a, headT, n_head_a[pair], n_head_b[pair], sign, sigma, sh_d, xb, acc, logits)
         for v in range(256):
-            logits[v] = _clip8(logits[v] + _vector(head_bias, n_head_bias[pair], sign, sigma, v))
+            logits[v] = _clip8(logits[v] + out_bias[v])
         ll[t] = _log_likelihood(logits, tokens[t + 1], exp2, log2_frac, exp2_bits, mant_bits)
 
 

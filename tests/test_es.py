@@ -294,3 +294,27 @@ def test_update_sums_fit_int32_at_the_allowed_maximum(numba_backend, fitness, ra
             assert np.all(Z[t.name] == -exact), t.name
         else:
             assert np.all(Z[t.name] == pairs * f_max * 78), t.name
+
+
+def test_momentum_decays_symmetrically_and_spends_on_moves():
+    """M <- M - sign(M)(|M| >> k) + Z; a weight that moves has the threshold taken off its M, and a
+    weight that does not move keeps its evidence."""
+    cfg = tiny_config(population=2 * 64, momentum_shift=2)
+    params = model.init_params(cfg)
+    momentum = es.init_momentum(cfg, params)
+    assert set(momentum) == set(params) and all(m.dtype == np.int32 for m in momentum.values())
+    f = np.ones(cfg.pairs, dtype=np.int32)
+    thr_matrix, _ = es.thresholds(cfg, 0, f)
+    name = "head"
+    start = np.array([-9, 9, -1, 1, 0, 0], dtype=np.int32)
+    momentum[name].flat[:6] = start
+    Z = {k: np.zeros(v.shape, dtype=np.int32) for k, v in params.items()}
+    Z[name].flat[4] = thr_matrix + 5  # passes the threshold: moves up, keeps 5
+    Z[name].flat[5] = -thr_matrix  # equal to the threshold: does not move
+    before = params[name].copy()
+    moved = es.update(params, cfg, 0, f, Z, momentum)
+    m = momentum[name].flat[:6]
+    assert list(m) == [-7, 7, -1, 1, 5, -thr_matrix]  # 9 - (9 >> 2) = 7, symmetric; |1| >> 2 = 0
+    assert moved == 1
+    assert params[name].flat[4] == min(before.flat[4] + 1, 127) and params[name].flat[5] == before.flat[5]
+    assert es.init_momentum(tiny_config(), params) == {}

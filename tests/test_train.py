@@ -150,3 +150,18 @@ def test_evaluate_uses_every_prediction_once(numpy_backend):
     state = np.zeros((1, 1, cfg.width), dtype=np.int8)
     ll = numpy_backend.forward(params, cfg, data[None, :], state)
     assert got == pytest.approx(-ll.astype(np.int64).sum() / 256 / (len(data) - 1), abs=1e-12)
+
+
+def test_resume_with_momentum_equals_uninterrupted(corpus, tmp_path):
+    """With integer momentum the checkpoint carries M, so a resumed run still matches byte for byte."""
+    cfg = tiny_config(**{**CFG, "momentum_shift": 2})
+    train.pretrain(corpus, cfg, tmp_path / "whole", steps=4, progress=False, save_seconds=1e9, backend="numba")
+    train.pretrain(corpus, cfg, tmp_path / "split", steps=2, progress=False, save_seconds=1e9, backend="numba")
+    run = train.pretrain(corpus, cfg, tmp_path / "split", steps=4, progress=False, save_seconds=1e9,
+                         backend="numba", resume=True)
+    assert files_of(tmp_path / "split" / "step-00000004") == files_of(tmp_path / "whole" / "step-00000004")
+    loaded, _ = train.load_run(tmp_path / "whole")
+    assert set(loaded.momentum) == set(loaded.params)
+    assert any(np.any(m) for m in loaded.momentum.values())
+    for k in run.momentum:
+        assert np.array_equal(run.momentum[k], loaded.momentum[k])
