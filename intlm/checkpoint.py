@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from intlm.atomic import atomic_folder
 from intlm.errors import IntlmError
 
 STEP_DIR = re.compile(r"step-(\d{8,})")
@@ -68,11 +67,8 @@ def save(run_dir, step: int, arrays: dict[str, np.ndarray], attrs: dict) -> Path
     attrs = json.loads(_canonical({**attrs, "step": step}))
     stored = {**attrs, "content_hash": content_hash(arrays, attrs)}
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / f"step-{step:08d}"
-    tmp = run_dir / f".tmp-step-{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(final) as tmp:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         for name in sorted(arrays):
             a = np.asarray(arrays[name])
@@ -88,11 +84,6 @@ def save(run_dir, step: int, arrays: dict[str, np.ndarray], attrs: dict) -> Path
             )
             arr[...] = a
         group.attrs.update(stored)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

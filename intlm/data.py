@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from intlm.atomic import atomic_folder
 from intlm.errors import IntlmError
 
 FORMAT = "intlm-corpus-1"
@@ -132,21 +132,13 @@ def _write_store(docs: list[tuple[str, bytes]], out) -> Path:
         "documents": {"train": len(train), "val": len(val)},
         "split_rule": SPLIT_RULE,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(out) as tmp:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         for name, part in (("train", train), ("val", val)):
             data = _join(part)
             arr = group.create_array(name, shape=data.shape, dtype=np.uint8, chunks=(CHUNK,), fill_value=0)
             arr[...] = data
         group.attrs.update(attrs)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

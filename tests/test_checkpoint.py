@@ -1,7 +1,6 @@
 """Tests for intlm.checkpoint: roundtrips, determinism, ordering, corruption and atomicity."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from intlm import checkpoint
+from intlm import atomic, checkpoint
 from intlm.checkpoint import latest, list_checkpoints, load, save
 from intlm.errors import IntlmError
 
@@ -244,7 +243,7 @@ def test_failure_at_rename_leaves_no_checkpoint(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("rename failed")
 
-    monkeypatch.setattr(checkpoint.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(OSError):
         save(tmp_path / "run", 1, sample_arrays(), ATTRS)
     assert list((tmp_path / "run").iterdir()) == []

@@ -1,7 +1,6 @@
 """Tests for intlm.data: preparing corpus stores, the split rule, baselines and streaming."""
 
 import io
-import json
 import math
 import subprocess
 import tarfile
