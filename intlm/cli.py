@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from .config import FITNESS_MODES, Config
+from .config import FITNESS_MODES, PAIR_STATES, Config
 from .errors import IntlmError
 
 DEFAULTS = Config()
@@ -44,7 +44,8 @@ def prepare(sources, out):
 CONFIG_OPTIONS = {  # CLI option -> Config field
     "population": "population", "width": "width", "layers": "layers", "mlp_ratio": "mlp_ratio",
     "rank": "rank", "window": "window", "sigma_shift": "sigma_shift", "fitness": "fitness",
-    "alpha_halflife": "alpha_halflife", "momentum_shift": "momentum_shift", "seed": "seed",
+    "alpha_halflife": "alpha_halflife", "momentum_shift": "momentum_shift", "pair_state": "pair_state",
+    "seed": "seed",
 }
 
 
@@ -67,6 +68,8 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
               help="Steps until that fraction halves.")
 @click.option("--momentum-shift", type=int, default=DEFAULTS.momentum_shift, show_default=True,
               help="Integer momentum over about 2**K steps (0: none).")
+@click.option("--pair-state", type=click.Choice(PAIR_STATES), default=DEFAULTS.pair_state, show_default=True,
+              help="mean: a pair's members continue from their mean state; own: each keeps its own.")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out (settings left out are kept).")

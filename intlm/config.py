@@ -101,7 +101,8 @@ def worst_case_bounds(cfg: Config) -> dict:
         "matmul accumulator": dot,
         "layer norm": 127 * 127 * cfg.width,
         "update sum Z": cfg.pairs * cfg.rank * f_max * factor * factor,
-        # M = M - M/2**k + Z stays below |Z|max * 2**k
-        "momentum M": (cfg.pairs * cfg.rank * f_max * factor * factor) << cfg.momentum_shift,
+        # |M - sign(M)(|M| >> k) + Z| <= |M|(1 - 2**-k) + 1 + |Z|max, so |M| stays <= (|Z|max + 1) 2**k;
+        # spending the threshold only shrinks |M|
+        "momentum M": (cfg.pairs * cfg.rank * f_max * factor * factor + 1) << cfg.momentum_shift,
         "window log-likelihood": cfg.window * 256 * 64,
     }

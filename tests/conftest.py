@@ -13,7 +13,7 @@ from intlm import model
 from intlm.config import Config
 
 TINY = Config(width=16, layers=1, mlp_ratio=1, population=8, rank=1, window=4, sigma_shift=4,
-              fitness="sign", alpha_q16=32768, alpha_halflife=200, seed=3)
+              fitness="sign", alpha_q16=32768, alpha_halflife=200, momentum_shift=0, pair_state="mean", seed=3)
 
 
 def tiny_config(**changes) -> Config:

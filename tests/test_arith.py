@@ -374,6 +374,7 @@ def independent_bounds(cfg):
     return {"x.B": xb, "low-rank term": low, "matmul accumulator": n * 127 * 127 + low,
             "layer norm": 127 * 127 * cfg.width, "update sum Z": cfg.pairs * cfg.rank * f * a * a,
             "update sum Z (vectors)": cfg.pairs * f * max_noise(NOISE_MULT),
+            "momentum M": (cfg.pairs * cfg.rank * f * a * a + 1) << cfg.momentum_shift,
             "window log-likelihood": cfg.window * 4066}
 
 
@@ -412,9 +413,15 @@ def test_check_boundary_population():
         for rank in (1, 4, 16):
             a = rank_mult(rank)
             pairs = INT32_MAX // (rank * f * a * a)
-            Config(width=16, population=2 * pairs, rank=rank, fitness=fitness).check()
+            Config(width=16, population=2 * pairs, rank=rank, fitness=fitness, momentum_shift=0).check()
             with pytest.raises(IntlmError):
-                Config(width=16, population=2 * pairs + 2, rank=rank, fitness=fitness).check()
+                Config(width=16, population=2 * pairs + 2, rank=rank, fitness=fitness, momentum_shift=0).check()
+            # with momentum 2**k the accumulator M needs (Z + 1) * 2**k to fit
+            k = 3
+            pairs = ((INT32_MAX >> k) - 1) // (rank * f * a * a)
+            Config(width=16, population=2 * pairs, rank=rank, fitness=fitness, momentum_shift=k).check()
+            with pytest.raises(IntlmError, match="momentum"):
+                Config(width=16, population=2 * pairs + 2, rank=rank, fitness=fitness, momentum_shift=k).check()
 
 
 def test_max_noise_is_what_the_bounds_assume():

@@ -272,9 +272,10 @@ def test_update_sums_fit_int32_at_the_allowed_maximum(numba_backend, fitness, ra
     f_max = RANK_LEVELS
     pairs = INT32_MAX // (rank * f_max * a * a)
     cfg = Config(width=16, layers=1, mlp_ratio=1, population=2 * pairs, rank=rank, fitness=fitness,
-                 window=4).check()
+                 window=4, momentum_shift=0).check()
     with pytest.raises(IntlmError):
-        Config(width=16, layers=1, mlp_ratio=1, population=2 * pairs + 2, rank=rank, fitness=fitness).check()
+        Config(width=16, layers=1, mlp_ratio=1, population=2 * pairs + 2, rank=rank, fitness=fitness,
+               momentum_shift=0).check()
     a_max = (1020 * a + 512) >> 10
     nz = {}
     for t in model.tensors(cfg):
