@@ -10,8 +10,8 @@ from numba import njit, prange
 
 from .arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from .config import Config
-from .model import GATE_BIAS, tensors
-from .noise import GOLDEN, NOISE_MULT, SEED_SALT, rank_mult
+from .model import GATE_BIAS, noise_layout, split_streams, tensors
+from .noise import GOLDEN, SEED_SALT
 
 U64 = np.uint64
 
@@ -57,21 +57,13 @@ def _fill_streams(seed, tensor_ids, step, pairs, count, mult, out):
 
 def make_noise(cfg: Config, step: int) -> dict:
     """Same layout and values as ``model.make_noise``, generated in parallel."""
-    r, mult = cfg.rank, rank_mult(cfg.rank)
     out = {}
     for t in tensors(cfg):
         ids = np.array([t.tensor_id(b) for b in range(t.blocks)], dtype=np.int64)
-        if t.kind == "matrix":
-            m, n = t.shape[-2:]
-            block = np.empty((cfg.pairs, t.blocks, (m + n) * r), dtype=np.int8)
-            _fill_streams(cfg.seed, ids, step, cfg.pairs, (m + n) * r, mult, block)
-            lead = t.shape[:-2]
-            out[t.name] = (block[:, :, : m * r].reshape((cfg.pairs,) + lead + (m, r)),
-                           block[:, :, m * r:].reshape((cfg.pairs,) + lead + (n, r)))
-        else:
-            block = np.empty((cfg.pairs, t.blocks, t.shape[-1]), dtype=np.int8)
-            _fill_streams(cfg.seed, ids, step, cfg.pairs, t.shape[-1], NOISE_MULT, block)
-            out[t.name] = block.reshape((cfg.pairs,) + t.shape)
+        count, mult = noise_layout(cfg, t)
+        block = np.empty((cfg.pairs, t.blocks, count), dtype=np.int8)
+        _fill_streams(cfg.seed, ids, step, cfg.pairs, count, mult, block)
+        out[t.name] = split_streams(cfg, t, block)
     return out
 
 
@@ -246,15 +238,8 @@ def _transposed(params):
 
 def _no_noise(cfg: Config) -> dict:
     """A zero perturbation with one pair, for the unperturbed forward (never read: sign 0)."""
-    out = {}
-    for t in tensors(cfg):
-        if t.kind == "matrix":
-            m, n = t.shape[-2:]
-            lead = t.shape[:-2]
-            out[t.name] = (np.zeros((1,) + lead + (m, cfg.rank), np.int8), np.zeros((1,) + lead + (n, cfg.rank), np.int8))
-        else:
-            out[t.name] = np.zeros((1,) + t.shape, np.int8)
-    return out
+    return {t.name: split_streams(cfg, t, np.zeros((1, t.blocks, noise_layout(cfg, t)[0]), np.int8))
+            for t in tensors(cfg)}
 
 
 def _run(params, cfg: Config, tokens, state, noise, perturbed):

@@ -24,12 +24,6 @@ def get(name: str) -> types.SimpleNamespace:
                                          forward=nb.forward, update_sums=nb.update_sums)
     from . import es, model
 
-    def forward(params, cfg, tokens, state):
-        work = state.astype("int64")
-        ll = model.forward(params, cfg, tokens, work)
-        state[...] = work
-        return ll
-
     return types.SimpleNamespace(name="numpy", make_noise=model.make_noise,
                                  population_fitness=model.population_fitness,
-                                 forward=forward, update_sums=es.update_sums)
+                                 forward=model.forward, update_sums=es.update_sums)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .arith import ONE, clip8, div_round, isqrt, log_likelihood, matmul_shift, rshift_round
 from .config import Config
-from .noise import INIT_STEP, rank_mult, stream, stream_key
+from .noise import INIT_STEP, NOISE_MULT, rank_mult, stream, stream_key
 
 VOCAB = 256
 GATE_BIAS = 127  # f in [-127, 127] -> gate gamma = f + 127 in [0, 254], read as gamma / 256
@@ -88,36 +88,38 @@ def init_params(cfg: Config) -> dict:
     return params
 
 
+def noise_layout(cfg: Config, t: Tensor) -> tuple:
+    """(values per stream, noise multiplier) of a tensor's per-pair noise stream."""
+    if t.kind == "matrix":
+        m, n = t.shape[-2:]
+        return (m + n) * cfg.rank, rank_mult(cfg.rank)
+    return t.shape[-1], NOISE_MULT
+
+
+def split_streams(cfg: Config, t: Tensor, block):
+    """Shape a (pairs, blocks, values) int8 block of streams as the tensor's noise: (A, B) for a
+    matrix (A row-major first, then B), e for a vector."""
+    pairs = block.shape[0]
+    if t.kind == "vector":
+        return block.reshape((pairs,) + t.shape)
+    m, n = t.shape[-2:]
+    lead, r = t.shape[:-2], cfg.rank
+    return (block[:, :, : m * r].reshape((pairs,) + lead + (m, r)),
+            block[:, :, m * r:].reshape((pairs,) + lead + (n, r)))
+
+
 def make_noise(cfg: Config, step: int, pairs=None) -> dict:
     """Every pair's perturbation factors at one step: matrices -> (A, B), vectors -> e.
 
     A has shape (pairs, *lead, rows, rank), B (pairs, *lead, cols, rank), e (pairs, *shape); all int8.
-    Element order in a stream: A row-major, then B row-major; e in order.
     """
     pairs = range(cfg.pairs) if pairs is None else pairs
-    r, mult = cfg.rank, rank_mult(cfg.rank)
     out = {}
     for t in tensors(cfg):
-        per_pair = []
-        for p in pairs:
-            if t.kind == "matrix":
-                m, n = t.shape[-2:]
-                s = [stream(stream_key(cfg.seed, t.tensor_id(b), step, p), (m + n) * r, mult)
-                     for b in range(t.blocks)]
-                per_pair.append(np.stack(s))
-            else:
-                n = t.shape[-1]
-                per_pair.append(np.stack([stream(stream_key(cfg.seed, t.tensor_id(b), step, p), n)
-                                          for b in range(t.blocks)]))
-        block = np.stack(per_pair)  # (pairs, blocks, elements)
-        if t.kind == "matrix":
-            m, n = t.shape[-2:]
-            lead = t.shape[:-2]
-            a = block[:, :, : m * r].reshape((len(pairs),) + lead + (m, r))
-            b = block[:, :, m * r:].reshape((len(pairs),) + lead + (n, r))
-            out[t.name] = (a, b)
-        else:
-            out[t.name] = block.reshape((len(pairs),) + t.shape)
+        count, mult = noise_layout(cfg, t)
+        block = np.stack([np.stack([stream(stream_key(cfg.seed, t.tensor_id(b), step, p), count, mult)
+                                    for b in range(t.blocks)]) for p in pairs])
+        out[t.name] = split_streams(cfg, t, block)
     return out
 
 
@@ -198,22 +200,22 @@ def forward(params, cfg: Config, tokens, state, noise=None):
 
     Without noise each row is one stream of the unperturbed model. With noise, row i is population
     member i: pair i // 2, sign + for even i, - for odd i (tokens rows are per member).
+    ``state`` (rows, layers, d), any integer dtype, is carried through the window and updated.
     """
     members = Members(noise, cfg, tokens.shape[0])
+    work = state.astype(np.int64)
     T = tokens.shape[1] - 1
     ll = np.zeros((tokens.shape[0], T), dtype=np.int32)
     for t in range(T):
-        logits = step(params, cfg, tokens[:, t].astype(np.int64), state, members)
+        logits = step(params, cfg, tokens[:, t].astype(np.int64), work, members)
         ll[:, t] = log_likelihood(logits, tokens[:, t + 1])
+    state[...] = work
     return ll
 
 
 def population_fitness(params, cfg: Config, noise, pair_tokens, state):
     """Each member's summed log-likelihood over its window; the two members of a pair read the same
     bytes (pair_tokens row p). ``state`` (population, layers, d) int8 is carried and updated."""
-    tokens = np.repeat(pair_tokens, 2, axis=0)
-    work = state.astype(np.int64)
-    ll = forward(params, cfg, tokens, work, noise)
-    state[...] = work
+    ll = forward(params, cfg, np.repeat(pair_tokens, 2, axis=0), state, noise)
     return ll.sum(axis=1, dtype=np.int64).astype(np.int32)
 

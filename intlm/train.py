@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, es
+from .arith import LL_ONE_BIT
 from .backends import get as get_backend
 from .config import Config
 from .data import stream_windows
@@ -47,7 +48,7 @@ def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256,
     ll = backend.forward(params, cfg, tokens, state)
     pos = np.arange(EVAL_BURN_IN + chunk)[None, :]
     scored = (pos >= burn[:, None]) & (pos < burn[:, None] + chunk)
-    return float(-ll[scored].astype(np.int64).sum() / 256 / scored.sum())
+    return float(-ll[scored].astype(np.int64).sum() / LL_ONE_BIT / scored.sum())
 
 
 class Run:
@@ -62,10 +63,15 @@ class Run:
         params = init_params(cfg)
         return cls(cfg, params, hidden, es.init_momentum(cfg, params), 0)
 
-    def save(self, run_dir: Path, corpus_meta: dict) -> Path:
+    def arrays(self) -> dict:
+        """Everything integer a checkpoint holds, by checkpoint array name."""
         arrays = dict(self.params)
         arrays[STATE_ARRAY] = self.hidden
         arrays.update({MOMENTUM_PREFIX + k: v for k, v in self.momentum.items()})
+        return arrays
+
+    def save(self, run_dir: Path, corpus_meta: dict) -> Path:
+        arrays = self.arrays()
         attrs = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_json(), "step": self.step,
                  "cursor": {"step": self.step, "rows": self.cfg.pairs, "window": self.cfg.window},
                  "corpus": corpus_meta}
@@ -79,33 +85,23 @@ def load_run(path) -> tuple:
         raise IntlmError(f"{ck.path} is not an intlm training checkpoint")
     cfg = Config.from_json(ck.attrs["config"]).check()
     fresh = Run.fresh(cfg)
-    params = {}
-    for name, want in fresh.params.items():
+    loaded = {}
+    for name, want in fresh.arrays().items():
         got = ck.arrays.get(name)
         if got is None or got.shape != want.shape or got.dtype != want.dtype:
-            raise IntlmError(f"checkpoint {ck.path} does not match its config: parameter {name!r}")
-        params[name] = np.array(got)
-    hidden = ck.arrays.get(STATE_ARRAY)
-    if hidden is None or hidden.shape != fresh.hidden.shape or hidden.dtype != np.int8:
-        raise IntlmError(f"checkpoint {ck.path} does not match its config: population state")
-    momentum = {}
-    for name, want in fresh.momentum.items():
-        got = ck.arrays.get(MOMENTUM_PREFIX + name)
-        if got is None or got.shape != want.shape or got.dtype != want.dtype:
-            raise IntlmError(f"checkpoint {ck.path} does not match its config: momentum {name!r}")
-        momentum[name] = np.array(got)
-    return Run(cfg, params, np.array(hidden), momentum, int(ck.attrs["step"])), ck.attrs
+            raise IntlmError(f"checkpoint {ck.path} does not match its config: array {name!r}")
+        loaded[name] = np.array(got)
+    momentum = {name: loaded[MOMENTUM_PREFIX + name] for name in fresh.momentum}
+    params = {name: loaded[name] for name in fresh.params}
+    return Run(cfg, params, loaded[STATE_ARRAY], momentum, int(ck.attrs["step"])), ck.attrs
 
 
 def share_pair_state(hidden):
     """Both members of each pair continue from their mean state (rounded half up), so the next
     step's F+ - F- measures the perturbation alone, not two diverged histories; to first order the
     mean of an antithetic pair is the unperturbed model's state."""
-    pairs = hidden.reshape(hidden.shape[0] // 2, 2, -1).astype(np.int32)
-    mean = ((pairs[:, 0] + pairs[:, 1] + 1) >> 1).astype(np.int8)
-    pairs = hidden.reshape(hidden.shape[0] // 2, 2, -1)
-    pairs[:, 0] = mean
-    pairs[:, 1] = mean
+    pairs = hidden.reshape(hidden.shape[0] // 2, 2, -1)  # a view: writes land in hidden
+    pairs[...] = ((pairs.astype(np.int32).sum(axis=1, keepdims=True) + 1) >> 1).astype(np.int8)
 
 
 def train_step(run: Run, train_data: np.ndarray, backend) -> dict:
@@ -189,7 +185,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
                 break
             stats = train_step(run, corpus.train, be)
             tokens_done += tokens_per_step
-            train_bpb = -stats["fitness_sum"] / 256 / tokens_per_step
+            train_bpb = -stats["fitness_sum"] / LL_ONE_BIT / tokens_per_step
             now = time.perf_counter()
             record = {"step": run.step, "elapsed_s": round(now - start, 3), "train_bpb": round(train_bpb, 4),
                       "ties": stats["ties"], "moved": stats["moved"],
