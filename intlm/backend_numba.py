@@ -1,8 +1,10 @@
 """Numba CPU backend: the model, noise and update of the NumPy reference, bit for bit, in parallel.
 
-The population is split across cores by member: each member runs its whole window on its own
-(one member = one core's working set: the weights, shared read-only, stay in cache). Matrix-vector
-products are written as x_i * W^T[i, :] accumulations into an int32 row, a loop LLVM vectorises.
+The population is split into blocks of BLOCK_ROWS members that run their whole window together,
+the blocks in parallel across cores. Each byte's matrix products are then small int8 GEMMs
+(cpu_gemm: one weight load serves the block's rows, on the u8 x s8 dot-product instruction), and
+each member's low-rank term is two short vector loops on top. Elementwise work is plain loops over
+contiguous int32 rows, which LLVM vectorises.
 """
 
 import numpy as np
@@ -10,6 +12,7 @@ from numba import njit, prange
 
 from .arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from .config import Config
+from .cpu_gemm import GROUP, OFFSET, TILE_ROWS, gemm, pack
 from .model import GATE_BIAS, noise_layout, split_streams, tensors
 from .noise import GOLDEN, SEED_SALT
 
@@ -25,9 +28,8 @@ def _mix(z):
 
 @njit(inline="always")
 def _rshift(x, s):
-    if s == 0:
-        return x
-    return (x + (1 << (s - 1))) >> s
+    """x / 2**s rounded half up, as ``arith.rshift_round`` (s = 0 leaves x)."""
+    return (x + ((1 << s) >> 1)) >> s
 
 
 @njit(inline="always")
@@ -68,32 +70,10 @@ def make_noise(cfg: Config, step: int) -> dict:
 
 
 # --- forward --------------------------------------------------------------------------------------
-
-@njit(inline="always")
-def _linear(x, WT, A, B, sign, sigma, shift, xb, acc, out):
-    """out = rshift(x . W^T + sign * ((x.B >> 4) . A^T >> sigma), shift); WT is W transposed (n, m)."""
-    n, m = WT.shape
-    for j in range(m):
-        acc[j] = 0
-    for i in range(n):
-        xi = x[i]
-        if xi != 0:
-            for j in range(m):
-                acc[j] += xi * WT[i, j]
-    if sign != 0:
-        r = B.shape[1]
-        for k in range(r):
-            s = 0
-            for i in range(n):
-                s += x[i] * B[i, k]
-            xb[k] = _rshift(s, 4)
-        for j in range(m):
-            lr = 0
-            for k in range(r):
-                lr += xb[k] * A[j, k]
-            acc[j] += sign * _rshift(lr, sigma)
-    for j in range(m):
-        out[j] = _rshift(acc[j], shift)
+# Members are processed in blocks: every weight tile loaded from cache serves a block's rows at once
+# (cpu_gemm), and the blocks run in parallel. A block's buffers are allocated once per call, never
+# in the per-byte loop.
+BLOCK_ROWS = 32
 
 
 @njit(inline="always")
@@ -111,16 +91,69 @@ def _perturbed_vector(v, e, sign, sigma, out):
 
 
 @njit(inline="always")
-def _layer_norm(x, g, out):
+def _as_input(v, signed, offset, j):
+    """Store an int8-range value as a matmul input: int8 (for the low-rank term) and uint8 + 128."""
+    signed[j] = v
+    offset[j] = v + OFFSET
+
+
+@njit(inline="always")
+def _layer_norm(x, gain, signed, offset):
+    """layer_norm of one row into both input forms. The rounded division by the row's |x| sum uses a
+    reciprocal: q = (u * floor(2**32 / total)) >> 32 is exact or one short (u < 2**31), then fixed."""
     d = x.shape[0]
     total = 0
     for j in range(d):
         total += abs(x[j])
     total = max(total, 1)
+    half = total // 2
+    inv = (1 << 32) // total
     for j in range(d):
-        num = x[j] * g[j] * d
-        mag = (abs(num) + total // 2) // total
-        out[j] = _clip8(-mag if num < 0 else mag)
+        num = np.int64(x[j] * gain[j] * d)
+        u = abs(num) + half
+        q = (u * inv) >> 32
+        if u - q * total >= total:
+            q += 1
+        _as_input(np.int32(_clip8(-q if num < 0 else q)), signed, offset, j)
+
+
+@njit(inline="always")
+def _linear(offset, signed, rows, w, corr, blk, noise_a, noise_b, pairs, signs, sigma, shift, low_rank, y):
+    """y[b, :m] = rshift(x_b . W^T + s_b * ((x_b . B_b >> 4) . A_b^T >> sigma), shift) for each row b
+    of the block; W is block ``blk`` of a packed tensor (cpu_gemm.pack), noise rows (r, m) and (r, n)."""
+    n = signed.shape[1]
+    m, m_pad = noise_a.shape[3], corr.shape[1]
+    groups = n // GROUP
+    gemm(offset.reshape(offset.size), -(-rows // TILE_ROWS) * TILE_ROWS, n, w, blk * groups * m_pad * GROUP,
+         groups, m_pad, y.reshape(y.size), y.shape[1])
+    rnd = np.int32((1 << shift) >> 1)
+    c = corr[blk]
+    lr = low_rank[:m]
+    for b in range(rows):
+        yr = y[b]
+        if signs[b] == 0:
+            for j in range(m):
+                yr[j] = np.int32(yr[j] + c[j] + rnd) >> shift
+            continue
+        xr = signed[b]
+        for k in range(noise_a.shape[2]):
+            bk, ak = noise_b[pairs[b], blk, k], noise_a[pairs[b], blk, k]
+            s = np.int32(0)
+            for i in range(n):  # int8 . int8: LLVM makes this a multiply-add of 16-bit pairs
+                s = np.int32(s + np.int32(xr[i]) * np.int32(bk[i]))
+            xb = np.int32(_rshift(s, 4))
+            if k == 0:
+                for j in range(m):
+                    lr[j] = np.int32(xb * np.int32(ak[j]))
+            else:
+                for j in range(m):
+                    lr[j] = np.int32(lr[j] + xb * np.int32(ak[j]))
+        if signs[b] > 0:
+            for j in range(m):
+                yr[j] = np.int32(yr[j] + c[j] + np.int32(_rshift(lr[j], sigma)) + rnd) >> shift
+        else:
+            for j in range(m):
+                yr[j] = np.int32(yr[j] + c[j] - np.int32(_rshift(lr[j], sigma)) + rnd) >> shift
 
 
 @njit(inline="always")
@@ -140,100 +173,140 @@ def _log_likelihood(logits, target, exp2, log2_frac, exp2_bits, mant_bits):
 
 
 @njit(cache=True)
-def _run_row(tokens, state, ll, sign, pair, sigma, shifts,
-             embed, gruT, gru_bias, norm, upT, downT, out_norm, headT, head_bias,
-             n_emb_a, n_emb_b, n_gru_a, n_gru_b, n_up_a, n_up_b, n_down_a, n_down_b, n_head_a, n_head_b,
-             n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits):
-    L, d = state.shape
-    hdim = upT.shape[2]
-    r = n_emb_a.shape[2]
-    x = np.zeros(d, np.int32)
-    a = np.zeros(d, np.int32)
-    h = np.zeros(d, np.int32)
-    t1 = np.zeros(d, np.int32)
-    t2 = np.zeros(d, np.int32)
-    reset = np.zeros(d, np.int32)
-    hid = np.zeros(hdim, np.int32)
-    logits = np.zeros(256, np.int32)
-    acc = np.zeros(max(hdim, 256), np.int32)
-    xb = np.zeros(r, np.int32)
-    sh_d, sh_h = shifts[0], shifts[1]
-    gains = np.zeros((L, 2, d), np.int32)
-    biases = np.zeros((L, 2, d), np.int32)
-    for l in range(L):
-        for k in range(2):
-            _perturbed_vector(norm[l, k], n_norm[pair, l, k], sign, sigma, gains[l, k])
-            _perturbed_vector(gru_bias[l, k], n_gru_bias[pair, l, k], sign, sigma, biases[l, k])
-    out_gain = np.zeros(d, np.int32)
-    _perturbed_vector(out_norm, n_out_norm[pair], sign, sigma, out_gain)
-    out_bias = np.zeros(256, np.int32)
-    _perturbed_vector(head_bias, n_head_bias[pair], sign, sigma, out_bias)
-    T = tokens.shape[0] - 1
-    for t in range(T):
-        byte = tokens[t]
-        if byte == 0:
-            state[:, :] = 0
-        # embedding row plus its low-rank perturbation
-        for j in range(d):
-            v = np.int32(embed[byte, j])
-            if sign != 0:
-                p = 0
-                for k in range(r):
-                    p += np.int32(n_emb_a[pair, byte, k]) * np.int32(n_emb_b[pair, j, k])
-                v = _clip8(v + sign * _rshift(p, 4 + sigma))
-            x[j] = v
+def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shift_d, shift_h,
+               embed, gru_w, gru_c, gru_bias, norm, up_w, up_c, down_w, down_c, out_norm, head_w, head_c,
+               head_bias, ne_a, ne_b, ng_a, ng_b, nu_a, nu_b, nd_a, nd_b, nh_a, nh_b,
+               n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits):
+    """Rows first .. first+rows of the batch through the whole window (the spec: ``model.forward``)."""
+    nb = BLOCK_ROWS
+    L, d = state.shape[1], state.shape[2]
+    hdim = nu_a.shape[3]
+    pairs = np.zeros(nb, np.int64)
+    signs = np.zeros(nb, np.int64)
+    for b in range(rows):
+        if perturbed:
+            pairs[b], signs[b] = (first + b) // 2, 1 - 2 * ((first + b) % 2)
+    # each member's perturbed vectors, once per window
+    gains = np.zeros((L, 2, nb, d), np.int32)
+    biases = np.zeros((L, 2, nb, d), np.int32)
+    out_gain = np.zeros((nb, d), np.int32)
+    out_bias = np.zeros((nb, 256), np.int32)
+    for b in range(rows):
+        p, s = pairs[b], signs[b]
         for l in range(L):
-            for j in range(d):
-                h[j] = state[l, j]
-            _layer_norm(x, gains[l, 0], a)
-            _linear(a, gruT[l, 0], n_gru_a[pair, l, 0], n_gru_b[pair, l, 0], sign, sigma, sh_d, xb, acc, t1)
-            _linear(h, gruT[l, 1], n_gru_a[pair, l, 1], n_gru_b[pair, l, 1], sign, sigma, sh_d, xb, acc, t2)
-            for j in range(d):
-                f = _clip8(t1[j] + t2[j] + biases[l, 0, j])
-                gamma = f + GATE_BIAS
-                t1[j] = gamma  # keep the gate for the state update
-                reset[j] = _rshift(gamma * h[j], 8)
-            _linear(a, gruT[l, 2], n_gru_a[pair, l, 2], n_gru_b[pair, l, 2], sign, sigma, sh_d, xb, acc, t2)
-            _linear(reset, gruT[l, 3], n_gru_a[pair, l, 3], n_gru_b[pair, l, 3], sign, sigma, sh_d, xb, acc, reset)
-            for j in range(d):
-                cand = _clip8(t2[j] + reset[j] + biases[l, 1, j])
-                hn = _clip8(h[j] + _rshift(t1[j] * (cand - h[j]), 8))
-                state[l, j] = hn
-                x[j] = _clip8(x[j] + hn)
-            _layer_norm(x, gains[l, 1], a)
-            _linear(a, upT[l], n_up_a[pair, l], n_up_b[pair, l], sign, sigma, sh_d, xb, acc, hid)
-            for j in range(hdim):
-                hid[j] = max(_clip8(hid[j]), 0)
-            _linear(hid, downT[l], n_down_a[pair, l], n_down_b[pair, l], sign, sigma, sh_h, xb, acc, t2)
-            for j in range(d):
-                x[j] = _clip8(x[j] + _clip8(t2[j]))
-        _layer_norm(x, out_gain, a)
-        _linear(a, headT, n_head_a[pair], n_head_b[pair], sign, sigma, sh_d, xb, acc, logits)
-        for v in range(256):
-            logits[v] = _clip8(logits[v] + out_bias[v])
-        ll[t] = _log_likelihood(logits, tokens[t + 1], exp2, log2_frac, exp2_bits, mant_bits)
+            for k in range(2):
+                _perturbed_vector(norm[l, k], n_norm[p, l, k], s, sigma, gains[l, k, b])
+                _perturbed_vector(gru_bias[l, k], n_gru_bias[p, l, k], s, sigma, biases[l, k, b])
+        _perturbed_vector(out_norm, n_out_norm[p], s, sigma, out_gain[b])
+        _perturbed_vector(head_bias, n_head_bias[p], s, sigma, out_bias[b])
+    h = np.zeros((nb, L, d), np.int32)
+    for b in range(rows):
+        h[b] = state[first + b]
+    x = np.zeros((nb, d), np.int32)
+    gate = np.zeros((nb, d), np.int32)
+    a_s, a_u = np.zeros((nb, d), np.int8), np.zeros((nb, d), np.uint8)
+    h_s, h_u = np.zeros((nb, d), np.int8), np.zeros((nb, d), np.uint8)
+    r_s, r_u = np.zeros((nb, d), np.int8), np.zeros((nb, d), np.uint8)
+    hid_s, hid_u = np.zeros((nb, hdim), np.int8), np.zeros((nb, hdim), np.uint8)
+    y1, y2 = np.zeros((nb, gru_c.shape[1]), np.int32), np.zeros((nb, gru_c.shape[1]), np.int32)
+    y_up, y_head = np.zeros((nb, up_c.shape[1]), np.int32), np.zeros((nb, head_c.shape[1]), np.int32)
+    low_rank = np.zeros(max(hdim, 256), np.int32)
+    pert = low_rank[:d]
+    logits = np.zeros(256, np.int32)
+    emb_shift = 4 + sigma
+    for t in range(tokens.shape[1] - 1):
+        for b in range(rows):  # embedding row plus its low-rank perturbation
+            byte = tokens[(first + b) // token_div, t]
+            if byte == 0:  # a document starts: forget the previous one
+                h[b] = 0
+            xr, e = x[b], embed[byte]
+            s = np.int32(signs[b])
+            if s == 0:
+                for j in range(d):
+                    xr[j] = e[j]
+            else:
+                p = pairs[b]
+                pert[:] = 0
+                for k in range(ne_a.shape[2]):
+                    ak, bk = np.int32(ne_a[p, 0, k, byte]), ne_b[p, 0, k]
+                    for j in range(d):
+                        pert[j] = np.int32(pert[j] + ak * np.int32(bk[j]))
+                for j in range(d):
+                    xr[j] = _clip8(np.int32(e[j]) + s * np.int32(_rshift(pert[j], emb_shift)))
+        for l in range(L):
+            for b in range(rows):
+                _layer_norm(x[b], gains[l, 0, b], a_s[b], a_u[b])
+                hr, hs, hu = h[b, l], h_s[b], h_u[b]
+                for j in range(d):
+                    _as_input(hr[j], hs, hu, j)
+            _linear(a_u, a_s, rows, gru_w, gru_c, 4 * l, ng_a, ng_b, pairs, signs, sigma, shift_d, low_rank, y1)
+            _linear(h_u, h_s, rows, gru_w, gru_c, 4 * l + 1, ng_a, ng_b, pairs, signs, sigma, shift_d, low_rank, y2)
+            for b in range(rows):  # update gate, and the reset state fed to U_h
+                y1r, y2r, bias, g, hr, rs, ru = y1[b], y2[b], biases[l, 0, b], gate[b], h[b, l], r_s[b], r_u[b]
+                for j in range(d):
+                    gamma = np.int32(_clip8(y1r[j] + y2r[j] + bias[j]) + GATE_BIAS)
+                    g[j] = gamma
+                    _as_input(np.int32(_rshift(gamma * hr[j], 8)), rs, ru, j)
+            _linear(a_u, a_s, rows, gru_w, gru_c, 4 * l + 2, ng_a, ng_b, pairs, signs, sigma, shift_d, low_rank, y1)
+            _linear(r_u, r_s, rows, gru_w, gru_c, 4 * l + 3, ng_a, ng_b, pairs, signs, sigma, shift_d, low_rank, y2)
+            for b in range(rows):  # candidate, new state, residual; then the MLP's norm
+                y1r, y2r, bias, g, hr, xr = y1[b], y2[b], biases[l, 1, b], gate[b], h[b, l], x[b]
+                for j in range(d):
+                    cand = np.int32(_clip8(y1r[j] + y2r[j] + bias[j]))
+                    hn = np.int32(_clip8(hr[j] + np.int32(_rshift(g[j] * (cand - hr[j]), 8))))
+                    hr[j] = hn
+                    xr[j] = _clip8(xr[j] + hn)
+                _layer_norm(xr, gains[l, 1, b], a_s[b], a_u[b])
+            _linear(a_u, a_s, rows, up_w, up_c, l, nu_a, nu_b, pairs, signs, sigma, shift_d, low_rank, y_up)
+            for b in range(rows):
+                yr, hs, hu = y_up[b], hid_s[b], hid_u[b]
+                for j in range(hdim):
+                    _as_input(np.int32(max(_clip8(yr[j]), 0)), hs, hu, j)
+            _linear(hid_u, hid_s, rows, down_w, down_c, l, nd_a, nd_b, pairs, signs, sigma, shift_h, low_rank, y1)
+            for b in range(rows):
+                xr, yr = x[b], y1[b]
+                for j in range(d):
+                    xr[j] = _clip8(xr[j] + _clip8(yr[j]))
+        for b in range(rows):
+            _layer_norm(x[b], out_gain[b], a_s[b], a_u[b])
+        _linear(a_u, a_s, rows, head_w, head_c, 0, nh_a, nh_b, pairs, signs, sigma, shift_d, low_rank, y_head)
+        for b in range(rows):
+            yr, bias = y_head[b], out_bias[b]
+            for v in range(256):
+                logits[v] = _clip8(yr[v] + bias[v])
+            target = tokens[(first + b) // token_div, t + 1]
+            ll[first + b, t] = _log_likelihood(logits, target, exp2, log2_frac, exp2_bits, mant_bits)
+    for b in range(rows):
+        state[first + b] = h[b]
 
 
 @njit(parallel=True, cache=True)
-def _run_rows(tokens, state, ll, perturbed, sigma, shifts, embed, gruT, gru_bias, norm, upT, downT,
-              out_norm, headT, head_bias, n_emb_a, n_emb_b, n_gru_a, n_gru_b, n_up_a, n_up_b,
-              n_down_a, n_down_b, n_head_a, n_head_b, n_gru_bias, n_norm, n_out_norm, n_head_bias,
-              exp2, log2_frac, exp2_bits, mant_bits):
-    for ii in prange(state.shape[0]):
-        i = np.int64(ii)
-        if perturbed:
-            pair, sign, row = i // 2, 1 - 2 * (i % 2), i // 2
+def _run_blocks(tokens, token_div, state, ll, perturbed, sigma, shift_d, shift_h,
+                embed, gru_w, gru_c, gru_bias, norm, up_w, up_c, down_w, down_c, out_norm, head_w, head_c,
+                head_bias, ne_a, ne_b, ng_a, ng_b, nu_a, nu_b, nd_a, nd_b, nh_a, nh_b,
+                n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits):
+    total = state.shape[0]
+    for blk in prange(-(-total // BLOCK_ROWS)):
+        first = np.int64(blk) * BLOCK_ROWS
+        _run_block(first, min(BLOCK_ROWS, total - first), tokens, token_div, state, ll, perturbed, sigma,
+                   shift_d, shift_h, embed, gru_w, gru_c, gru_bias, norm, up_w, up_c, down_w, down_c, out_norm,
+                   head_w, head_c, head_bias, ne_a, ne_b, ng_a, ng_b, nu_a, nu_b, nd_a, nd_b, nh_a, nh_b,
+                   n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits)
+
+
+def _matrix_noise(cfg: Config, noise) -> dict:
+    """Matrix noise as contiguous (pairs, blocks, r, m) and (pairs, blocks, r, n) rows; vectors as is."""
+    out = {}
+    for t in tensors(cfg):
+        if t.kind == "matrix":
+            m, n = t.shape[-2:]
+            a, b = noise[t.name]
+            pairs = a.shape[0]
+            out[t.name] = tuple(np.ascontiguousarray(np.swapaxes(v.reshape(pairs, t.blocks, size, cfg.rank), 2, 3))
+                                for v, size in ((a, m), (b, n)))
         else:
-            pair, sign, row = 0, 0, i
-        _run_row(tokens[row], state[i], ll[i], sign, pair, sigma, shifts,
-                 embed, gruT, gru_bias, norm, upT, downT, out_norm, headT, head_bias,
-                 n_emb_a, n_emb_b, n_gru_a, n_gru_b, n_up_a, n_up_b, n_down_a, n_down_b, n_head_a, n_head_b,
-                 n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits)
-
-
-def _transposed(params):
-    return {k: np.ascontiguousarray(np.swapaxes(v, -1, -2)) for k, v in params.items()
-            if k in ("gru", "up", "down", "head")}
+            out[t.name] = noise[t.name]
+    return out
 
 
 def _no_noise(cfg: Config) -> dict:
@@ -242,31 +315,34 @@ def _no_noise(cfg: Config) -> dict:
             for t in tensors(cfg)}
 
 
-def _run(params, cfg: Config, tokens, state, noise, perturbed):
+def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
     rows = state.shape[0]
     ll = np.zeros((rows, tokens.shape[1] - 1), dtype=np.int32)
-    wt = _transposed(params)
-    shifts = np.array([matmul_shift(cfg.width), matmul_shift(cfg.hidden)], dtype=np.int64)
-    nz = noise
-    _run_rows(tokens, state, ll, perturbed, cfg.sigma_shift, shifts,
-              params["embed"], wt["gru"], params["gru_bias"], params["norm"], wt["up"], wt["down"],
-              params["out_norm"], wt["head"], params["head_bias"],
-              nz["embed"][0], nz["embed"][1], nz["gru"][0], nz["gru"][1], nz["up"][0], nz["up"][1],
-              nz["down"][0], nz["down"][1], nz["head"][0], nz["head"][1],
-              nz["gru_bias"], nz["norm"], nz["out_norm"], nz["head_bias"],
-              EXP2, LOG2_FRAC, EXP2_BITS, LOG2_MANTISSA_BITS)
+    packed = {name: pack(params[name]) for name in ("gru", "up", "down", "head")}
+    w = {name: p[0].reshape(-1) for name, p in packed.items()}
+    c = {name: p[1] for name, p in packed.items()}
+    work = state.astype(np.int32)
+    nz = _matrix_noise(cfg, noise)
+    _run_blocks(tokens, token_div, work, ll, perturbed, cfg.sigma_shift, matmul_shift(cfg.width),
+                matmul_shift(cfg.hidden), params["embed"], w["gru"], c["gru"], params["gru_bias"], params["norm"],
+                w["up"], c["up"], w["down"], c["down"], params["out_norm"], w["head"], c["head"], params["head_bias"],
+                nz["embed"][0], nz["embed"][1], nz["gru"][0], nz["gru"][1], nz["up"][0], nz["up"][1],
+                nz["down"][0], nz["down"][1], nz["head"][0], nz["head"][1],
+                nz["gru_bias"], nz["norm"], nz["out_norm"], nz["head_bias"],
+                EXP2, LOG2_FRAC, EXP2_BITS, LOG2_MANTISSA_BITS)
+    state[...] = work
     return ll
 
 
 def population_fitness(params, cfg: Config, noise, pair_tokens, state):
     """As ``model.population_fitness``: member i reads pair_tokens[i // 2]; state updated in place."""
-    ll = _run(params, cfg, np.ascontiguousarray(pair_tokens), state, noise, True)
+    ll = _run(params, cfg, np.ascontiguousarray(pair_tokens), 2, state, noise, True)
     return ll.sum(axis=1, dtype=np.int64).astype(np.int32)
 
 
 def forward(params, cfg: Config, tokens, state):
     """As ``model.forward`` without noise: log-likelihoods (rows, T); state updated in place."""
-    return _run(params, cfg, np.ascontiguousarray(tokens), state, _no_noise(cfg), False)
+    return _run(params, cfg, np.ascontiguousarray(tokens), 1, state, _no_noise(cfg), False)
 
 
 @njit(parallel=True, cache=True)
