@@ -11,8 +11,9 @@ import numpy as np
 from numba import njit, prange
 
 from .arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
+from . import es
 from .config import Config
-from .cpu_gemm import GROUP, OFFSET, TILE_ROWS, gemm, pack
+from .cpu_gemm import GROUP, OFFSET, TILE_ROWS, correction, dot, gemm, gemm16, pack, padded
 from .model import GATE_BIAS, noise_layout, split_streams, tensors
 from .noise import GOLDEN, SEED_SALT
 
@@ -91,37 +92,38 @@ def _perturbed_vector(v, e, sign, sigma, out):
 
 
 @njit(inline="always")
-def _as_input(v, signed, offset, j):
-    """Store an int8-range value as a matmul input: int8 (for the low-rank term) and uint8 + 128."""
-    signed[j] = v
-    offset[j] = v + OFFSET
+def div_round_reciprocal(num, den, inv):
+    """``arith.div_round(num, den)`` for 0 < den, |num| + den < 2**31, given inv = 2**32 // den:
+    u * inv >> 32 is floor(u / den) or one less (u < 2**32), and one comparison fixes it. Saves an
+    integer division per element of a row that shares the denominator."""
+    u = abs(num) + den // 2
+    q = (u * inv) >> 32
+    if u - q * den >= den:
+        q += 1
+    return -q if num < 0 else q
 
 
 @njit(inline="always")
-def _layer_norm(x, gain, signed, offset):
-    """layer_norm of one row into both input forms. The rounded division by the row's |x| sum uses a
-    reciprocal: q = (u * floor(2**32 / total)) >> 32 is exact or one short (u < 2**31), then fixed."""
+def _layer_norm(x, gain, offset):
+    """layer_norm of one row, stored as a matmul input (+ OFFSET); |x * gain * d| < 2**31 (config)."""
     d = x.shape[0]
     total = 0
     for j in range(d):
         total += abs(x[j])
     total = max(total, 1)
-    half = total // 2
     inv = (1 << 32) // total
     for j in range(d):
-        num = np.int64(x[j] * gain[j] * d)
-        u = abs(num) + half
-        q = (u * inv) >> 32
-        if u - q * total >= total:
-            q += 1
-        _as_input(np.int32(_clip8(-q if num < 0 else q)), signed, offset, j)
+        q = div_round_reciprocal(np.int64(x[j] * gain[j] * d), total, inv)
+        offset[j] = _clip8(q) + OFFSET
 
 
 @njit(inline="always")
-def _linear(offset, signed, rows, w, corr, blk, noise_a, noise_b, pairs, signs, sigma, shift, low_rank, y):
+def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, low_rank, y):
     """y[b, :m] = rshift(x_b . W^T + s_b * ((x_b . B_b >> 4) . A_b^T >> sigma), shift) for each row b
-    of the block; W is block ``blk`` of a packed tensor (cpu_gemm.pack), noise rows (r, m) and (r, n)."""
-    n = signed.shape[1]
+    of the block, x_b = offset[b] - OFFSET; W is block ``blk`` of a packed tensor (cpu_gemm.pack),
+    noise = (A rows (r, m), B rows (r, n), -OFFSET * sum(B) per rank component), see _matrix_noise."""
+    noise_a, noise_b, noise_corr = noise
+    n = offset.shape[1]
     m, m_pad = noise_a.shape[3], corr.shape[1]
     groups = n // GROUP
     gemm(offset.reshape(offset.size), -(-rows // TILE_ROWS) * TILE_ROWS, n, w, blk * groups * m_pad * GROUP,
@@ -129,19 +131,18 @@ def _linear(offset, signed, rows, w, corr, blk, noise_a, noise_b, pairs, signs, 
     rnd = np.int32((1 << shift) >> 1)
     c = corr[blk]
     lr = low_rank[:m]
+    x_flat, b_flat = offset.reshape(offset.size), noise_b.reshape(noise_b.size)
     for b in range(rows):
         yr = y[b]
         if signs[b] == 0:
             for j in range(m):
                 yr[j] = np.int32(yr[j] + c[j] + rnd) >> shift
             continue
-        xr = signed[b]
+        p = pairs[b]
         for k in range(noise_a.shape[2]):
-            bk, ak = noise_b[pairs[b], blk, k], noise_a[pairs[b], blk, k]
-            s = np.int32(0)
-            for i in range(n):  # int8 . int8: LLVM makes this a multiply-add of 16-bit pairs
-                s = np.int32(s + np.int32(xr[i]) * np.int32(bk[i]))
-            xb = np.int32(_rshift(s, 4))
+            ak = noise_a[p, blk, k]
+            s = dot(x_flat, b * n, b_flat, ((p * noise_b.shape[1] + blk) * noise_b.shape[2] + k) * n, n)
+            xb = np.int32(_rshift(s + noise_corr[p, blk, k], 4))
             if k == 0:
                 for j in range(m):
                     lr[j] = np.int32(xb * np.int32(ak[j]))
@@ -175,12 +176,12 @@ def _log_likelihood(logits, target, exp2, log2_frac, exp2_bits, mant_bits):
 @njit(cache=True)
 def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shift_d, shift_h,
                embed, gru_w, gru_c, gru_bias, norm, up_w, up_c, down_w, down_c, out_norm, head_w, head_c,
-               head_bias, ne_a, ne_b, ng_a, ng_b, nu_a, nu_b, nd_a, nd_b, nh_a, nh_b,
+               head_bias, ne, ng, nu, nd, nh,
                n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits):
     """Rows first .. first+rows of the batch through the whole window (the spec: ``model.forward``)."""
     nb = BLOCK_ROWS
     L, d = state.shape[1], state.shape[2]
-    hdim = nu_a.shape[3]
+    hdim = nu[0].shape[3]
     pairs = np.zeros(nb, np.int64)
     signs = np.zeros(nb, np.int64)
     for b in range(rows):
@@ -204,10 +205,9 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
         h[b] = state[first + b]
     x = np.zeros((nb, d), np.int32)
     gate = np.zeros((nb, d), np.int32)
-    a_s, a_u = np.zeros((nb, d), np.int8), np.zeros((nb, d), np.uint8)
-    h_s, h_u = np.zeros((nb, d), np.int8), np.zeros((nb, d), np.uint8)
-    r_s, r_u = np.zeros((nb, d), np.int8), np.zeros((nb, d), np.uint8)
-    hid_s, hid_u = np.zeros((nb, hdim), np.int8), np.zeros((nb, hdim), np.uint8)
+    # matmul inputs, stored as uint8 = value + OFFSET
+    a_u, h_u, r_u = np.zeros((nb, d), np.uint8), np.zeros((nb, d), np.uint8), np.zeros((nb, d), np.uint8)
+    hid_u = np.zeros((nb, hdim), np.uint8)
     y1, y2 = np.zeros((nb, gru_c.shape[1]), np.int32), np.zeros((nb, gru_c.shape[1]), np.int32)
     y_up, y_head = np.zeros((nb, up_c.shape[1]), np.int32), np.zeros((nb, head_c.shape[1]), np.int32)
     low_rank = np.zeros(max(hdim, 256), np.int32)
@@ -227,28 +227,28 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
             else:
                 p = pairs[b]
                 pert[:] = 0
-                for k in range(ne_a.shape[2]):
-                    ak, bk = np.int32(ne_a[p, 0, k, byte]), ne_b[p, 0, k]
+                for k in range(ne[0].shape[2]):
+                    ak, bk = np.int32(ne[0][p, 0, k, byte]), ne[1][p, 0, k]
                     for j in range(d):
                         pert[j] = np.int32(pert[j] + ak * np.int32(bk[j]))
                 for j in range(d):
                     xr[j] = _clip8(np.int32(e[j]) + s * np.int32(_rshift(pert[j], emb_shift)))
         for l in range(L):
             for b in range(rows):
-                _layer_norm(x[b], gains[l, 0, b], a_s[b], a_u[b])
-                hr, hs, hu = h[b, l], h_s[b], h_u[b]
+                _layer_norm(x[b], gains[l, 0, b], a_u[b])
+                hr, hu = h[b, l], h_u[b]
                 for j in range(d):
-                    _as_input(hr[j], hs, hu, j)
-            _linear(a_u, a_s, rows, gru_w, gru_c, 4 * l, ng_a, ng_b, pairs, signs, sigma, shift_d, low_rank, y1)
-            _linear(h_u, h_s, rows, gru_w, gru_c, 4 * l + 1, ng_a, ng_b, pairs, signs, sigma, shift_d, low_rank, y2)
+                    hu[j] = hr[j] + OFFSET
+            _linear(a_u, rows, gru_w, gru_c, 4 * l, ng, pairs, signs, sigma, shift_d, low_rank, y1)
+            _linear(h_u, rows, gru_w, gru_c, 4 * l + 1, ng, pairs, signs, sigma, shift_d, low_rank, y2)
             for b in range(rows):  # update gate, and the reset state fed to U_h
-                y1r, y2r, bias, g, hr, rs, ru = y1[b], y2[b], biases[l, 0, b], gate[b], h[b, l], r_s[b], r_u[b]
+                y1r, y2r, bias, g, hr, ru = y1[b], y2[b], biases[l, 0, b], gate[b], h[b, l], r_u[b]
                 for j in range(d):
                     gamma = np.int32(_clip8(y1r[j] + y2r[j] + bias[j]) + GATE_BIAS)
                     g[j] = gamma
-                    _as_input(np.int32(_rshift(gamma * hr[j], 8)), rs, ru, j)
-            _linear(a_u, a_s, rows, gru_w, gru_c, 4 * l + 2, ng_a, ng_b, pairs, signs, sigma, shift_d, low_rank, y1)
-            _linear(r_u, r_s, rows, gru_w, gru_c, 4 * l + 3, ng_a, ng_b, pairs, signs, sigma, shift_d, low_rank, y2)
+                    ru[j] = _rshift(gamma * hr[j], 8) + OFFSET
+            _linear(a_u, rows, gru_w, gru_c, 4 * l + 2, ng, pairs, signs, sigma, shift_d, low_rank, y1)
+            _linear(r_u, rows, gru_w, gru_c, 4 * l + 3, ng, pairs, signs, sigma, shift_d, low_rank, y2)
             for b in range(rows):  # candidate, new state, residual; then the MLP's norm
                 y1r, y2r, bias, g, hr, xr = y1[b], y2[b], biases[l, 1, b], gate[b], h[b, l], x[b]
                 for j in range(d):
@@ -256,20 +256,20 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
                     hn = np.int32(_clip8(hr[j] + np.int32(_rshift(g[j] * (cand - hr[j]), 8))))
                     hr[j] = hn
                     xr[j] = _clip8(xr[j] + hn)
-                _layer_norm(xr, gains[l, 1, b], a_s[b], a_u[b])
-            _linear(a_u, a_s, rows, up_w, up_c, l, nu_a, nu_b, pairs, signs, sigma, shift_d, low_rank, y_up)
+                _layer_norm(xr, gains[l, 1, b], a_u[b])
+            _linear(a_u, rows, up_w, up_c, l, nu, pairs, signs, sigma, shift_d, low_rank, y_up)
             for b in range(rows):
-                yr, hs, hu = y_up[b], hid_s[b], hid_u[b]
+                yr, hu = y_up[b], hid_u[b]
                 for j in range(hdim):
-                    _as_input(np.int32(max(_clip8(yr[j]), 0)), hs, hu, j)
-            _linear(hid_u, hid_s, rows, down_w, down_c, l, nd_a, nd_b, pairs, signs, sigma, shift_h, low_rank, y1)
+                    hu[j] = max(_clip8(yr[j]), 0) + OFFSET
+            _linear(hid_u, rows, down_w, down_c, l, nd, pairs, signs, sigma, shift_h, low_rank, y1)
             for b in range(rows):
                 xr, yr = x[b], y1[b]
                 for j in range(d):
                     xr[j] = _clip8(xr[j] + _clip8(yr[j]))
         for b in range(rows):
-            _layer_norm(x[b], out_gain[b], a_s[b], a_u[b])
-        _linear(a_u, a_s, rows, head_w, head_c, 0, nh_a, nh_b, pairs, signs, sigma, shift_d, low_rank, y_head)
+            _layer_norm(x[b], out_gain[b], a_u[b])
+        _linear(a_u, rows, head_w, head_c, 0, nh, pairs, signs, sigma, shift_d, low_rank, y_head)
         for b in range(rows):
             yr, bias = y_head[b], out_bias[b]
             for v in range(256):
@@ -283,27 +283,29 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
 @njit(parallel=True, cache=True)
 def _run_blocks(tokens, token_div, state, ll, perturbed, sigma, shift_d, shift_h,
                 embed, gru_w, gru_c, gru_bias, norm, up_w, up_c, down_w, down_c, out_norm, head_w, head_c,
-                head_bias, ne_a, ne_b, ng_a, ng_b, nu_a, nu_b, nd_a, nd_b, nh_a, nh_b,
+                head_bias, ne, ng, nu, nd, nh,
                 n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits):
     total = state.shape[0]
     for blk in prange(-(-total // BLOCK_ROWS)):
         first = np.int64(blk) * BLOCK_ROWS
         _run_block(first, min(BLOCK_ROWS, total - first), tokens, token_div, state, ll, perturbed, sigma,
                    shift_d, shift_h, embed, gru_w, gru_c, gru_bias, norm, up_w, up_c, down_w, down_c, out_norm,
-                   head_w, head_c, head_bias, ne_a, ne_b, ng_a, ng_b, nu_a, nu_b, nd_a, nd_b, nh_a, nh_b,
+                   head_w, head_c, head_bias, ne, ng, nu, nd, nh,
                    n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits)
 
 
 def _matrix_noise(cfg: Config, noise) -> dict:
-    """Matrix noise as contiguous (pairs, blocks, r, m) and (pairs, blocks, r, n) rows; vectors as is."""
+    """Matrix noise as contiguous rows A (pairs, blocks, r, m) and B (pairs, blocks, r, n), with
+    B's offset correction -OFFSET * sum(B) (pairs, blocks, r) int32; vectors as they are."""
     out = {}
     for t in tensors(cfg):
         if t.kind == "matrix":
             m, n = t.shape[-2:]
             a, b = noise[t.name]
             pairs = a.shape[0]
-            out[t.name] = tuple(np.ascontiguousarray(np.swapaxes(v.reshape(pairs, t.blocks, size, cfg.rank), 2, 3))
-                                for v, size in ((a, m), (b, n)))
+            a, b = (np.ascontiguousarray(np.swapaxes(v.reshape(pairs, t.blocks, size, cfg.rank), 2, 3))
+                    for v, size in ((a, m), (b, n)))
+            out[t.name] = (a, b, -OFFSET * b.sum(axis=3, dtype=np.int32))
         else:
             out[t.name] = noise[t.name]
     return out
@@ -318,16 +320,15 @@ def _no_noise(cfg: Config) -> dict:
 def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
     rows = state.shape[0]
     ll = np.zeros((rows, tokens.shape[1] - 1), dtype=np.int32)
-    packed = {name: pack(params[name]) for name in ("gru", "up", "down", "head")}
-    w = {name: p[0].reshape(-1) for name, p in packed.items()}
-    c = {name: p[1] for name, p in packed.items()}
+    matrices = ("gru", "up", "down", "head")
+    w = {name: pack(params[name]).reshape(-1) for name in matrices}
+    c = {name: correction(params[name]) for name in matrices}
     work = state.astype(np.int32)
     nz = _matrix_noise(cfg, noise)
     _run_blocks(tokens, token_div, work, ll, perturbed, cfg.sigma_shift, matmul_shift(cfg.width),
                 matmul_shift(cfg.hidden), params["embed"], w["gru"], c["gru"], params["gru_bias"], params["norm"],
                 w["up"], c["up"], w["down"], c["down"], params["out_norm"], w["head"], c["head"], params["head_bias"],
-                nz["embed"][0], nz["embed"][1], nz["gru"][0], nz["gru"][1], nz["up"][0], nz["up"][1],
-                nz["down"][0], nz["down"][1], nz["head"][0], nz["head"][1],
+                nz["embed"], nz["gru"], nz["up"], nz["down"], nz["head"],
                 nz["gru_bias"], nz["norm"], nz["out_norm"], nz["head_bias"],
                 EXP2, LOG2_FRAC, EXP2_BITS, LOG2_MANTISSA_BITS)
     state[...] = work
@@ -346,38 +347,95 @@ def forward(params, cfg: Config, tokens, state):
 
 
 @njit(parallel=True, cache=True)
-def _matrix_sums(f, a, b, out):
-    """out[blk] = sum_p f[p] * a[p, blk] @ b[p, blk]^T, parallel over output rows."""
-    P, blocks, m, r = a.shape
+def _matrix_sums(fa, packed_b, out):
+    """out[blk] = fa[blk] . B[blk]^T: the update as one (m x Q) . (Q x n) int16 product per block, Q
+    over (pair, rank component), B packed by pairs of Q (cpu_gemm.pack); parallel over 16-row chunks."""
+    blocks, m, q = fa.shape
+    n_pad = out.shape[2]
+    x, y = fa.reshape(fa.size), out.reshape(out.size)
+    chunk = 4 * TILE_ROWS
+    per_block = m // chunk
+    for c in prange(blocks * per_block):
+        blk, i = c // per_block, (c % per_block) * chunk
+        row = blk * m + i
+        gemm16(x[row * q:], chunk, q, packed_b, blk * q * n_pad, q // 2, n_pad, y[row * n_pad:], n_pad)
+
+
+@njit(parallel=True, cache=True)
+def _update_operands(f, a, b, fa, packed_b):
+    """fa[blk, i, q] = f[p] * a[p, blk, i, k] and B packed for gemm16, packed_b[blk, q // 2, j, q % 2] =
+    b[p, blk, j, k], with q = p * r + k (both zero-padded to an even q)."""
+    pairs, blocks, m, r = a.shape
     n = b.shape[2]
-    for rr in prange(blocks * m):
-        row = np.int64(rr)
+    for row in prange(blocks * m):
         blk, i = row // m, row % m
-        for j in range(n):
-            out[blk, i, j] = 0
-        for p in range(P):
-            if f[p] == 0:
-                continue
+        out = fa[blk, i]
+        for p in range(pairs):
             for k in range(r):
-                c = f[p] * np.int32(a[p, blk, i, k])
-                if c != 0:
-                    for j in range(n):
-                        out[blk, i, j] += c * b[p, blk, j, k]
+                out[p * r + k] = f[p] * a[p, blk, i, k]
+    groups = packed_b.shape[1]
+    for row in prange(blocks * groups):
+        blk, g = row // groups, row % groups
+        for e in range(2):
+            q = 2 * g + e
+            if q < pairs * r:
+                for j in range(n):
+                    packed_b[blk, g, j, e] = b[q // r, blk, j, q % r]
 
 
 def update_sums(cfg: Config, noise, f) -> dict:
-    """As ``es.update_sums``: Z per parameter, int32."""
-    f32 = f.astype(np.int32)
+    """As ``es.update_sums``: Z per parameter, int32. |f * a| <= 8 * 78 fits int16."""
     Z = {}
+    q = cfg.pairs * cfg.rank
+    q += q % 2  # products are summed in pairs
+    f16 = f.astype(np.int16)
     for t in tensors(cfg):
         if t.kind == "matrix":
-            a, b = noise[t.name]
             m, n = t.shape[-2:]
-            z = np.empty((t.blocks, m, n), dtype=np.int32)
-            _matrix_sums(f32, a.reshape(cfg.pairs, t.blocks, m, cfg.rank), b.reshape(cfg.pairs, t.blocks, n, cfg.rank), z)
-            Z[t.name] = z.reshape(t.shape)
+            a, b = (v.reshape(cfg.pairs, t.blocks, size, cfg.rank) for v, size in zip(noise[t.name], (m, n)))
+            fa = np.zeros((t.blocks, m, q), np.int16)
+            packed_b = np.zeros((t.blocks, q // 2, padded(n), 2), np.int16)
+            _update_operands(f16, a, b, fa, packed_b)
+            z = np.empty((t.blocks, m, padded(n)), dtype=np.int32)
+            _matrix_sums(fa, packed_b.reshape(-1), z)
+            Z[t.name] = np.ascontiguousarray(z[:, :, :n]).reshape(t.shape)
         else:
             e = noise[t.name].reshape(cfg.pairs, -1).astype(np.int32)
-            Z[t.name] = (f32 @ e).reshape(t.shape)
+            Z[t.name] = (f.astype(np.int32) @ e).reshape(t.shape)
     return Z
 
+
+@njit(parallel=True, cache=True)
+def _apply_steps(param, z, momentum, k, thr, moving):
+    """``es.update`` for one tensor (flat views), fused into one pass; returns the attempted moves."""
+    moved = 0
+    for i in prange(param.shape[0]):
+        v = np.int64(z[i])
+        if k:
+            mo = np.int64(momentum[i])
+            decay = abs(mo) >> k
+            v = (mo - decay if mo > 0 else mo + decay) + v
+        move = 0
+        if moving and abs(v) > thr:
+            move = 1 if v > 0 else -1
+        param[i] = _clip8(np.int64(param[i]) + move)
+        if k:
+            momentum[i] = v - move * thr  # spend the evidence that moved the weight
+        moved += abs(move)
+    return moved
+
+
+def update(params, cfg: Config, step: int, f, Z, momentum=None) -> int:
+    """As ``es.update``: thresholded +-1 steps (and momentum) in place; returns weights moved."""
+    moving = bool(np.any(f))
+    thr_matrix, thr_vector = es.thresholds(cfg, step, f) if moving else (0, 0)
+    none = np.zeros(1, np.int32)
+    moved = 0
+    for t in tensors(cfg):
+        arrays = [params[t.name], Z[t.name]] + ([momentum[t.name]] if cfg.momentum_shift else [])
+        if not all(a.flags.c_contiguous for a in arrays):
+            raise ValueError(f"{t.name}: update arrays must be C-contiguous (updated through flat views)")
+        flat = [a.reshape(-1) for a in arrays]
+        moved += _apply_steps(flat[0], flat[1], flat[2] if cfg.momentum_shift else none, cfg.momentum_shift,
+                              thr_matrix if t.kind == "matrix" else thr_vector, moving)
+    return int(moved)

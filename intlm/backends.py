@@ -1,5 +1,5 @@
-"""Backend selection. A backend provides the four hot operations with identical results:
-make_noise, population_fitness, forward (unperturbed) and update_sums. The NumPy reference is
+"""Backend selection. A backend provides the five hot operations with identical results:
+make_noise, population_fitness, forward (unperturbed), update_sums and update (the steps). The NumPy reference is
 the spec; the others must equal it bit for bit."""
 
 import types
@@ -21,9 +21,9 @@ def get(name: str) -> types.SimpleNamespace:
         else:
             return types.SimpleNamespace(name="numba", make_noise=nb.make_noise,
                                          population_fitness=nb.population_fitness,
-                                         forward=nb.forward, update_sums=nb.update_sums)
+                                         forward=nb.forward, update_sums=nb.update_sums, update=nb.update)
     from . import es, model
 
     return types.SimpleNamespace(name="numpy", make_noise=model.make_noise,
                                  population_fitness=model.population_fitness,
-                                 forward=model.forward, update_sums=es.update_sums)
+                                 forward=model.forward, update_sums=es.update_sums, update=es.update)

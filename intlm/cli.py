@@ -1,4 +1,4 @@
-"""The ``intlm`` command: prepare, pretrain, sample, eval.
+"""The ``intlm`` command: prepare, pretrain, sample, eval, bench.
 
 User mistakes (bad corpus, bad checkpoint, impossible settings) print one ``error:`` line on stderr
 and exit with status 2; nothing a user can cause ends in a traceback.
@@ -143,6 +143,61 @@ def eval_cmd(checkpoint_path, corpus, backend):
     base = baselines(data.train, data.val)
     click.echo(f"step {run.step}: validation {bpb:.4f} bits/byte | unigram {base['unigram']:.4f} | "
                f"bigram {base['bigram']:.4f} | {len(data.val)} validation bytes")
+
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+@cli.command()
+@click.option("--width", callback=_int_list, help="Widths, comma-separated (e.g. 64,128,256).")
+@click.option("--layers", callback=_int_list, help="Layer counts, comma-separated.")
+@click.option("--population", callback=_int_list, help="Populations, comma-separated.")
+@click.option("--rank", callback=_int_list, help="Perturbation ranks, comma-separated.")
+@click.option("--window", type=int, default=100, show_default=True, help="Bytes per member per step.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Timed steps per setting (median).")
+@click.option("--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True)
+@click.option("--json", "json_path", type=click.Path(), help="Also write the results as JSON here.")
+@click.option("--no-limit", is_flag=True, help="Skip the int8 product microbenchmark.")
+def bench(width, layers, population, rank, window, repeats, backend, json_path, no_limit):
+    """Training vs inference tokens/s, multiply-adds/s, phase shares and peak memory.
+
+    With no setting given it runs a default grid (widths 64-256, layers 1-4, populations 256-8192,
+    rank 1 and 4); any setting given makes the grid the product of the lists (defaults: width 128,
+    1 layer, population 512, rank 1). Each setting runs in its own process.
+    """
+    import itertools
+    import json
+
+    from .bench import DEFAULT_GRID, machine_limit, run_one, table
+
+    if repeats < 1:
+        raise IntlmError("--repeats must be >= 1")
+    if width is layers is population is rank is None:
+        grid = [dict(s, window=window) for s in DEFAULT_GRID]
+    else:
+        grid = [dict(width=w, layers=n, population=p, rank=r, window=window) for w, n, p, r in itertools.product(
+            width or [128], layers or [1], population or [512], rank or [1])]
+    for setting in grid:
+        Config(**setting).check()
+    limit = {} if no_limit else machine_limit()
+    for name, gmacs in limit.items():
+        click.echo(f"{name}: {gmacs} GMAC/s")
+    results = []
+    for setting in grid:
+        results.append(run_one(setting, repeats, backend))
+        click.echo(table(results[-1:], limit).splitlines()[-1] if len(results) > 1 else table(results, limit))
+    click.echo("")
+    click.echo(table(results, limit))
+    report = {"machine_limit_gmacs": limit, "results": results}
+    click.echo(json.dumps(report))
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=1) + "\n")
 
 
 def main():

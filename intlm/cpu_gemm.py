@@ -45,16 +45,21 @@ def padded(m: int) -> int:
     return -(-m // TILE_COLS) * TILE_COLS
 
 
-def pack(weight):
-    """(..., m, n) int8 -> packed (blocks, n/4, m_pad, 4) int8 and correction (blocks, m_pad) int32."""
+def pack(weight, group=GROUP):
+    """(..., m, n) -> (blocks, n/group, m_pad, group), same dtype: for each group of inputs, the
+    group's values of every output side by side (the dot-product instructions' operand layout)."""
     m, n = weight.shape[-2:]
-    w = weight.reshape(-1, m, n)
-    blocks = w.shape[0]
-    full = np.zeros((blocks, padded(m), n), dtype=np.int8)
-    full[:, :m] = w
-    packed = np.ascontiguousarray(full.reshape(blocks, padded(m), n // GROUP, GROUP).transpose(0, 2, 1, 3))
-    correction = (-OFFSET * full.astype(np.int32).sum(axis=2)).astype(np.int32)
-    return packed, correction
+    full = np.zeros((weight.size // (m * n), padded(m), n), dtype=weight.dtype)
+    full[:, :m] = weight.reshape(-1, m, n)
+    return np.ascontiguousarray(full.reshape(full.shape[0], padded(m), n // group, group).transpose(0, 2, 1, 3))
+
+
+def correction(weight):
+    """-OFFSET * sum(W[j, :]) per output (blocks, m_pad) int32: takes the uint8 offset back out."""
+    m, n = weight.shape[-2:]
+    out = np.zeros((weight.size // (m * n), padded(m)), dtype=np.int32)
+    out[:, :m] = -OFFSET * weight.reshape(-1, m, n).sum(axis=2, dtype=np.int32)
+    return out
 
 
 _I32 = ir.IntType(32)
@@ -62,19 +67,17 @@ _I64 = ir.IntType(64)
 _V8 = ir.VectorType(_I32, LANES)
 
 
-@intrinsic
-def _tile_vnni(typingctx, x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride):
-    """out[ooff + r*ostride + c] = sum_g x[xoff + r*xstride + 4g : +4] . w[woff + g*wstride + 4c : +4]
-    for r < TILE_ROWS, c < TILE_COLS; x uint8, w int8, out int32 (flat arrays)."""
-    sig = types.void(x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride)
+def _vnni_tile(instruction, group):
+    """A tile on a VNNI dot-product instruction that sums ``group`` products into each int32 lane:
+    out[ooff + r*ostride + c] = sum_g x[xoff + r*xstride + group*g : +group] . w[woff + g*wstride +
+    group*c : +group] for r < TILE_ROWS, c < TILE_COLS (flat arrays; out int32)."""
 
     def codegen(context, builder, sig, args):
         x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride = args
         xp = context.make_array(sig.args[0])(context, builder, x).data
         wp = context.make_array(sig.args[3])(context, builder, w).data
         op = context.make_array(sig.args[7])(context, builder, out).data
-        dpbusd = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_V8, [_V8, _V8, _V8]), "llvm.x86.avx512.vpdpbusd.256")
+        dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), instruction)
         zero = ir.Constant(_V8, [0] * LANES)
         acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(TILE_VECTORS)]
                for _ in range(TILE_ROWS)]
@@ -85,18 +88,18 @@ def _tile_vnni(typingctx, x, xoff, xstride, w, woff, wstride, groups, out, ooff,
         with cgutils.for_range(builder, groups) as loop:
             g = loop.index
             xs = []
-            for r in range(TILE_ROWS):  # four input bytes of row r, broadcast to every lane
-                at = builder.add(xoff, builder.add(builder.mul(const(r), xstride), builder.mul(g, const(GROUP))))
+            for r in range(TILE_ROWS):  # row r's group of inputs (32 bits), broadcast to every lane
+                at = builder.add(xoff, builder.add(builder.mul(const(r), xstride), builder.mul(g, const(group))))
                 word = builder.load(builder.bitcast(builder.gep(xp, [at]), _I32.as_pointer()), align=1)
                 vec = builder.insert_element(ir.Constant(_V8, None), word, ir.Constant(_I32, 0))
                 xs.append(builder.shuffle_vector(vec, ir.Constant(_V8, None), ir.Constant(_V8, [0] * LANES)))
             row = builder.add(woff, builder.mul(g, wstride))
-            ws = [builder.load(builder.bitcast(builder.gep(wp, [builder.add(row, const(GROUP * LANES * c))]),
+            ws = [builder.load(builder.bitcast(builder.gep(wp, [builder.add(row, const(group * LANES * c))]),
                                                _V8.as_pointer()), align=1)
                   for c in range(TILE_VECTORS)]
             for r in range(TILE_ROWS):
                 for c in range(TILE_VECTORS):
-                    builder.store(builder.call(dpbusd, [builder.load(acc[r][c]), xs[r], ws[c]]), acc[r][c])
+                    builder.store(builder.call(dp, [builder.load(acc[r][c]), xs[r], ws[c]]), acc[r][c])
         for r in range(TILE_ROWS):
             for c in range(TILE_VECTORS):
                 at = builder.add(ooff, builder.add(builder.mul(const(r), ostride), const(LANES * c)))
@@ -104,33 +107,98 @@ def _tile_vnni(typingctx, x, xoff, xstride, w, woff, wstride, groups, out, ooff,
                               align=1)
         return context.get_dummy_value()
 
+    @intrinsic
+    def tile(typingctx, x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride):
+        sig = types.void(x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride)
+        return sig, codegen
+
+    return tile
+
+
+_V4 = ir.VectorType(_I32, 4)
+
+
+@intrinsic
+def _dot_vnni(typingctx, x, xoff, w, woff, n):
+    """sum_i x[xoff + i] * w[woff + i] for i < n (a multiple of 16); x uint8, w int8 (flat arrays)."""
+    sig = types.int32(x, xoff, w, woff, n)
+
+    def codegen(context, builder, sig, args):
+        x, xoff, w, woff, n = args
+        xp = builder.gep(context.make_array(sig.args[0])(context, builder, x).data, [xoff])
+        wp = builder.gep(context.make_array(sig.args[2])(context, builder, w).data, [woff])
+        mod = builder.module
+        dp8 = cgutils.get_or_insert_function(mod, ir.FunctionType(_V8, [_V8] * 3), "llvm.x86.avx512.vpdpbusd.256")
+        dp4 = cgutils.get_or_insert_function(mod, ir.FunctionType(_V4, [_V4] * 3), "llvm.x86.avx512.vpdpbusd.128")
+        acc = cgutils.alloca_once_value(builder, ir.Constant(_V8, [0] * LANES))
+        wide = ir.Constant(_I64, 8 * GROUP)
+        with cgutils.for_range(builder, builder.udiv(n, wide)) as loop:
+            at = builder.mul(loop.index, wide)
+            xv, wv = (builder.load(builder.bitcast(builder.gep(p, [at]), _V8.as_pointer()), align=1) for p in (xp, wp))
+            builder.store(builder.call(dp8, [builder.load(acc), xv, wv]), acc)
+        total = builder.load(acc)
+        low = cgutils.alloca_once_value(builder, builder.add(
+            builder.shuffle_vector(total, total, ir.Constant(_V4, [0, 1, 2, 3])),
+            builder.shuffle_vector(total, total, ir.Constant(_V4, [4, 5, 6, 7]))))
+        at = builder.sub(n, builder.urem(n, wide))
+        with builder.if_then(builder.icmp_unsigned("!=", at, n)):  # the last 16 bytes
+            xv, wv = (builder.load(builder.bitcast(builder.gep(p, [at]), _V4.as_pointer()), align=1) for p in (xp, wp))
+            builder.store(builder.call(dp4, [builder.load(low), xv, wv]), low)
+        lanes = builder.load(low)
+        out = builder.extract_element(lanes, ir.Constant(_I32, 0))
+        for lane in range(1, 4):
+            out = builder.add(out, builder.extract_element(lanes, ir.Constant(_I32, lane)))
+        return out
+
     return sig, codegen
 
 
-@njit(inline="always")
-def _tile_generic(x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride):
-    """The same tile as ``_tile_vnni`` in plain Numba, for CPUs without VNNI."""
-    for r in range(TILE_ROWS):
-        for c in range(TILE_COLS):
-            out[ooff + r * ostride + c] = 0
-        for g in range(groups):
-            xo = xoff + r * xstride + GROUP * g
-            wo = woff + g * wstride
+def _generic_tile(group):
+    """The same tile as ``_vnni_tile`` in plain Numba, for CPUs without VNNI."""
+
+    @njit(inline="always")
+    def tile(x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride):
+        for r in range(TILE_ROWS):
             for c in range(TILE_COLS):
-                s = np.int32(0)
-                for q in range(GROUP):
-                    s += np.int32(x[xo + q]) * np.int32(w[wo + GROUP * c + q])
-                out[ooff + r * ostride + c] += s
+                out[ooff + r * ostride + c] = 0
+            for g in range(groups):
+                xo = xoff + r * xstride + group * g
+                wo = woff + g * wstride
+                for c in range(TILE_COLS):
+                    s = np.int32(0)
+                    for q in range(group):
+                        s += np.int32(x[xo + q]) * np.int32(w[wo + group * c + q])
+                    out[ooff + r * ostride + c] += s
 
-
-tile = _tile_vnni if KERNEL == "vnni" else _tile_generic
+    return tile
 
 
 @njit(inline="always")
-def gemm(x, rows, xstride, w, woff, groups, m_pad, out, ostride):
-    """out[:rows, :m_pad] = x[:rows, :4*groups] . W^T (raw: without the offset correction), with
-    x, out flat row-major buffers and W packed at w[woff:]. ``rows`` is rounded up to whole tiles,
-    so the buffers must hold those rows."""
-    for j in range(0, m_pad, TILE_COLS):
-        for i in range(0, rows, TILE_ROWS):
-            tile(x, i * xstride, xstride, w, woff + GROUP * j, GROUP * m_pad, groups, out, i * ostride + j, ostride)
+def _dot_generic(x, xoff, w, woff, n):
+    """The same dot product as ``_dot_vnni`` in plain Numba."""
+    s = np.int32(0)
+    for i in range(n):
+        s = np.int32(s + np.int32(x[xoff + i]) * np.int32(w[woff + i]))
+    return s
+
+
+def _gemm(tile, group):
+    @njit(inline="always")
+    def gemm(x, rows, xstride, w, woff, groups, m_pad, out, ostride):
+        """out[:rows, :m_pad] = x[:rows, :group*groups] . W^T, with x and out flat row-major buffers and
+        W packed at w[woff:] (``pack``). ``rows`` is a multiple of TILE_ROWS."""
+        for j in range(0, m_pad, TILE_COLS):
+            for i in range(0, rows, TILE_ROWS):
+                tile(x, i * xstride, xstride, w, woff + group * j, group * m_pad, groups, out, i * ostride + j,
+                     ostride)
+
+    return gemm
+
+
+if KERNEL == "vnni":
+    # uint8 x int8, 4 per lane (the model's products); int16 x int16, 2 per lane (the update)
+    gemm = _gemm(_vnni_tile("llvm.x86.avx512.vpdpbusd.256", GROUP), GROUP)
+    gemm16 = _gemm(_vnni_tile("llvm.x86.avx512.vpdpwssd.256", 2), 2)
+    dot = _dot_vnni
+else:
+    gemm, gemm16, dot = _gemm(_generic_tile(GROUP), GROUP), _gemm(_generic_tile(2), 2), _dot_generic

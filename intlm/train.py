@@ -104,16 +104,36 @@ def share_pair_state(hidden):
     pairs[...] = ((pairs.astype(np.int32).sum(axis=1, keepdims=True) + 1) >> 1).astype(np.int8)
 
 
-def train_step(run: Run, train_data: np.ndarray, backend) -> dict:
-    """One EGGROLL step in place; returns integer statistics of it."""
+class Laps:
+    """Seconds spent in each phase of a step, summed into ``totals`` (when given) by phase name."""
+
+    def __init__(self, totals=None):
+        self.totals, self.last = totals, time.perf_counter()
+
+    def __call__(self, phase):
+        if self.totals is not None:
+            now = time.perf_counter()
+            self.totals[phase] = self.totals.get(phase, 0.0) + now - self.last
+            self.last = now
+
+
+def train_step(run: Run, train_data: np.ndarray, backend, timings=None) -> dict:
+    """One EGGROLL step in place; returns integer statistics of it. ``timings``, a dict, collects
+    the seconds of its phases: data, noise, forward, fitness, update."""
     cfg = run.cfg
+    lap = Laps(timings)
     tokens = stream_windows(train_data, cfg.pairs, run.step, cfg.window)
+    lap("data")
     noise = backend.make_noise(cfg, run.step)
+    lap("noise")
     fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
     if cfg.pair_state == "mean":
         share_pair_state(run.hidden)
+    lap("forward")
     f, ties = es.shape_fitness(fitness, cfg.fitness)
-    moved = es.update(run.params, cfg, run.step, f, backend.update_sums(cfg, noise, f), run.momentum)
+    lap("fitness")
+    moved = backend.update(run.params, cfg, run.step, f, backend.update_sums(cfg, noise, f), run.momentum)
+    lap("update")
     run.step += 1
     return {"fitness_sum": int(fitness.astype(np.int64).sum()), "ties": ties, "moved": moved}
 

@@ -109,6 +109,35 @@ def test_update_sums_extreme_noise(numpy_backend, numba_backend):
         assert np.array_equal(z_np[name], z_nb[name]), name
 
 
+@settings(max_examples=25, deadline=None)
+@given(momentum_shift=st.integers(0, 8), step=st.integers(0, 5000), seed=st.integers(0, 2 ** 32 - 1),
+       zero_f=st.booleans())
+def test_update_matches_numpy(momentum_shift, step, seed, zero_f, numpy_backend, numba_backend):
+    """The fused Numba update moves the same weights, leaves the same momentum and counts the same
+    moves as es.update, from saturated weights, large momentum and all-zero fitness alike."""
+    cfg = tiny_config(momentum_shift=momentum_shift, population=16, rank=2, fitness="rank")
+    rng = np.random.default_rng(seed)
+    params = random_params(cfg, rng)
+    f = np.zeros(cfg.pairs, np.int32) if zero_f else rng.integers(-8, 9, cfg.pairs).astype(np.int32)
+    zmax = 8 * cfg.pairs * cfg.rank * 40 * 40
+    Z = {k: rng.integers(-zmax, zmax + 1, v.shape).astype(np.int32) for k, v in params.items()}
+    momentum = {k: rng.integers(-4 * zmax, 4 * zmax + 1, v.shape).astype(np.int32)
+                for k, v in es.init_momentum(cfg, params).items()}
+    results = []
+    for be in (numpy_backend, numba_backend):
+        p = {k: v.copy() for k, v in params.items()}
+        m = {k: v.copy() for k, v in momentum.items()}
+        moved = be.update(p, cfg, step, f, {k: v.copy() for k, v in Z.items()}, m)
+        results.append((moved, p, m))
+    (moved_np, p_np, m_np), (moved_nb, p_nb, m_nb) = results
+    assert moved_np == moved_nb
+    assert (moved_np == 0) == zero_f
+    for k in params:
+        assert p_nb[k].dtype == np.int8 and np.array_equal(p_np[k], p_nb[k]), k
+    for k in momentum:
+        assert m_nb[k].dtype == np.int32 and np.array_equal(m_np[k], m_nb[k]), k
+
+
 def test_training_steps_identical(numpy_backend, numba_backend):
     """Three train.train_step calls with each backend leave identical parameters, hidden state and
     step statistics (the whole step: windows, noise, fitness, shaping, update)."""

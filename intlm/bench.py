@@ -1,0 +1,175 @@
+"""Throughput benchmark: training vs inference tokens/s, multiply-adds/s, phase shares, peak memory.
+
+A token is one member reading one byte. Training tokens/s counts whole steps (data, noise, the
+population's forward, fitness shaping, update); inference tokens/s is the unperturbed model on the
+same batch (population rows x window bytes). The two are timed alternately in one process, so the
+ratio stays fair on a busy machine. Each setting runs in its own process, so its peak resident
+memory is its own.
+
+``machine_limit`` measures what this machine's cores do on a bare int8 matrix product: the
+backend's own tile kernel, a plain Numba int8 dot (what LLVM makes of a straightforward loop), and
+float32 BLAS for comparison. Figures are medians over ``repeats``.
+"""
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+from numba import njit, prange
+
+from . import cpu_gemm
+from .config import Config
+from .model import VOCAB
+
+PHASES = ("data", "noise", "forward", "fitness", "update")
+# The grid `intlm bench` runs when no setting is given: width, layers, population and rank scaling
+# around the official implementation's benchmark sizes (width 128 x 1 and 256 x 2, population 512).
+DEFAULT_GRID = (
+    [dict(width=w, layers=1, population=512) for w in (64, 128, 256)]
+    + [dict(width=128, layers=L, population=512) for L in (2, 4)]
+    + [dict(width=256, layers=2, population=512)]
+    + [dict(width=128, layers=1, population=p) for p in (256, 2048, 8192)]
+    + [dict(width=128, layers=1, population=512, rank=4)]
+    + [dict(width=256, layers=2, population=4096)]
+)
+
+
+def macs_per_token(cfg: Config) -> int:
+    """Multiply-adds of the shared matrix products for one member and one byte (the GRU's four
+    d x d matrices, the MLP and the head; the embedding is a lookup)."""
+    d, h = cfg.width, cfg.hidden
+    return cfg.layers * (4 * d * d + 2 * d * h) + VOCAB * d
+
+
+def synthetic_bytes(size: int, seed: int = 0) -> np.ndarray:
+    """Random bytes 1..255 (a 0 byte would reset the state, as a document boundary does)."""
+    return np.random.default_rng(seed).integers(1, 256, size, dtype=np.uint8)
+
+
+def measure(cfg: Config, repeats: int = 3, backend: str = "auto") -> dict:
+    """Median training and inference throughput of one setting, its phase shares and peak memory."""
+    from .backends import get
+    from .data import stream_windows
+    from .train import Run, train_step
+
+    be = get(backend)
+    run = Run.fresh(cfg)
+    data = synthetic_bytes(max(1 << 20, 4 * cfg.pairs * (cfg.window + 1)))
+
+    def infer():
+        tokens = np.repeat(stream_windows(data, cfg.pairs, run.step, cfg.window), 2, axis=0)
+        state = run.hidden.copy()
+        start = time.perf_counter()
+        be.forward(run.params, cfg, tokens, state)
+        return time.perf_counter() - start
+
+    train_step(run, data, be)  # compile, or load the compiled kernels
+    infer()
+    train_s, infer_s, phases = [], [], []
+    for _ in range(repeats):
+        laps = {}
+        start = time.perf_counter()
+        train_step(run, data, be, laps)
+        train_s.append(time.perf_counter() - start)
+        phases.append(laps)
+        infer_s.append(infer())
+    tokens = cfg.population * cfg.window
+    train, inference = tokens / float(np.median(train_s)), tokens / float(np.median(infer_s))
+    step = float(np.median(train_s))
+    return {
+        "width": cfg.width, "layers": cfg.layers, "population": cfg.population, "rank": cfg.rank,
+        "window": cfg.window, "backend": be.name,
+        "train_tokens_per_s": round(train), "inference_tokens_per_s": round(inference),
+        "ratio": round(train / inference, 3),
+        "train_gmacs": round(train * macs_per_token(cfg) / 1e9, 1),
+        "inference_gmacs": round(inference * macs_per_token(cfg) / 1e9, 1),
+        "step_s": round(step, 4),
+        "shares": {p: round(float(np.median([laps.get(p, 0.0) for laps in phases])) / step, 3) for p in PHASES},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def machine_limit(rows: int = 512, inner: int = 256, cols: int = 256, repeats: int = 20) -> dict:
+    """GMAC/s of a (rows x inner) . (inner x cols) int8 product on all cores, three ways."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(-127, 128, (rows, inner), dtype=np.int8)
+    w = rng.integers(-127, 128, (cols, inner), dtype=np.int8)
+    exact = x.astype(np.int64) @ w.astype(np.int64).T
+    packed, correction = cpu_gemm.pack(w), cpu_gemm.correction(w)
+    offset = (x.astype(np.int16) + cpu_gemm.OFFSET).astype(np.uint8)
+    xf, wf = x.astype(np.float32), np.ascontiguousarray(w.T.astype(np.float32))
+    out = np.zeros((rows, cpu_gemm.padded(cols)), np.int32)
+    plain = np.zeros((rows, cols), np.int32)
+
+    def tiled():
+        tiled_int8_product(offset, packed.reshape(-1), cpu_gemm.padded(cols), out)
+
+    def rate(fn):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return round(rows * inner * cols / float(np.median(times)) / 1e9, 1)
+
+    result = {f"int8 tile kernel ({cpu_gemm.KERNEL})": rate(tiled),
+              "int8 plain Numba dot": rate(lambda: plain_int8_product(x, w, plain)),
+              "float32 BLAS": rate(lambda: xf @ wf)}
+    if not (np.array_equal(out[:, :cols] + correction[0, :cols], exact) and np.array_equal(plain, exact)):
+        raise AssertionError("an int8 product kernel gave a wrong result")
+    return result
+
+
+@njit(parallel=True, cache=True)
+def tiled_int8_product(offset, packed, m_pad, out):
+    """out = offset . W^T (raw, before the offset correction) with the backend's tile kernel; rows
+    split across cores in groups of 32."""
+    rows, inner = offset.shape
+    x, y = offset.reshape(offset.size), out.reshape(out.size)
+    for g in prange(rows // 32):
+        i = g * 32
+        cpu_gemm.gemm(x[i * inner:], 32, inner, packed, 0, inner // cpu_gemm.GROUP, m_pad, y[i * m_pad:], m_pad)
+
+
+@njit(parallel=True, cache=True)
+def plain_int8_product(x, w, out):
+    """out = x . w^T as the straightforward loop (LLVM turns it into 16-bit multiply-adds)."""
+    for i in prange(x.shape[0]):
+        for j in range(w.shape[0]):
+            s = np.int32(0)
+            for k in range(x.shape[1]):
+                s = np.int32(s + np.int32(x[i, k]) * np.int32(w[j, k]))
+            out[i, j] = s
+
+
+def run_one(setting: dict, repeats: int, backend: str) -> dict:
+    """``measure`` in a fresh process, so peak memory is the setting's own."""
+    cmd = [sys.executable, "-m", "intlm.bench", json.dumps(setting), str(repeats), backend]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark of {setting} failed (exit {done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(results: list, limit: dict) -> str:
+    best = max(limit.values()) if limit else None
+    head = (f"{'width':>5} {'layers':>6} {'pop':>6} {'rank':>4} {'win':>4} | {'train tok/s':>11} "
+            f"{'infer tok/s':>11} {'ratio':>5} | {'GMAC/s':>6} {'of limit':>8} | "
+            + " ".join(f"{p:>7}" for p in PHASES) + f" | {'peak MB':>7}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        frac = f"{100 * r['train_gmacs'] / best:7.0f}%" if best else f"{'-':>8}"
+        lines.append(f"{r['width']:>5} {r['layers']:>6} {r['population']:>6} {r['rank']:>4} {r['window']:>4} | "
+                     f"{r['train_tokens_per_s']:>11,} {r['inference_tokens_per_s']:>11,} {r['ratio']:>5.2f} | "
+                     f"{r['train_gmacs']:>6.1f} {frac} | "
+                     + " ".join(f"{100 * r['shares'][p]:>6.1f}%" for p in PHASES) + f" | {r['peak_rss_mb']:>7}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # one setting, measured in this process: used by run_one
+    setting, reps, backend_name = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    print(json.dumps(measure(Config(**setting).check(), reps, backend_name)))
