@@ -361,26 +361,39 @@ def _matrix_sums(fa, packed_b, out):
         gemm16(x[row * q:], chunk, q, packed_b, blk * q * n_pad, q // 2, n_pad, y[row * n_pad:], n_pad)
 
 
+_SCRATCH = {}
+
+
+def _scratch(name, shape, dtype):
+    """A buffer kept from call to call for the same name and shape, so a step allocates nothing.
+    It holds the previous call's values: callers overwrite every element that reaches a result.
+    Not thread-safe (the training loop is one thread)."""
+    key = (name, shape, np.dtype(dtype).str)
+    if key not in _SCRATCH:
+        _SCRATCH[key] = np.zeros(shape, dtype)
+    return _SCRATCH[key]
+
+
 @njit(parallel=True, cache=True)
 def _update_operands(f, a, b, fa, packed_b):
     """fa[blk, i, q] = f[p] * a[p, blk, i, k] and B packed for gemm16, packed_b[blk, q // 2, j, q % 2] =
-    b[p, blk, j, k], with q = p * r + k (both zero-padded to an even q)."""
+    b[p, blk, j, k], with q = p * r + k; a last q past the pairs (q is even) is written as zeros."""
     pairs, blocks, m, r = a.shape
     n = b.shape[2]
-    for row in prange(blocks * m):
-        blk, i = row // m, row % m
-        out = fa[blk, i]
-        for p in range(pairs):
-            for k in range(r):
-                out[p * r + k] = f[p] * a[p, blk, i, k]
+    rows = 16  # output rows transposed together: 16 short reads per pair, 16 sequential writes
+    for chunk in prange(blocks * (m // rows)):
+        blk, i0 = chunk // (m // rows), chunk % (m // rows) * rows
+        for q in range(fa.shape[2]):
+            p, k = q // r, q % r
+            for i in range(i0, i0 + rows):
+                fa[blk, i, q] = f[p] * a[p, blk, i, k] if p < pairs else 0
     groups = packed_b.shape[1]
     for row in prange(blocks * groups):
         blk, g = row // groups, row % groups
         for e in range(2):
-            q = 2 * g + e
-            if q < pairs * r:
-                for j in range(n):
-                    packed_b[blk, g, j, e] = b[q // r, blk, j, q % r]
+            p, k = (2 * g + e) // r, (2 * g + e) % r
+            for j in range(n):
+                packed_b[blk, g, j, e] = b[p, blk, j, k] if p < pairs else 0
 
 
 def update_sums(cfg: Config, noise, f) -> dict:
@@ -393,8 +406,8 @@ def update_sums(cfg: Config, noise, f) -> dict:
         if t.kind == "matrix":
             m, n = t.shape[-2:]
             a, b = (v.reshape(cfg.pairs, t.blocks, size, cfg.rank) for v, size in zip(noise[t.name], (m, n)))
-            fa = np.zeros((t.blocks, m, q), np.int16)
-            packed_b = np.zeros((t.blocks, q // 2, padded(n), 2), np.int16)
+            fa = _scratch(t.name + ".fa", (t.blocks, m, q), np.int16)
+            packed_b = _scratch(t.name + ".b", (t.blocks, q // 2, padded(n), 2), np.int16)
             _update_operands(f16, a, b, fa, packed_b)
             z = np.empty((t.blocks, m, padded(n)), dtype=np.int32)
             _matrix_sums(fa, packed_b.reshape(-1), z)

@@ -2,8 +2,9 @@
 
 A token is one member reading one byte. Training tokens/s counts whole steps (data, noise, the
 population's forward, fitness shaping, update); inference tokens/s is the unperturbed model on the
-same batch (population rows x window bytes). The two are timed alternately in one process, so the
-ratio stays fair on a busy machine. Each setting runs in its own process, so its peak resident
+same batch (population rows x window bytes). The two are timed alternately in one process and the
+ratio is the median of each step's ratio to the inference pass beside it, so it stays fair on a busy
+machine. Each setting runs in its own process, so its peak resident
 memory is its own.
 
 ``machine_limit`` measures what this machine's cores do on a bare int8 matrix product: the
@@ -79,14 +80,17 @@ def measure(cfg: Config, repeats: int = 3, backend: str = "auto") -> dict:
     tokens = cfg.population * cfg.window
     train, inference = tokens / float(np.median(train_s)), tokens / float(np.median(infer_s))
     step = float(np.median(train_s))
+    # the ratio of each step to the inference pass right after it: a slow spell of a shared
+    # machine slows both, so the median of these is steadier than the ratio of the medians
+    ratio = float(np.median(np.array(infer_s) / np.array(train_s)))
     return {
         "width": cfg.width, "layers": cfg.layers, "population": cfg.population, "rank": cfg.rank,
         "window": cfg.window, "backend": be.name,
         "train_tokens_per_s": round(train), "inference_tokens_per_s": round(inference),
-        "ratio": round(train / inference, 3),
+        "ratio": round(ratio, 3),
         "train_gmacs": round(train * macs_per_token(cfg) / 1e9, 1),
         "inference_gmacs": round(inference * macs_per_token(cfg) / 1e9, 1),
-        "step_s": round(step, 4),
+        "step_s": round(step, 6),
         "shares": {p: round(float(np.median([laps.get(p, 0.0) for laps in phases])) / step, 3) for p in PHASES},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }

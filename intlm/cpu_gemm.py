@@ -10,7 +10,10 @@ of each output side by side, which is the operand layout of ``vpdpbusd``. A tile
 TILE_ROWS rows x TILE_COLS outputs with its accumulators in registers.
 
 On a CPU without VNNI the same tile is a plain Numba loop (same results, slower); the choice is made
-once at import from the host's features (INTLM_CPU_KERNEL=generic forces the plain loop).
+once at import from the host's features. INTLM_CPU_KERNEL=generic forces the plain loop, for tests:
+Numba's on-disk cache is keyed by the CPU and by the source file of the cached function, not by this
+variable or by this module, so use it with a fresh NUMBA_CACHE_DIR (and touch backend_numba.py after
+editing the kernels here).
 """
 
 import os
@@ -21,6 +24,8 @@ from llvmlite import ir
 from numba import njit
 from numba.core import cgutils, types
 from numba.core.extending import intrinsic
+
+from .errors import IntlmError
 
 TILE_ROWS = 4
 LANES = 8  # int32 lanes of a 256-bit vector
@@ -36,8 +41,9 @@ def _host_has_vnni() -> bool:
 
 
 KERNEL = os.environ.get("INTLM_CPU_KERNEL") or ("vnni" if _host_has_vnni() else "generic")
-if KERNEL not in ("vnni", "generic"):
-    raise ValueError(f"INTLM_CPU_KERNEL must be 'vnni' or 'generic', got {KERNEL!r}")
+if KERNEL not in ("vnni", "generic") or (KERNEL == "vnni" and not _host_has_vnni()):
+    raise IntlmError(f"INTLM_CPU_KERNEL={KERNEL!r}: choose 'generic'" + (", or 'vnni' on a CPU with VNNI"
+                                                                          if _host_has_vnni() else ""))
 
 
 def padded(m: int) -> int:

@@ -138,6 +138,18 @@ def test_update_matches_numpy(momentum_shift, step, seed, zero_f, numpy_backend,
         assert m_nb[k].dtype == np.int32 and np.array_equal(m_np[k], m_nb[k]), k
 
 
+def test_update_sums_reuse_no_stale_pairs(numpy_backend, numba_backend):
+    """An odd pair count pads the pair axis; after a run with one more pair (same buffer shapes) the
+    padding must not carry that run's last pair into the sums."""
+    for population in (8, 6):
+        cfg = tiny_config(population=population, rank=1, fitness="rank")
+        noise = numpy_backend.make_noise(cfg, 3)
+        f = np.arange(1, cfg.pairs + 1, dtype=np.int32)
+        z_np, z_nb = numpy_backend.update_sums(cfg, noise, f), numba_backend.update_sums(cfg, noise, f)
+        for name in z_np:
+            assert np.array_equal(z_np[name], z_nb[name]), (population, name)
+
+
 def test_training_steps_identical(numpy_backend, numba_backend):
     """Three train.train_step calls with each backend leave identical parameters, hidden state and
     step statistics (the whole step: windows, noise, fitness, shaping, update)."""

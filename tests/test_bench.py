@@ -1,0 +1,73 @@
+"""Tests of the throughput benchmark: its figures are consistent, it reports every phase, the int8
+limit microbenchmark checks its own results, and bad settings get one error line."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from intlm import bench
+from intlm.cli import cli
+from intlm.config import Config
+
+from test_cli import assert_one_error_line, run_main
+
+TINY = dict(width=16, layers=1, population=8, window=4)
+
+
+def test_macs_per_token_counts_every_shared_product():
+    """GRU 4 d^2 + MLP 2 d h per layer, plus the head 256 d: width 128, 1 layer, ratio 4 is 229,376."""
+    assert bench.macs_per_token(Config(width=128, layers=1, mlp_ratio=4)) == 4 * 128 * 128 + 2 * 128 * 512 + 256 * 128
+    assert bench.macs_per_token(Config(width=256, layers=2, mlp_ratio=4)) == 2 * (4 * 256 ** 2 + 2 * 256 * 1024) + 256 * 256
+
+
+def test_synthetic_bytes_never_reset_the_state():
+    data = bench.synthetic_bytes(10_000)
+    assert data.dtype == np.uint8 and data.min() >= 1 and len(np.unique(data)) == 255
+
+
+def test_measure_reports_consistent_figures():
+    """Throughputs are tokens over step time, the phase shares cover the step, MAC/s follow from tokens/s."""
+    r = bench.measure(Config(**TINY).check(), repeats=2, backend="numba")
+    tokens = TINY["population"] * TINY["window"]
+    assert r["train_tokens_per_s"] == pytest.approx(tokens / r["step_s"], rel=0.01)
+    assert r["ratio"] == pytest.approx(r["train_tokens_per_s"] / r["inference_tokens_per_s"], rel=0.5)
+    assert set(r["shares"]) == set(bench.PHASES)
+    assert all(0 <= s <= 1 for s in r["shares"].values())
+    assert 0.5 < sum(r["shares"].values()) <= 1.05
+    assert r["train_gmacs"] == pytest.approx(r["train_tokens_per_s"] * bench.macs_per_token(Config(**TINY)) / 1e9, abs=0.06)
+    assert r["peak_rss_mb"] > 10
+
+
+def test_machine_limit_measures_three_kernels():
+    limit = bench.machine_limit(rows=64, inner=64, cols=64, repeats=2)
+    assert len(limit) == 3 and all(v > 0 for v in limit.values())
+    assert any(name.startswith("int8 tile kernel") for name in limit)
+
+
+def test_bench_command_prints_table_and_json(tmp_path):
+    """`intlm bench` with settings runs their product, each in its own process, and writes JSON."""
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "--width", "16,32", "--population", "8", "--window", "4",
+                                      "--repeats", "1", "--no-limit", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [(r["width"], r["population"], r["window"]) for r in report["results"]] == [(16, 8, 4), (32, 8, 4)]
+    assert "train tok/s" in result.output and json.loads(result.output.strip().splitlines()[-1]) == report
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--width", "24"], "width must be a multiple of 16"),
+    (["--population", "7"], "population must be an even number"),
+    (["--repeats", "0"], "--repeats"),
+])
+def test_bench_refuses_impossible_settings(monkeypatch, capsys, args, fragment):
+    code, _, err = run_main(monkeypatch, capsys, "bench", "--no-limit", *args)
+    assert code == 2
+    assert_one_error_line(err, fragment)
+
+
+def test_bench_refuses_a_malformed_list(monkeypatch, capsys):
+    code, _, err = run_main(monkeypatch, capsys, "bench", "--width", "64,abc")
+    assert code == 2 and "comma-separated integers" in err and "Traceback" not in err
