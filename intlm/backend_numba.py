@@ -130,31 +130,31 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, low_r
          groups, m_pad, y.reshape(y.size), y.shape[1])
     rnd = np.int32((1 << shift) >> 1)
     c = corr[blk]
-    lr = low_rank[:m]
+    r = noise_a.shape[2]
+    lr_plus, lr_minus = low_rank[0, :m], low_rank[1, :m]
     x_flat, b_flat = offset.reshape(offset.size), noise_b.reshape(noise_b.size)
-    for b in range(rows):
-        yr = y[b]
-        if signs[b] == 0:
+    if signs[0] == 0:
+        for b in range(rows):
+            yr = y[b]
             for j in range(m):
                 yr[j] = np.int32(yr[j] + c[j] + rnd) >> shift
-            continue
+        return
+    # perturbed: rows come in pairs (+ member, - member; blocks start at even rows) sharing (A, B)
+    for b in range(0, rows, 2):
         p = pairs[b]
-        for k in range(noise_a.shape[2]):
+        for k in range(r):
             ak = noise_a[p, blk, k]
-            s = dot(x_flat, b * n, b_flat, ((p * noise_b.shape[1] + blk) * noise_b.shape[2] + k) * n, n)
-            xb = np.int32(_rshift(s + noise_corr[p, blk, k], 4))
-            if k == 0:
-                for j in range(m):
-                    lr[j] = np.int32(xb * np.int32(ak[j]))
-            else:
-                for j in range(m):
-                    lr[j] = np.int32(lr[j] + xb * np.int32(ak[j]))
-        if signs[b] > 0:
+            at = ((p * noise_b.shape[1] + blk) * r + k) * n
+            xp = np.int32(_rshift(dot(x_flat, b * n, b_flat, at, n) + noise_corr[p, blk, k], 4))
+            xm = np.int32(_rshift(dot(x_flat, (b + 1) * n, b_flat, at, n) + noise_corr[p, blk, k], 4))
             for j in range(m):
-                yr[j] = np.int32(yr[j] + c[j] + np.int32(_rshift(lr[j], sigma)) + rnd) >> shift
-        else:
-            for j in range(m):
-                yr[j] = np.int32(yr[j] + c[j] - np.int32(_rshift(lr[j], sigma)) + rnd) >> shift
+                a = np.int32(ak[j])
+                lr_plus[j] = np.int32((lr_plus[j] if k else 0) + xp * a)
+                lr_minus[j] = np.int32((lr_minus[j] if k else 0) + xm * a)
+        yp, ym = y[b], y[b + 1]
+        for j in range(m):
+            yp[j] = np.int32(yp[j] + c[j] + np.int32(_rshift(lr_plus[j], sigma)) + rnd) >> shift
+            ym[j] = np.int32(ym[j] + c[j] - np.int32(_rshift(lr_minus[j], sigma)) + rnd) >> shift
 
 
 @njit(inline="always")
@@ -210,8 +210,8 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
     hid_u = np.zeros((nb, hdim), np.uint8)
     y1, y2 = np.zeros((nb, gru_c.shape[1]), np.int32), np.zeros((nb, gru_c.shape[1]), np.int32)
     y_up, y_head = np.zeros((nb, up_c.shape[1]), np.int32), np.zeros((nb, head_c.shape[1]), np.int32)
-    low_rank = np.zeros(max(hdim, 256), np.int32)
-    pert = low_rank[:d]
+    low_rank = np.zeros((2, max(hdim, 256)), np.int32)
+    pert = low_rank[0, :d]
     logits = np.zeros(256, np.int32)
     emb_shift = 4 + sigma
     for t in range(tokens.shape[1] - 1):
