@@ -117,7 +117,7 @@ def _layer_norm(x, gain, offset):
         offset[j] = _clip8(q) + OFFSET
 
 
-@njit(inline="always")
+@njit(cache=True)  # a call, not inlined: seven inlined copies made the first compile 20 s longer
 def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, low_rank, y):
     """y[b, :m] = rshift(x_b . W^T + s_b * ((x_b . B_b >> 4) . A_b^T >> sigma), shift) for each row b
     of the block, x_b = offset[b] - OFFSET; W is block ``blk`` of a packed tensor (cpu_gemm.pack),
