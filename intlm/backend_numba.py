@@ -126,13 +126,13 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, low_r
     n = offset.shape[1]
     m, m_pad = noise_a.shape[3], corr.shape[1]
     groups = n // GROUP
-    gemm(offset.reshape(offset.size), -(-rows // TILE_ROWS) * TILE_ROWS, n, w, blk * groups * m_pad * GROUP,
-         groups, m_pad, y.reshape(y.size), y.shape[1])
+    x_flat, b_flat = offset.reshape(offset.size), noise_b.reshape(noise_b.size)
+    gemm(x_flat, -(-rows // TILE_ROWS) * TILE_ROWS, n, w, blk * groups * m_pad * GROUP, groups, m_pad,
+         y.reshape(y.size), y.shape[1])
     rnd = np.int32((1 << shift) >> 1)
     c = corr[blk]
     r = noise_a.shape[2]
     lr_plus, lr_minus = low_rank[0, :m], low_rank[1, :m]
-    x_flat, b_flat = offset.reshape(offset.size), noise_b.reshape(noise_b.size)
     if signs[0] == 0:
         for b in range(rows):
             yr = y[b]

@@ -374,18 +374,14 @@ GENERIC_SCRIPT = r"""
 import numpy as np
 from intlm import backend_numba as nb, cpu_gemm, model
 from intlm.config import Config
+from conftest import random_params
 
 print("kernel=" + cpu_gemm.KERNEL, flush=True)
 assert cpu_gemm.dot is cpu_gemm._dot_generic
 cfg = Config(width=16, layers=2, mlp_ratio=2, population=6, rank=2, window=5, sigma_shift=2,
              fitness="rank", momentum_shift=0, seed=11).check()
 rng = np.random.default_rng(3)
-params = {}
-for name, p in model.init_params(cfg).items():
-    v = rng.integers(-127, 128, p.shape)
-    sat = rng.random(p.shape) < 0.1
-    v[sat] = rng.choice([-127, 127], int(sat.sum()))
-    params[name] = v.astype(np.int8)
+params = random_params(cfg, rng)
 noise = model.make_noise(cfg, 5)
 tokens = rng.integers(0, 256, (cfg.pairs, cfg.window + 1)).astype(np.uint8)
 state = rng.integers(-127, 128, (cfg.population, cfg.layers, cfg.width)).astype(np.int8)
@@ -410,7 +406,7 @@ print("numba == numpy", flush=True)
 def test_numba_backend_on_generic_kernel_matches_numpy(tmp_path):
     """With INTLM_CPU_KERNEL=generic (fresh Numba cache), population_fitness and forward equal NumPy."""
     env = {**os.environ, "INTLM_CPU_KERNEL": "generic", "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", GENERIC_SCRIPT], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
