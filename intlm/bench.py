@@ -4,8 +4,7 @@ A token is one member reading one byte. Training tokens/s counts whole steps (da
 population's forward, fitness shaping, update); inference tokens/s is the unperturbed model on the
 same batch (population rows x window bytes). The two are timed alternately in one process and the
 ratio is the median of each step's ratio to the inference pass beside it, so it stays fair on a busy
-machine. Each setting runs in its own process, so its peak resident
-memory is its own.
+machine. Each setting runs in its own process, so its peak resident memory is its own.
 
 ``machine_limit`` measures what this machine's cores do on a bare int8 matrix product: the
 backend's own tile kernel, a plain Numba int8 dot (what LLVM makes of a straightforward loop), and
@@ -159,19 +158,20 @@ def run_one(setting: dict, repeats: int, backend: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def table(results: list, limit: dict) -> str:
-    best = max(limit.values()) if limit else None
+def table_header() -> str:
     head = (f"{'width':>5} {'layers':>6} {'pop':>6} {'rank':>4} {'win':>4} | {'train tok/s':>11} "
             f"{'infer tok/s':>11} {'ratio':>5} | {'GMAC/s':>6} {'of limit':>8} | "
             + " ".join(f"{p:>7}" for p in PHASES) + f" | {'peak MB':>7}")
-    lines = [head, "-" * len(head)]
-    for r in results:
-        frac = f"{100 * r['train_gmacs'] / best:7.0f}%" if best else f"{'-':>8}"
-        lines.append(f"{r['width']:>5} {r['layers']:>6} {r['population']:>6} {r['rank']:>4} {r['window']:>4} | "
-                     f"{r['train_tokens_per_s']:>11,} {r['inference_tokens_per_s']:>11,} {r['ratio']:>5.2f} | "
-                     f"{r['train_gmacs']:>6.1f} {frac} | "
-                     + " ".join(f"{100 * r['shares'][p]:>6.1f}%" for p in PHASES) + f" | {r['peak_rss_mb']:>7}")
-    return "\n".join(lines)
+    return head + "\n" + "-" * len(head)
+
+
+def table_row(r: dict, limit: dict) -> str:
+    """One result as a table line; 'of limit' is training GMAC/s over the fastest kernel of ``limit``."""
+    frac = f"{100 * r['train_gmacs'] / max(limit.values()):7.0f}%" if limit else f"{'-':>8}"
+    return (f"{r['width']:>5} {r['layers']:>6} {r['population']:>6} {r['rank']:>4} {r['window']:>4} | "
+            f"{r['train_tokens_per_s']:>11,} {r['inference_tokens_per_s']:>11,} {r['ratio']:>5.2f} | "
+            f"{r['train_gmacs']:>6.1f} {frac} | "
+            + " ".join(f"{100 * r['shares'][p]:>6.1f}%" for p in PHASES) + f" | {r['peak_rss_mb']:>7}")
 
 
 if __name__ == "__main__":  # one setting, measured in this process: used by run_one

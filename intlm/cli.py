@@ -174,7 +174,7 @@ def bench(width, layers, population, rank, window, repeats, backend, json_path, 
     import itertools
     import json
 
-    from .bench import DEFAULT_GRID, machine_limit, run_one, table
+    from .bench import DEFAULT_GRID, machine_limit, run_one, table_header, table_row
 
     if repeats < 1:
         raise IntlmError("--repeats must be >= 1")
@@ -188,12 +188,11 @@ def bench(width, layers, population, rank, window, repeats, backend, json_path, 
     limit = {} if no_limit else machine_limit()
     for name, gmacs in limit.items():
         click.echo(f"{name}: {gmacs} GMAC/s")
+    click.echo(table_header())
     results = []
-    for setting in grid:
+    for setting in grid:  # a line as each setting finishes
         results.append(run_one(setting, repeats, backend))
-        click.echo(table(results[-1:], limit).splitlines()[-1] if len(results) > 1 else table(results, limit))
-    click.echo("")
-    click.echo(table(results, limit))
+        click.echo(table_row(results[-1], limit))
     report = {"machine_limit_gmacs": limit, "results": results}
     click.echo(json.dumps(report))
     if json_path:

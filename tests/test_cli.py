@@ -203,21 +203,16 @@ def no_resume_into_checkpoints(trained, tmp_path):
     return copy, ["pretrain", text, "--steps", "3", *TINY, "--out", copy]
 
 
-def test_resume_with_mismatched_width(monkeypatch, capsys, trained, tmp_path):
-    """--resume with an explicit --width other than the checkpoint's is refused, naming the setting."""
-    copy, args = resume_wrong_width(trained, tmp_path)
+@pytest.mark.parametrize("case, fragments", [
+    (resume_wrong_width, ("settings differ", "width")),  # an explicit --width other than the checkpoint's
+    (no_resume_into_checkpoints, ("already holds checkpoints", "--resume")),  # a fresh run into used folder
+], ids=["resume-mismatched-width", "checkpoints-without-resume"])
+def test_run_folder_refused(monkeypatch, capsys, trained, tmp_path, case, fragments):
+    """Run-folder mistakes are refused with an error naming the cause, and write no checkpoint."""
+    copy, args = case(trained, tmp_path)
     code, _, err = run_main(monkeypatch, capsys, *args)
     assert code == 2
-    last_line_error(err, "settings differ", "width")
-    assert not (copy / "step-00000003").exists()
-
-
-def test_pretrain_into_folder_with_checkpoints_without_resume(monkeypatch, capsys, trained, tmp_path):
-    """A fresh run into a folder that already holds checkpoints is refused (pointing at --resume)."""
-    copy, args = no_resume_into_checkpoints(trained, tmp_path)
-    code, _, err = run_main(monkeypatch, capsys, *args)
-    assert code == 2
-    last_line_error(err, "already holds checkpoints", "--resume")
+    last_line_error(err, *fragments)
     assert not (copy / "step-00000003").exists()
 
 

@@ -176,24 +176,21 @@ def test_error_folder_without_files(tmp_path):
     one_line_error(e, "src", "no files")
 
 
-def test_error_folder_of_empty_files(tmp_path):
-    src = write_docs(tmp_path / "src", {"a.txt": b"", "b.txt": b""})
+@pytest.mark.parametrize("docs, fragments", [
+    ({"a.txt": b"", "b.txt": b""}, ("src", "empty")),  # a folder of empty files
+    ({"a.txt": b"fine text\n", "b.bin": b"text\0more"}, ("b.bin", "binary")),  # a 0 byte in a file
+], ids=["folder-of-empty-files", "binary-zero-byte"])
+def test_error_folder_contents(tmp_path, docs, fragments):
+    src = write_docs(tmp_path / "src", docs)
     with pytest.raises(IntlmError) as e:
         prepare([src], tmp_path / "c.zarr")
-    one_line_error(e, "src", "empty")
+    one_line_error(e, *fragments)
 
 
 def test_empty_files_inside_a_folder_are_skipped(tmp_path):
     src = write_docs(tmp_path / "src", {"a.txt": b"aaa\n", "b.txt": b"", "c.txt": b"ccc\n"})
     corpus = open_store(prepare([src], tmp_path / "c.zarr"))
     assert corpus.meta["documents"] == {"train": 1, "val": 1}
-
-
-def test_error_binary_zero_byte(tmp_path):
-    src = write_docs(tmp_path / "src", {"a.txt": b"fine text\n", "b.bin": b"text\0more"})
-    with pytest.raises(IntlmError) as e:
-        prepare([src], tmp_path / "c.zarr")
-    one_line_error(e, "b.bin", "binary")
 
 
 def test_error_binary_control_bytes(tmp_path):
