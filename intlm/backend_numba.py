@@ -13,7 +13,7 @@ from numba import njit, prange
 from .arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from . import es
 from .config import Config
-from .cpu_gemm import GROUP, OFFSET, TILE_ROWS, correction, dot, gemm, gemm16, pack, padded
+from .cpu_gemm import GROUP, OFFSET, TILE_ROWS, correction, dot, gemm, gemm16, pack, padded, sar32
 from .model import GATE_BIAS, noise_layout, split_streams, tensors
 from .noise import GOLDEN, SEED_SALT
 
@@ -29,8 +29,9 @@ def _mix(z):
 
 @njit(inline="always")
 def _rshift(x, s):
-    """x / 2**s rounded half up, as ``arith.rshift_round`` (s = 0 leaves x)."""
-    return (x + ((1 << s) >> 1)) >> s
+    """x / 2**s rounded half up, as ``arith.rshift_round`` (s = 0 leaves x), in 32 bits: the checked
+    worst cases (config.worst_case_bounds) keep x and the rounding within int32."""
+    return sar32(x + ((1 << s) >> 1), s)
 
 
 @njit(inline="always")
@@ -118,10 +119,11 @@ def _layer_norm(x, gain, offset):
 
 
 @njit(cache=True)  # a call, not inlined: seven inlined copies made the first compile 20 s longer
-def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, low_rank, y):
+def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, low_rank, y):
     """y[b, :m] = rshift(x_b . W^T + s_b * ((x_b . B_b >> 4) . A_b^T >> sigma), shift) for each row b
     of the block, x_b = offset[b] - OFFSET; W is block ``blk`` of a packed tensor (cpu_gemm.pack),
-    noise = (A rows (r, m), B rows (r, n), -OFFSET * sum(B) per rank component), see _matrix_noise."""
+    noise = (A rows (r, m), B rows (r, n), -OFFSET * sum(B) per rank component), see _matrix_noise.
+    xb (rows, r) and low_rank (2, m) are scratch."""
     noise_a, noise_b, noise_corr = noise
     n = offset.shape[1]
     m, m_pad = noise_a.shape[3], corr.shape[1]
@@ -131,30 +133,37 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, low_r
          y.reshape(y.size), y.shape[1])
     rnd = np.int32((1 << shift) >> 1)
     c = corr[blk]
-    r = noise_a.shape[2]
-    lr_plus, lr_minus = low_rank[0, :m], low_rank[1, :m]
     if signs[0] == 0:
         for b in range(rows):
             yr = y[b]
             for j in range(m):
-                yr[j] = np.int32(yr[j] + c[j] + rnd) >> shift
+                yr[j] = sar32(yr[j] + c[j] + rnd, shift)
         return
-    # perturbed: rows come in pairs (+ member, - member; blocks start at even rows) sharing (A, B)
-    for b in range(0, rows, 2):
+    # perturbed: rows come in pairs (+ member, - member; blocks start at even rows) sharing (A, B).
+    # Every row's x.B first: short independent dot products, which the CPU overlaps.
+    r = noise_a.shape[2]
+    for b in range(rows):
         p = pairs[b]
         for k in range(r):
-            ak = noise_a[p, blk, k]
             at = ((p * noise_b.shape[1] + blk) * r + k) * n
-            xp = np.int32(_rshift(dot(x_flat, b * n, b_flat, at, n) + noise_corr[p, blk, k], 4))
-            xm = np.int32(_rshift(dot(x_flat, (b + 1) * n, b_flat, at, n) + noise_corr[p, blk, k], 4))
+            xb[b, k] = _rshift(dot(x_flat, b * n, b_flat, at, n) + noise_corr[p, blk, k], 4)
+    lr_plus, lr_minus = low_rank[0, :m], low_rank[1, :m]
+    for b in range(0, rows, 2):
+        p = pairs[b]
+        for k in range(1, r):  # rank components past the first are summed ahead of the last pass
+            ak, xp, xm = noise_a[p, blk, k], xb[b, k], xb[b + 1, k]
             for j in range(m):
                 a = np.int32(ak[j])
-                lr_plus[j] = np.int32((lr_plus[j] if k else 0) + xp * a)
-                lr_minus[j] = np.int32((lr_minus[j] if k else 0) + xm * a)
+                lr_plus[j] = np.int32((lr_plus[j] if k > 1 else 0) + xp * a)
+                lr_minus[j] = np.int32((lr_minus[j] if k > 1 else 0) + xm * a)
+        a0, xp, xm = noise_a[p, blk, 0], xb[b, 0], xb[b + 1, 0]
         yp, ym = y[b], y[b + 1]
         for j in range(m):
-            yp[j] = np.int32(yp[j] + c[j] + np.int32(_rshift(lr_plus[j], sigma)) + rnd) >> shift
-            ym[j] = np.int32(ym[j] + c[j] - np.int32(_rshift(lr_minus[j], sigma)) + rnd) >> shift
+            a = np.int32(a0[j])
+            lp = np.int32((lr_plus[j] if r > 1 else 0) + xp * a)
+            lm = np.int32((lr_minus[j] if r > 1 else 0) + xm * a)
+            yp[j] = sar32(yp[j] + c[j] + _rshift(lp, sigma) + rnd, shift)
+            ym[j] = sar32(ym[j] + c[j] - _rshift(lm, sigma) + rnd, shift)
 
 
 @njit(inline="always")
@@ -211,6 +220,7 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
     y1, y2 = np.zeros((nb, gru_c.shape[1]), np.int32), np.zeros((nb, gru_c.shape[1]), np.int32)
     y_up, y_head = np.zeros((nb, up_c.shape[1]), np.int32), np.zeros((nb, head_c.shape[1]), np.int32)
     low_rank = np.zeros((2, max(hdim, 256)), np.int32)
+    xb = np.zeros((nb, ne[0].shape[2]), np.int32)
     pert = low_rank[0, :d]
     logits = np.zeros(256, np.int32)
     emb_shift = 4 + sigma
@@ -239,16 +249,16 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
                 hr, hu = h[b, l], h_u[b]
                 for j in range(d):
                     hu[j] = hr[j] + OFFSET
-            _linear(a_u, rows, gru_w, gru_c, 4 * l, ng, pairs, signs, sigma, shift_d, low_rank, y1)
-            _linear(h_u, rows, gru_w, gru_c, 4 * l + 1, ng, pairs, signs, sigma, shift_d, low_rank, y2)
+            _linear(a_u, rows, gru_w, gru_c, 4 * l, ng, pairs, signs, sigma, shift_d, xb, low_rank, y1)
+            _linear(h_u, rows, gru_w, gru_c, 4 * l + 1, ng, pairs, signs, sigma, shift_d, xb, low_rank, y2)
             for b in range(rows):  # update gate, and the reset state fed to U_h
                 y1r, y2r, bias, g, hr, ru = y1[b], y2[b], biases[l, 0, b], gate[b], h[b, l], r_u[b]
                 for j in range(d):
                     gamma = np.int32(_clip8(y1r[j] + y2r[j] + bias[j]) + GATE_BIAS)
                     g[j] = gamma
                     ru[j] = _rshift(gamma * hr[j], 8) + OFFSET
-            _linear(a_u, rows, gru_w, gru_c, 4 * l + 2, ng, pairs, signs, sigma, shift_d, low_rank, y1)
-            _linear(r_u, rows, gru_w, gru_c, 4 * l + 3, ng, pairs, signs, sigma, shift_d, low_rank, y2)
+            _linear(a_u, rows, gru_w, gru_c, 4 * l + 2, ng, pairs, signs, sigma, shift_d, xb, low_rank, y1)
+            _linear(r_u, rows, gru_w, gru_c, 4 * l + 3, ng, pairs, signs, sigma, shift_d, xb, low_rank, y2)
             for b in range(rows):  # candidate, new state, residual; then the MLP's norm
                 y1r, y2r, bias, g, hr, xr = y1[b], y2[b], biases[l, 1, b], gate[b], h[b, l], x[b]
                 for j in range(d):
@@ -257,19 +267,19 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
                     hr[j] = hn
                     xr[j] = _clip8(xr[j] + hn)
                 _layer_norm(xr, gains[l, 1, b], a_u[b])
-            _linear(a_u, rows, up_w, up_c, l, nu, pairs, signs, sigma, shift_d, low_rank, y_up)
+            _linear(a_u, rows, up_w, up_c, l, nu, pairs, signs, sigma, shift_d, xb, low_rank, y_up)
             for b in range(rows):
                 yr, hu = y_up[b], hid_u[b]
                 for j in range(hdim):
                     hu[j] = max(_clip8(yr[j]), 0) + OFFSET
-            _linear(hid_u, rows, down_w, down_c, l, nd, pairs, signs, sigma, shift_h, low_rank, y1)
+            _linear(hid_u, rows, down_w, down_c, l, nd, pairs, signs, sigma, shift_h, xb, low_rank, y1)
             for b in range(rows):
                 xr, yr = x[b], y1[b]
                 for j in range(d):
                     xr[j] = _clip8(xr[j] + _clip8(yr[j]))
         for b in range(rows):
             _layer_norm(x[b], out_gain[b], a_u[b])
-        _linear(a_u, rows, head_w, head_c, 0, nh, pairs, signs, sigma, shift_d, low_rank, y_head)
+        _linear(a_u, rows, head_w, head_c, 0, nh, pairs, signs, sigma, shift_d, xb, low_rank, y_head)
         for b in range(rows):
             yr, bias = y_head[b], out_bias[b]
             for v in range(256):

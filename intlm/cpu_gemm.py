@@ -1,4 +1,5 @@
-"""Int8 matrix products for the CPU backend: tiles of x . W^T with x as unsigned bytes.
+"""Int8 matrix products for the CPU backend (tiles of x . W^T with x as unsigned bytes), and the int32
+shift that Numba's integer typing would otherwise widen.
 
 The model's activations are int8; they are stored offset by +128 as uint8 so the product can run on
 the CPU's u8 x s8 dot-product instruction (VNNI ``vpdpbusd``: four byte products summed into each
@@ -122,6 +123,28 @@ def _vnni_tile(instruction, group):
 
 
 _V4 = ir.VectorType(_I32, 4)
+
+
+@intrinsic
+def sar32(typingctx, x, s):
+    """int32(x) >> s for integers x, s with 0 <= s < 32, as one 32-bit arithmetic shift. Numba types
+    int32 arithmetic as int64, and LLVM cannot narrow a shift by a run-time amount back to 32 bits:
+    a vectorised loop would widen, shift and truncate every lane, at half the lanes per vector."""
+    if not (isinstance(x, types.Integer) and isinstance(s, types.Integer)):
+        return None
+    sig = types.int32(x, s)
+
+    def codegen(context, builder, sig, args):
+        def as_i32(value, kind):
+            if kind.bitwidth > 32:
+                return builder.trunc(value, _I32)
+            if kind.bitwidth < 32:
+                return (builder.sext if kind.signed else builder.zext)(value, _I32)
+            return value
+
+        return builder.ashr(as_i32(args[0], sig.args[0]), as_i32(args[1], sig.args[1]))
+
+    return sig, codegen
 
 
 @intrinsic
