@@ -230,19 +230,21 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
             if byte == 0:  # a document starts: forget the previous one
                 h[b] = 0
             xr, e = x[b], embed[byte]
-            s = np.int32(signs[b])
-            if s == 0:
+            if signs[b] == 0:
                 for j in range(d):
                     xr[j] = e[j]
-            else:
-                p = pairs[b]
-                pert[:] = 0
-                for k in range(ne[0].shape[2]):
+            elif signs[b] > 0:  # the pair's members read the same byte: one perturbation, both signs
+                p, xm = pairs[b], x[b + 1]
+                r = ne[0].shape[2]
+                for k in range(1, r):  # rank components past the first are summed ahead of the last pass
                     ak, bk = np.int32(ne[0][p, 0, k, byte]), ne[1][p, 0, k]
                     for j in range(d):
-                        pert[j] = np.int32(pert[j] + ak * np.int32(bk[j]))
+                        pert[j] = np.int32((pert[j] if k > 1 else 0) + ak * np.int32(bk[j]))
+                a0, b0 = np.int32(ne[0][p, 0, 0, byte]), ne[1][p, 0, 0]
                 for j in range(d):
-                    xr[j] = _clip8(np.int32(e[j]) + s * np.int32(_rshift(pert[j], emb_shift)))
+                    q = _rshift(np.int32((pert[j] if r > 1 else 0) + a0 * np.int32(b0[j])), emb_shift)
+                    xr[j] = _clip8(np.int32(e[j]) + q)
+                    xm[j] = _clip8(np.int32(e[j]) - q)
         for l in range(L):
             for b in range(rows):
                 _layer_norm(x[b], gains[l, 0, b], a_u[b])
