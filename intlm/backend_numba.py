@@ -42,6 +42,9 @@ def _clip8(x):
 @njit(parallel=True, cache=True)
 def _fill_streams(seed, tensor_ids, step, pairs, count, mult, out):
     """out[p, b, :] = the first `count` values of stream (seed, tensor_ids[b], step, p)."""
+    index_hash = np.empty(count, np.uint64)  # the hash of each index, the same in every stream
+    for i in range(count):
+        index_hash[i] = _mix(U64(i) + U64(GOLDEN))
     for pp in prange(pairs):
         p = np.int64(pp)
         for b in range(tensor_ids.shape[0]):
@@ -50,11 +53,11 @@ def _fill_streams(seed, tensor_ids, step, pairs, count, mult, out):
             k = _mix(k ^ U64(step))
             k = _mix(k ^ U64(p))
             for i in range(count):
-                h = _mix(k ^ _mix(U64(i) + U64(GOLDEN)))
-                c = np.int64(0)
-                for byte in range(8):
-                    c += np.int64((h >> U64(8 * byte)) & U64(255))
-                c -= 1020
+                h = _mix(k ^ index_hash[i])
+                # the sum of h's eight bytes: pairs of bytes into 16-bit fields (<= 510), then one
+                # multiply sums the four fields into the top 16 bits (<= 2040: nothing carries out)
+                fields = (h & U64(0x00FF00FF00FF00FF)) + ((h >> U64(8)) & U64(0x00FF00FF00FF00FF))
+                c = np.int64((fields * U64(0x0001000100010001)) >> U64(48)) - 1020
                 mag = (abs(c) * mult + 512) >> 10
                 out[p, b, i] = -mag if c < 0 else mag
 
@@ -408,6 +411,17 @@ def _update_operands(f, a, b, fa, packed_b):
                 packed_b[blk, g, j, e] = b[p, blk, j, k] if p < pairs else 0
 
 
+@njit(cache=True)
+def _vector_sums(f, e):
+    """f . e over the pairs, int32 (NumPy's integer matmul has no fast path)."""
+    out = np.zeros(e.shape[1], np.int32)
+    for p in range(e.shape[0]):
+        fp, ep = np.int32(f[p]), e[p]
+        for i in range(e.shape[1]):
+            out[i] = np.int32(out[i] + fp * np.int32(ep[i]))
+    return out
+
+
 def update_sums(cfg: Config, noise, f) -> dict:
     """As ``es.update_sums``: Z per parameter, int32. |f * a| <= 8 * 78 fits int16."""
     Z = {}
@@ -425,8 +439,7 @@ def update_sums(cfg: Config, noise, f) -> dict:
             _matrix_sums(fa, packed_b.reshape(-1), z)
             Z[t.name] = np.ascontiguousarray(z[:, :, :n]).reshape(t.shape)
         else:
-            e = noise[t.name].reshape(cfg.pairs, -1).astype(np.int32)
-            Z[t.name] = (f.astype(np.int32) @ e).reshape(t.shape)
+            Z[t.name] = _vector_sums(f, noise[t.name].reshape(cfg.pairs, -1)).reshape(t.shape)
     return Z
 
 
