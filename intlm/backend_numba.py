@@ -13,7 +13,7 @@ from numba import njit, prange
 from .arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from . import es
 from .config import Config
-from .cpu_gemm import GROUP, OFFSET, TILE_ROWS, correction, dot, gemm, gemm16, pack, padded, sar32
+from .cpu_gemm import DOT_ROWS, GROUP, OFFSET, TILE_ROWS, correction, dot4, gemm, gemm16, pack, padded, sar32
 from .model import GATE_BIAS, noise_layout, split_streams, tensors
 from .noise import GOLDEN, SEED_SALT
 
@@ -143,14 +143,18 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
                 yr[j] = sar32(yr[j] + c[j] + rnd, shift)
         return
     # perturbed: rows come in pairs (+ member, - member; blocks start at even rows) sharing (A, B).
-    # Every row's x.B first: short independent dot products, which the CPU overlaps.
+    # Every row's x.B first, two pairs at a time (rows past `rows` are in the buffers, and ignored).
     r = noise_a.shape[2]
-    for b in range(rows):
-        p = pairs[b]
+    xb_flat = xb.reshape(xb.size)
+    for b in range(0, rows, DOT_ROWS):
+        p0, p1 = pairs[b], pairs[b + 2]
         for k in range(r):
-            at = ((p * noise_b.shape[1] + blk) * r + k) * n
-            xb[b, k] = _rshift(dot(x_flat, b * n, b_flat, at, n) + noise_corr[p, blk, k], 4)
-    lr_plus, lr_minus = low_rank[0, :m], low_rank[1, :m]
+            dot4(x_flat, b * n, n, b_flat, ((p0 * noise_b.shape[1] + blk) * r + k) * n,
+                 ((p1 * noise_b.shape[1] + blk) * r + k) * n, n, xb_flat, b * r + k, r)
+        for i in range(b, min(b + DOT_ROWS, rows)):
+            for k in range(r):
+                xb[i, k] = _rshift(xb[i, k] + noise_corr[pairs[i], blk, k], 4)
+    lr_plus, lr_minus = low_rank[0, :m], low_rank[1, :m]  # stays zero at rank 1 (never written)
     for b in range(0, rows, 2):
         p = pairs[b]
         for k in range(1, r):  # rank components past the first are summed ahead of the last pass
@@ -163,8 +167,8 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
         yp, ym = y[b], y[b + 1]
         for j in range(m):
             a = np.int32(a0[j])
-            lp = np.int32((lr_plus[j] if r > 1 else 0) + xp * a)
-            lm = np.int32((lr_minus[j] if r > 1 else 0) + xm * a)
+            lp = np.int32(lr_plus[j] + xp * a)
+            lm = np.int32(lr_minus[j] + xm * a)
             yp[j] = sar32(yp[j] + c[j] + _rshift(lp, sigma) + rnd, shift)
             ym[j] = sar32(ym[j] + c[j] - _rshift(lm, sigma) + rnd, shift)
 
@@ -222,9 +226,11 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
     hid_u = np.zeros((nb, hdim), np.uint8)
     y1, y2 = np.zeros((nb, gru_c.shape[1]), np.int32), np.zeros((nb, gru_c.shape[1]), np.int32)
     y_up, y_head = np.zeros((nb, up_c.shape[1]), np.int32), np.zeros((nb, head_c.shape[1]), np.int32)
+    # sums of the rank components past the first (_linear's, the embedding's): zero at rank 1, where
+    # nothing writes them, so the last pass adds them without a branch
     low_rank = np.zeros((2, max(hdim, 256)), np.int32)
     xb = np.zeros((nb, ne[0].shape[2]), np.int32)
-    pert = low_rank[0, :d]
+    pert = np.zeros(d, np.int32)
     logits = np.zeros(256, np.int32)
     emb_shift = 4 + sigma
     for t in range(tokens.shape[1] - 1):
@@ -245,7 +251,7 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
                         pert[j] = np.int32((pert[j] if k > 1 else 0) + ak * np.int32(bk[j]))
                 a0, b0 = np.int32(ne[0][p, 0, 0, byte]), ne[1][p, 0, 0]
                 for j in range(d):
-                    q = _rshift(np.int32((pert[j] if r > 1 else 0) + a0 * np.int32(b0[j])), emb_shift)
+                    q = _rshift(np.int32(pert[j] + a0 * np.int32(b0[j])), emb_shift)
                     xr[j] = _clip8(np.int32(e[j]) + q)
                     xm[j] = _clip8(np.int32(e[j]) - q)
         for l in range(L):

@@ -147,37 +147,62 @@ def sar32(typingctx, x, s):
     return sig, codegen
 
 
+DOT_ROWS = 4  # rows per dot4 call: two antithetic pairs
+
+
 @intrinsic
-def _dot_vnni(typingctx, x, xoff, w, woff, n):
-    """sum_i x[xoff + i] * w[woff + i] for i < n (a multiple of 16); x uint8, w int8 (flat arrays)."""
-    sig = types.int32(x, xoff, w, woff, n)
+def _dot4_vnni(typingctx, x, xoff, xstride, w, woff0, woff1, n, out, ooff, ostride):
+    """out[ooff + r*ostride] = sum_i x[xoff + r*xstride + i] * w[woff + i] for r < 4 and i < n (a
+    multiple of 16), woff = woff0 for rows 0, 1 and woff1 for rows 2, 3; x uint8, w int8, out int32
+    (flat arrays). Four independent accumulators, summed together at the end."""
+    sig = types.void(x, xoff, xstride, w, woff0, woff1, n, out, ooff, ostride)
 
     def codegen(context, builder, sig, args):
-        x, xoff, w, woff, n = args
-        xp = builder.gep(context.make_array(sig.args[0])(context, builder, x).data, [xoff])
-        wp = builder.gep(context.make_array(sig.args[2])(context, builder, w).data, [woff])
+        x, xoff, xstride, w, woff0, woff1, n, out, ooff, ostride = args
+        xp = context.make_array(sig.args[0])(context, builder, x).data
+        wp = context.make_array(sig.args[3])(context, builder, w).data
+        op = context.make_array(sig.args[7])(context, builder, out).data
         mod = builder.module
         dp8 = cgutils.get_or_insert_function(mod, ir.FunctionType(_V8, [_V8] * 3), "llvm.x86.avx512.vpdpbusd.256")
         dp4 = cgutils.get_or_insert_function(mod, ir.FunctionType(_V4, [_V4] * 3), "llvm.x86.avx512.vpdpbusd.128")
-        acc = cgutils.alloca_once_value(builder, ir.Constant(_V8, [0] * LANES))
+        rows = [builder.gep(xp, [builder.add(xoff, builder.mul(ir.Constant(_I64, r), xstride))])
+                for r in range(DOT_ROWS)]
+        ws = [builder.gep(wp, [woff]) for woff in (woff0, woff1)]
+        acc = [cgutils.alloca_once_value(builder, ir.Constant(_V8, [0] * LANES)) for _ in range(DOT_ROWS)]
+
+        def load(ptr, at, vec):
+            return builder.load(builder.bitcast(builder.gep(ptr, [at]), vec.as_pointer()), align=1)
+
         wide = ir.Constant(_I64, 8 * GROUP)
         with cgutils.for_range(builder, builder.udiv(n, wide)) as loop:
             at = builder.mul(loop.index, wide)
-            xv, wv = (builder.load(builder.bitcast(builder.gep(p, [at]), _V8.as_pointer()), align=1) for p in (xp, wp))
-            builder.store(builder.call(dp8, [builder.load(acc), xv, wv]), acc)
-        total = builder.load(acc)
-        low = cgutils.alloca_once_value(builder, builder.add(
-            builder.shuffle_vector(total, total, ir.Constant(_V4, [0, 1, 2, 3])),
-            builder.shuffle_vector(total, total, ir.Constant(_V4, [4, 5, 6, 7]))))
+            wv = [load(p, at, _V8) for p in ws]
+            for r in range(DOT_ROWS):
+                builder.store(builder.call(dp8, [builder.load(acc[r]), load(rows[r], at, _V8), wv[r // 2]]), acc[r])
         at = builder.sub(n, builder.urem(n, wide))
-        with builder.if_then(builder.icmp_unsigned("!=", at, n)):  # the last 16 bytes
-            xv, wv = (builder.load(builder.bitcast(builder.gep(p, [at]), _V4.as_pointer()), align=1) for p in (xp, wp))
-            builder.store(builder.call(dp4, [builder.load(low), xv, wv]), low)
-        lanes = builder.load(low)
-        out = builder.extract_element(lanes, ir.Constant(_I32, 0))
-        for lane in range(1, 4):
-            out = builder.add(out, builder.extract_element(lanes, ir.Constant(_I32, lane)))
-        return out
+        with builder.if_then(builder.icmp_unsigned("!=", at, n)):  # the last 16 bytes, in the low lanes
+            wv = [load(p, at, _V4) for p in ws]
+            for r in range(DOT_ROWS):
+                total = builder.load(acc[r])
+                low = builder.shuffle_vector(total, total, ir.Constant(_V4, [0, 1, 2, 3]))
+                low = builder.call(dp4, [low, load(rows[r], at, _V4), wv[r // 2]])
+                wide_low = builder.shuffle_vector(low, low, ir.Constant(_V8, [0, 1, 2, 3, 0, 0, 0, 0]))
+                keep = builder.shuffle_vector(total, total, ir.Constant(_V8, [0, 0, 0, 0, 4, 5, 6, 7]))
+                builder.store(builder.shuffle_vector(wide_low, keep, ir.Constant(_V8, [0, 1, 2, 3, 12, 13, 14, 15])),
+                              acc[r])
+
+        def pairwise(a, b, size):  # the sums of neighbouring lanes of a, then of b
+            even = ir.Constant(ir.VectorType(_I32, size), list(range(0, 2 * size, 2)))
+            odd = ir.Constant(ir.VectorType(_I32, size), list(range(1, 2 * size, 2)))
+            return builder.add(builder.shuffle_vector(a, b, even), builder.shuffle_vector(a, b, odd))
+
+        sums = [builder.load(a) for a in acc]
+        quarters = pairwise(pairwise(sums[0], sums[1], LANES), pairwise(sums[2], sums[3], LANES), LANES)
+        totals = pairwise(quarters, quarters, 4)  # row r's total in lane r
+        for r in range(DOT_ROWS):
+            at = builder.add(ooff, builder.mul(ir.Constant(_I64, r), ostride))
+            builder.store(builder.extract_element(totals, ir.Constant(_I32, r)), builder.gep(op, [at]))
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -203,12 +228,14 @@ def _generic_tile(group):
 
 
 @njit(inline="always")
-def _dot_generic(x, xoff, w, woff, n):
-    """The same dot product as ``_dot_vnni`` in plain Numba."""
-    s = np.int32(0)
-    for i in range(n):
-        s = np.int32(s + np.int32(x[xoff + i]) * np.int32(w[woff + i]))
-    return s
+def _dot4_generic(x, xoff, xstride, w, woff0, woff1, n, out, ooff, ostride):
+    """The same dot products as ``_dot4_vnni`` in plain Numba."""
+    for r in range(DOT_ROWS):
+        woff = woff0 if r < 2 else woff1
+        s = np.int32(0)
+        for i in range(n):
+            s = np.int32(s + np.int32(x[xoff + r * xstride + i]) * np.int32(w[woff + i]))
+        out[ooff + r * ostride] = s
 
 
 def _gemm(tile, group):
@@ -228,6 +255,6 @@ if KERNEL == "vnni":
     # uint8 x int8, 4 per lane (the model's products); int16 x int16, 2 per lane (the update)
     gemm = _gemm(_vnni_tile("llvm.x86.avx512.vpdpbusd.256", GROUP), GROUP)
     gemm16 = _gemm(_vnni_tile("llvm.x86.avx512.vpdpwssd.256", 2), 2)
-    dot = _dot_vnni
+    dot4 = _dot4_vnni
 else:
-    gemm, gemm16, dot = _gemm(_generic_tile(GROUP), GROUP), _gemm(_generic_tile(2), 2), _dot_generic
+    gemm, gemm16, dot4 = _gemm(_generic_tile(GROUP), GROUP), _gemm(_generic_tile(2), 2), _dot4_generic

@@ -1,6 +1,7 @@
 """Tests of the CPU int8 GEMM (cpu_gemm): the packed weight layout and its offset correction, the
 GEMM and both tile kernels against the exact signed product in NumPy (worst cases included), the
-layer norm's reciprocal division, and a whole Numba forward on the plain (generic) kernel."""
+four-row dot product of the low-rank term, the layer norm's reciprocal division, and a whole Numba
+forward on the plain (generic) kernel."""
 
 import os
 import pathlib
@@ -282,6 +283,65 @@ def test_tile_kernel_overwrites_previous_output(kind, tile_case):
     assert first.any()
 
 
+# --- dot4: x.B of two antithetic pairs ------------------------------------------------------------
+
+def _dot4_runner(dot4):
+    @njit
+    def run(x, xoff, xstride, w, woff0, woff1, n, out, ooff, ostride):
+        dot4(x, xoff, xstride, w, woff0, woff1, n, out, ooff, ostride)
+
+    return run
+
+
+def _dot4(kind):
+    if kind == "generic":
+        return _dot4_runner(cpu_gemm._dot4_generic)
+    if cpu_gemm.KERNEL != "vnni" or not cpu_gemm._host_has_vnni():
+        pytest.skip(f"VNNI dot4 not tested: cpu_gemm.KERNEL is {cpu_gemm.KERNEL!r}")
+    return _dot4_runner(cpu_gemm._dot4_vnni)
+
+
+def assert_dot4_exact(kind, x_rows, w0, w1, rng):
+    """dot4 on flat buffers with offsets and strides wider than n; only out[ooff + r*ostride] change."""
+    n = x_rows.shape[1]
+    xstride, ostride = n + int(rng.integers(0, 3)) * 16, int(rng.integers(1, 4))
+    xoff, woff0, ooff = int(rng.integers(0, 40)), int(rng.integers(0, 40)), int(rng.integers(0, 5))
+    x = rng.integers(0, 256, xoff + 4 * xstride).astype(np.uint8)
+    for r in range(4):
+        x[xoff + r * xstride:xoff + r * xstride + n] = x_rows[r]
+    woff1 = woff0 + n + int(rng.integers(0, 40))
+    w = random_weight(rng, woff1 + n + 8)
+    w[woff0:woff0 + n], w[woff1:woff1 + n] = w0, w1
+    out = np.full(ooff + 4 * ostride + 3, -777, np.int32)
+    _dot4(kind)(x, xoff, xstride, w, woff0, woff1, n, out, ooff, ostride)
+    want = [x_rows[r].astype(np.int64) @ (w0 if r < 2 else w1).astype(np.int64) for r in range(4)]
+    at = ooff + ostride * np.arange(4)
+    assert out[at].tolist() == want
+    rest = np.ones(out.size, bool)
+    rest[at] = False
+    assert np.all(out[rest] == -777), "dot4 wrote outside its four outputs"
+
+
+@pytest.mark.parametrize("kind", ["generic", "vnni"])
+@FEW
+@given(n16=st.integers(1, 20), seed=st.integers(0, 2 ** 32 - 1))
+def test_dot4_matches_numpy(kind, n16, seed):
+    """Rows 0, 1 against w0 and rows 2, 3 against w1, for any n that is a multiple of 16 (with and
+    without a 16-byte tail past the 32-byte steps)."""
+    rng = np.random.default_rng(seed)
+    n = 16 * n16
+    assert_dot4_exact(kind, random_offset_x(rng, 4, n), random_weight(rng, n), random_weight(rng, n), rng)
+
+
+@pytest.mark.parametrize("kind", ["generic", "vnni"])
+@pytest.mark.parametrize("n", [16, 48, MAX_WIDTH, MAX_HIDDEN])
+def test_dot4_worst_case_has_no_int32_overflow(kind, n):
+    """x at 255 (and 0) against all +-127 over up to 8192 inputs: +-255 * 127 * n exactly."""
+    rng = np.random.default_rng(n)
+    x = np.array([255, 0, 255, 0], np.uint8)[:, None].repeat(n, axis=1)
+    assert_dot4_exact(kind, x, np.full(n, 127, np.int8), np.full(n, -127, np.int8), rng)
+
+
 # --- div_round_reciprocal --------------------------------------------------------------------------
 
 @njit
@@ -377,7 +437,7 @@ from intlm.config import Config
 from conftest import random_params
 
 print("kernel=" + cpu_gemm.KERNEL, flush=True)
-assert cpu_gemm.dot is cpu_gemm._dot_generic
+assert cpu_gemm.dot4 is cpu_gemm._dot4_generic
 cfg = Config(width=16, layers=2, mlp_ratio=2, population=6, rank=2, window=5, sigma_shift=2,
              fitness="rank", momentum_shift=0, seed=11).check()
 rng = np.random.default_rng(3)
