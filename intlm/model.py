@@ -17,6 +17,7 @@ width with the init scale making up the difference.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class Tensor:
     @property
     def blocks(self) -> int:
         lead = self.shape[:-2] if self.kind == "matrix" else self.shape[:-1]
-        return int(np.prod(lead, dtype=np.int64))
+        return math.prod(lead)  # Python ints: read several times per step, and np.prod is slow on tuples
 
     def tensor_id(self, block: int) -> int:
         return (self.index << 20) | block
