@@ -49,7 +49,7 @@ def synthetic_bytes(size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(1, 256, size, dtype=np.uint8)
 
 
-def measure(cfg: Config, repeats: int = 3, backend: str = "auto") -> dict:
+def measure(cfg: Config, repeats: int = 10, backend: str = "auto") -> dict:
     """Median training and inference throughput of one setting, its phase shares and peak memory."""
     from .backends import get
     from .data import stream_windows

@@ -160,7 +160,7 @@ def _int_list(ctx, param, value):
 @click.option("--population", callback=_int_list, help="Populations, comma-separated.")
 @click.option("--rank", callback=_int_list, help="Perturbation ranks, comma-separated.")
 @click.option("--window", type=int, default=100, show_default=True, help="Bytes per member per step.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Timed steps per setting (median).")
+@click.option("--repeats", type=int, default=10, show_default=True, help="Timed steps per setting (median).")
 @click.option("--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True)
 @click.option("--json", "json_path", type=click.Path(), help="Also write the results as JSON here.")
 @click.option("--no-limit", is_flag=True, help="Skip the int8 product microbenchmark.")

@@ -1,0 +1,100 @@
+"""A/B speed of the working tree's Numba backend against a git revision, in one process.
+
+On a shared machine, two benchmark runs minutes apart differ by 10% or more, which hides the 1-5%
+that one change to a kernel makes. This script imports both versions side by side (the revision's
+package is exported under another name), runs whole training steps and unperturbed forwards of each
+alternately, and prints medians of ratios taken within each round, so a slow spell of the machine
+slows both versions alike. It also checks that both versions compute the same bits.
+
+    python scripts/ab.py HEAD~1 --width 128 --rounds 60
+
+Both versions must share the backend interface (train.train_step, backends.get, Run.fresh).
+"""
+
+import argparse
+import importlib
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def export(rev: str, into: pathlib.Path) -> str:
+    """The package at ``rev`` as the importable package ``intlm_rev`` under ``into``."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "intlm"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    (into / "intlm").rename(into / "intlm_rev")
+    return "intlm_rev"
+
+
+def version(package: str, cfg_args: dict, data):
+    """A version's backend, a fresh run of it, and a step and an inference pass to time."""
+    config = importlib.import_module(package + ".config")
+    train = importlib.import_module(package + ".train")
+    data_mod = importlib.import_module(package + ".data")
+    backend = importlib.import_module(package + ".backends").get("numba")
+    cfg = config.Config(**cfg_args).check()
+    run = train.Run.fresh(cfg)
+
+    def step():
+        start = time.perf_counter()
+        train.train_step(run, data, backend)
+        return time.perf_counter() - start
+
+    def infer():
+        tokens = np.repeat(data_mod.stream_windows(data, cfg.pairs, run.step, cfg.window), 2, axis=0)
+        state = run.hidden.copy()
+        start = time.perf_counter()
+        backend.forward(run.params, cfg, tokens, state)
+        return time.perf_counter() - start
+
+    return run, step, infer
+
+
+def spread(values) -> str:
+    return f"{np.median(values):.3f} (middle half {np.percentile(values, 25):.3f}-{np.percentile(values, 75):.3f})"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rev", help="git revision to compare the working tree against")
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--population", type=int, default=512)
+    parser.add_argument("--rank", type=int, default=1)
+    parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=40)
+    args = parser.parse_args()
+    cfg_args = dict(width=args.width, layers=args.layers, population=args.population, rank=args.rank,
+                    window=args.window)
+    data = np.random.default_rng(0).integers(1, 256, 1 << 20, dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.path.insert(0, tmp)
+        sys.path.insert(0, str(REPO))
+        versions = {"tree": version("intlm", cfg_args, data), args.rev: version(export(args.rev, pathlib.Path(tmp)),
+                                                                                cfg_args, data)}
+        times = {name: [] for name in versions}
+        for name, (_, step, infer) in versions.items():  # compile, or load the compiled kernels
+            step(), infer()
+        for _ in range(args.rounds):
+            for name, (_, step, infer) in versions.items():
+                times[name].append((step(), infer()))
+    (a, b), tokens = (np.array(times[name]) for name in versions), args.population * args.window
+    print(f"width {args.width} x {args.layers}, population {args.population}, rank {args.rank}, "
+          f"window {args.window}, {args.rounds} rounds")
+    for name, t in zip(versions, (a, b)):
+        print(f"  {name:>12}: training {tokens / np.median(t[:, 0]):>10,.0f} tok/s, inference "
+              f"{tokens / np.median(t[:, 1]):>10,.0f} tok/s, ratio {spread(t[:, 1] / t[:, 0])}")
+    print(f"  time, tree / {args.rev}: training step {spread(a[:, 0] / b[:, 0])}, inference {spread(a[:, 1] / b[:, 1])}")
+    runs = [run for run, _, _ in versions.values()]
+    same = all(np.array_equal(runs[0].params[k], runs[1].params[k]) for k in runs[0].params)
+    print(f"  parameters after {args.rounds + 1} steps: {'identical' if same else 'DIFFERENT'}")
+
+
+if __name__ == "__main__":
+    main()
