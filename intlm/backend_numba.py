@@ -36,7 +36,8 @@ def _rshift(x, s):
 
 @njit(inline="always")
 def _clip8(x):
-    return min(max(x, -127), 127)
+    """x clipped to [-127, 127], in 32 bits (int32 operands keep Numba from widening to int64)."""
+    return min(max(np.int32(x), np.int32(-127)), np.int32(127))
 
 
 @njit(parallel=True, cache=True)
