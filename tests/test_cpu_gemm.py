@@ -1,6 +1,6 @@
 """Tests of the CPU int8 GEMM (cpu_gemm): the packed weight layout and its offset correction, the
 GEMM and both tile kernels against the exact signed product in NumPy (worst cases included), the
-four-row dot product of the low-rank term, the layer norm's reciprocal division, and a whole Numba
+four-row dot product of the low-rank term, the int32 shift, the layer norm's reciprocal division, and a whole Numba
 forward on the plain (generic) kernel."""
 
 import os
@@ -281,6 +281,38 @@ def test_tile_kernel_overwrites_previous_output(kind, tile_case):
     run(*args, out, t["ooff"], t["ostride"])
     assert np.array_equal(out, first)
     assert first.any()
+
+
+# --- sar32: the 32-bit arithmetic shift -------------------------------------------------------------
+
+@njit
+def _sar32_many(x, s):
+    out = np.empty(x.size, np.int32)
+    for i in range(x.size):
+        out[i] = cpu_gemm.sar32(x[i], s[i])
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=st.lists(st.integers(-(2 ** 63), 2 ** 63 - 1), min_size=1, max_size=50),
+       s=st.integers(0, 31))
+def test_sar32_is_int32_then_arithmetic_shift(x, s):
+    """sar32(x, s) = int32(x) >> s: the low 32 bits as a signed value, shifted with the sign (floor
+    division by 2**s), for every int64 x and 0 <= s < 32."""
+    xs = np.array(x, np.int64)
+    got = _sar32_many(xs, np.full(xs.size, s, np.int64))
+    low = xs.astype(np.int32)  # two's-complement wrap, as the intrinsic's truncation
+    assert np.array_equal(got, low >> s)
+    assert np.array_equal(got.astype(np.int64), np.floor_divide(low.astype(np.int64), 1 << s))
+
+
+def test_sar32_extremes():
+    """The int32 limits, -1 and the shift limits: the sign fills in from the left."""
+    x = np.array([2 ** 31 - 1, -2 ** 31, -1, 1, 0, -7, 7], np.int64)
+    for s in (0, 1, 4, 31):
+        assert np.array_equal(_sar32_many(x, np.full(x.size, s, np.int64)), x.astype(np.int32) >> s)
+    assert _sar32_many(np.array([-2 ** 31], np.int64), np.array([31], np.int64))[0] == -1
+    assert _sar32_many(np.array([2 ** 31 - 1], np.int64), np.array([31], np.int64))[0] == 0
 
 
 # --- dot4: x.B of two antithetic pairs ------------------------------------------------------------
