@@ -2,9 +2,9 @@
 
 The population is split into blocks of BLOCK_ROWS members that run their whole window together,
 the blocks in parallel across cores. Each byte's matrix products are then small int8 GEMMs
-(cpu_gemm: one weight load serves the block's rows, on the u8 x s8 dot-product instruction), and
-each member's low-rank term is two short vector loops on top. Elementwise work is plain loops over
-contiguous int32 rows, which LLVM vectorises.
+(cpu_gemm: one weight load serves the block's rows, on the u8 x s8 dot-product instruction); the
+low-rank term adds x.B for two pairs per call (cpu_gemm.dot4) and one vector pass per pair and rank
+component. Elementwise work is plain loops over contiguous int32 rows, which LLVM vectorises.
 """
 
 import numpy as np
@@ -80,6 +80,7 @@ def make_noise(cfg: Config, step: int) -> dict:
 # (cpu_gemm), and the blocks run in parallel. A block's buffers are allocated once per call, never
 # in the per-byte loop.
 BLOCK_ROWS = 32
+assert BLOCK_ROWS % DOT_ROWS == 0  # _linear computes x.B for DOT_ROWS rows at a time
 
 
 @njit(inline="always")
@@ -127,7 +128,9 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
     """y[b, :m] = rshift(x_b . W^T + s_b * ((x_b . B_b >> 4) . A_b^T >> sigma), shift) for each row b
     of the block, x_b = offset[b] - OFFSET; W is block ``blk`` of a packed tensor (cpu_gemm.pack),
     noise = (A rows (r, m), B rows (r, n), -OFFSET * sum(B) per rank component), see _matrix_noise.
-    xb (rows, r) and low_rank (2, m) are scratch."""
+    The block's buffers have BLOCK_ROWS rows (a multiple of DOT_ROWS: x.B is computed four rows at
+    a time, past `rows` too). xb (BLOCK_ROWS, r) is scratch; low_rank (2, m) holds the sums of rank
+    components past the first, and must be zero at rank 1, where nothing writes it."""
     noise_a, noise_b, noise_corr = noise
     n = offset.shape[1]
     m, m_pad = noise_a.shape[3], corr.shape[1]
@@ -230,8 +233,8 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
     # sums of the rank components past the first (_linear's, the embedding's): zero at rank 1, where
     # nothing writes them, so the last pass adds them without a branch
     low_rank = np.zeros((2, max(hdim, 256)), np.int32)
-    xb = np.zeros((nb, ne[0].shape[2]), np.int32)
     pert = np.zeros(d, np.int32)
+    xb = np.zeros((nb, ne[0].shape[2]), np.int32)  # every row's x.B >> 4, per rank component
     logits = np.zeros(256, np.int32)
     emb_shift = 4 + sigma
     for t in range(tokens.shape[1] - 1):
@@ -274,8 +277,8 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
             for b in range(rows):  # candidate, new state, residual; then the MLP's norm
                 y1r, y2r, bias, g, hr, xr = y1[b], y2[b], biases[l, 1, b], gate[b], h[b, l], x[b]
                 for j in range(d):
-                    cand = np.int32(_clip8(y1r[j] + y2r[j] + bias[j]))
-                    hn = np.int32(_clip8(hr[j] + np.int32(_rshift(g[j] * (cand - hr[j]), 8))))
+                    cand = _clip8(y1r[j] + y2r[j] + bias[j])
+                    hn = _clip8(hr[j] + _rshift(g[j] * (cand - hr[j]), 8))
                     hr[j] = hn
                     xr[j] = _clip8(xr[j] + hn)
                 _layer_norm(xr, gains[l, 1, b], a_u[b])
@@ -340,6 +343,9 @@ def _no_noise(cfg: Config) -> dict:
 
 
 def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
+    # perturbed rows come in antithetic pairs reading one token row (the embedding's perturbation
+    # is computed once per pair)
+    assert token_div == 2 or not perturbed
     rows = state.shape[0]
     ll = np.zeros((rows, tokens.shape[1] - 1), dtype=np.int32)
     matrices = ("gru", "up", "down", "head")

@@ -17,8 +17,8 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from intlm.atomic import atomic_folder
-from intlm.errors import IntlmError
+from .atomic import atomic_folder
+from .errors import IntlmError
 
 STEP_DIR = re.compile(r"step-(\d{8,})")
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")  # flat, portable array names

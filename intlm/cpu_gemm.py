@@ -1,5 +1,6 @@
-"""Int8 matrix products for the CPU backend (tiles of x . W^T with x as unsigned bytes), and the int32
-shift that Numba's integer typing would otherwise widen.
+"""Int8 matrix products for the CPU backend (tiles of x . W^T with x as unsigned bytes, and the
+low-rank term's x.B for two antithetic pairs at a time, dot4), and the int32 shift that Numba's
+integer typing would otherwise widen.
 
 The model's activations are int8; they are stored offset by +128 as uint8 so the product can run on
 the CPU's u8 x s8 dot-product instruction (VNNI ``vpdpbusd``: four byte products summed into each
@@ -187,9 +188,8 @@ def _dot4_vnni(typingctx, x, xoff, xstride, w, woff0, woff1, n, out, ooff, ostri
                 low = builder.shuffle_vector(total, total, ir.Constant(_V4, [0, 1, 2, 3]))
                 low = builder.call(dp4, [low, load(rows[r], at, _V4), wv[r // 2]])
                 wide_low = builder.shuffle_vector(low, low, ir.Constant(_V8, [0, 1, 2, 3, 0, 0, 0, 0]))
-                keep = builder.shuffle_vector(total, total, ir.Constant(_V8, [0, 0, 0, 0, 4, 5, 6, 7]))
-                builder.store(builder.shuffle_vector(wide_low, keep, ir.Constant(_V8, [0, 1, 2, 3, 12, 13, 14, 15])),
-                              acc[r])
+                builder.store(builder.shuffle_vector(wide_low, total, ir.Constant(_V8, [0, 1, 2, 3, 12, 13, 14, 15])),
+                              acc[r])  # the new low lanes, and the high lanes of the 32-byte steps
 
         def pairwise(a, b, size):  # the sums of neighbouring lanes of a, then of b
             even = ir.Constant(ir.VectorType(_I32, size), list(range(0, 2 * size, 2)))

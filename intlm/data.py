@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from intlm.atomic import atomic_folder
-from intlm.errors import IntlmError
+from .atomic import atomic_folder
+from .errors import IntlmError
 
 FORMAT = "intlm-corpus-1"
 CHUNK = 1 << 20  # 1 MiB chunks: small enough to stream, large enough to stay few files

@@ -8,11 +8,14 @@ slows both versions alike. It also checks that both versions compute the same bi
 
     python scripts/ab.py HEAD~1 --width 128 --rounds 60
 
-Both versions must share the backend interface (train.train_step, backends.get, Run.fresh).
+Both versions must share the backend interface (train.train_step, backends.get, Run.fresh). Numba
+compiles both afresh into a temporary cache (its on-disk cache would not see an edit to cpu_gemm.py
+alone, see that module), which takes a minute before the rounds start.
 """
 
 import argparse
 import importlib
+import os
 import pathlib
 import subprocess
 import sys
@@ -46,14 +49,16 @@ def version(package: str, cfg_args: dict, data):
         train.train_step(run, data, backend)
         return time.perf_counter() - start
 
+    last = {}
+
     def infer():
         tokens = np.repeat(data_mod.stream_windows(data, cfg.pairs, run.step, cfg.window), 2, axis=0)
         state = run.hidden.copy()
         start = time.perf_counter()
-        backend.forward(run.params, cfg, tokens, state)
+        last["ll"] = backend.forward(run.params, cfg, tokens, state)
         return time.perf_counter() - start
 
-    return run, step, infer
+    return run, step, infer, last
 
 
 def spread(values) -> str:
@@ -74,15 +79,17 @@ def main():
                     window=args.window)
     data = np.random.default_rng(0).integers(1, 256, 1 << 20, dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["NUMBA_CACHE_DIR"] = os.path.join(tmp, "numba-cache")  # before numba is imported
         sys.path.insert(0, tmp)
         sys.path.insert(0, str(REPO))
         versions = {"tree": version("intlm", cfg_args, data), args.rev: version(export(args.rev, pathlib.Path(tmp)),
                                                                                 cfg_args, data)}
         times = {name: [] for name in versions}
-        for name, (_, step, infer) in versions.items():  # compile, or load the compiled kernels
+        for name, (_, step, infer, _) in versions.items():  # compile
             step(), infer()
-        for _ in range(args.rounds):
-            for name, (_, step, infer) in versions.items():
+        for i in range(args.rounds):
+            for name in list(versions)[::1 if i % 2 else -1]:  # alternate which goes first
+                _, step, infer, _ = versions[name]
                 times[name].append((step(), infer()))
     (a, b), tokens = (np.array(times[name]) for name in versions), args.population * args.window
     print(f"width {args.width} x {args.layers}, population {args.population}, rank {args.rank}, "
@@ -91,9 +98,11 @@ def main():
         print(f"  {name:>12}: training {tokens / np.median(t[:, 0]):>10,.0f} tok/s, inference "
               f"{tokens / np.median(t[:, 1]):>10,.0f} tok/s, ratio {spread(t[:, 1] / t[:, 0])}")
     print(f"  time, tree / {args.rev}: training step {spread(a[:, 0] / b[:, 0])}, inference {spread(a[:, 1] / b[:, 1])}")
-    runs = [run for run, _, _ in versions.values()]
-    same = all(np.array_equal(runs[0].params[k], runs[1].params[k]) for k in runs[0].params)
-    print(f"  parameters after {args.rounds + 1} steps: {'identical' if same else 'DIFFERENT'}")
+    (run_a, _, _, last_a), (run_b, _, _, last_b) = versions.values()
+    same = (all(np.array_equal(run_a.params[k], run_b.params[k]) for k in run_a.params)
+            and np.array_equal(run_a.hidden, run_b.hidden) and np.array_equal(last_a["ll"], last_b["ll"]))
+    print(f"  parameters, states and inference log-likelihoods after {args.rounds + 1} steps: "
+          f"{'identical' if same else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":

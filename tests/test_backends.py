@@ -16,6 +16,9 @@ CONFIGS = [
     dict(rank=3, layers=2, sigma_shift=4, mlp_ratio=4, fitness="rank"),
     dict(rank=1, layers=2, sigma_shift=4, mlp_ratio=1, fitness="rank", population=6, window=6),
     dict(rank=3, layers=1, sigma_shift=0, mlp_ratio=4, fitness="sign", width=32, seed=2 ** 63 - 1),
+    # two blocks of members (backend_numba.BLOCK_ROWS = 32), the second of 6 rows: not a multiple of
+    # the 4 rows whose x.B are computed together
+    dict(rank=2, layers=1, sigma_shift=3, mlp_ratio=2, fitness="rank", population=38, window=5),
 ]
 
 

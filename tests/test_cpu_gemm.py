@@ -325,12 +325,14 @@ def _dot4_runner(dot4):
     return run
 
 
+DOT4_RUNNERS = {"generic": _dot4_runner(cpu_gemm._dot4_generic), "vnni": _dot4_runner(cpu_gemm._dot4_vnni)}
+
+
 def _dot4(kind):
-    if kind == "generic":
-        return _dot4_runner(cpu_gemm._dot4_generic)
-    if cpu_gemm.KERNEL != "vnni" or not cpu_gemm._host_has_vnni():
+    """The jitted runner (compiled once, on first use) of one dot4 kernel."""
+    if kind == "vnni" and (cpu_gemm.KERNEL != "vnni" or not cpu_gemm._host_has_vnni()):
         pytest.skip(f"VNNI dot4 not tested: cpu_gemm.KERNEL is {cpu_gemm.KERNEL!r}")
-    return _dot4_runner(cpu_gemm._dot4_vnni)
+    return DOT4_RUNNERS[kind]
 
 
 def assert_dot4_exact(kind, x_rows, w0, w1, rng):
