@@ -138,13 +138,12 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
     x_flat, b_flat = offset.reshape(offset.size), noise_b.reshape(noise_b.size)
     gemm(x_flat, -(-rows // TILE_ROWS) * TILE_ROWS, n, w, blk * groups * m_pad * GROUP, groups, m_pad,
          y.reshape(y.size), y.shape[1])
-    rnd = np.int32((1 << shift) >> 1)
     c = corr[blk]
     if signs[0] == 0:
         for b in range(rows):
             yr = y[b]
             for j in range(m):
-                yr[j] = sar32(yr[j] + c[j] + rnd, shift)
+                yr[j] = _rshift(yr[j] + c[j], shift)
         return
     # perturbed: rows come in pairs (+ member, - member; blocks start at even rows) sharing (A, B).
     # Every row's x.B first, two pairs at a time (rows past `rows` are in the buffers, and ignored).
@@ -173,8 +172,8 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
             a = np.int32(a0[j])
             lp = np.int32(lr_plus[j] + xp * a)
             lm = np.int32(lr_minus[j] + xm * a)
-            yp[j] = sar32(yp[j] + c[j] + _rshift(lp, sigma) + rnd, shift)
-            ym[j] = sar32(ym[j] + c[j] - _rshift(lm, sigma) + rnd, shift)
+            yp[j] = _rshift(yp[j] + c[j] + _rshift(lp, sigma), shift)
+            ym[j] = _rshift(ym[j] + c[j] - _rshift(lm, sigma), shift)
 
 
 @njit(inline="always")
@@ -319,17 +318,19 @@ def _run_blocks(tokens, token_div, state, ll, perturbed, sigma, shift_d, shift_h
                    n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits)
 
 
+def _factors(cfg: Config, t, noise):
+    """A matrix tensor's noise (A, B) as (pairs, blocks, m, r) and (pairs, blocks, n, r) views."""
+    m, n = t.shape[-2:]
+    return tuple(v.reshape(v.shape[0], t.blocks, size, cfg.rank) for v, size in zip(noise[t.name], (m, n)))
+
+
 def _matrix_noise(cfg: Config, noise) -> dict:
     """Matrix noise as contiguous rows A (pairs, blocks, r, m) and B (pairs, blocks, r, n), with
     B's offset correction -OFFSET * sum(B) (pairs, blocks, r) int32; vectors as they are."""
     out = {}
     for t in tensors(cfg):
         if t.kind == "matrix":
-            m, n = t.shape[-2:]
-            a, b = noise[t.name]
-            pairs = a.shape[0]
-            a, b = (np.ascontiguousarray(np.swapaxes(v.reshape(pairs, t.blocks, size, cfg.rank), 2, 3))
-                    for v, size in ((a, m), (b, n)))
+            a, b = (np.ascontiguousarray(np.swapaxes(v, 2, 3)) for v in _factors(cfg, t, noise))
             out[t.name] = (a, b, -OFFSET * b.sum(axis=3, dtype=np.int32))
         else:
             out[t.name] = noise[t.name]
@@ -444,7 +445,7 @@ def update_sums(cfg: Config, noise, f) -> dict:
     for t in tensors(cfg):
         if t.kind == "matrix":
             m, n = t.shape[-2:]
-            a, b = (v.reshape(cfg.pairs, t.blocks, size, cfg.rank) for v, size in zip(noise[t.name], (m, n)))
+            a, b = _factors(cfg, t, noise)
             fa = _scratch(t.name + ".fa", (t.blocks, m, q), np.int16)
             packed_b = _scratch(t.name + ".b", (t.blocks, q // 2, padded(n), 2), np.int16)
             _update_operands(f16, a, b, fa, packed_b)

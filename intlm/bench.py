@@ -49,33 +49,45 @@ def synthetic_bytes(size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(1, 256, size, dtype=np.uint8)
 
 
-def measure(cfg: Config, repeats: int = 10, backend: str = "auto") -> dict:
-    """Median training and inference throughput of one setting, its phase shares and peak memory."""
-    from .backends import get
+def timers(cfg, backend, data, train=None):
+    """A fresh run of ``cfg`` and two timers over it: ``step(laps=None)`` runs one whole training
+    step and returns its seconds (``laps`` collects the phases'), ``infer()`` runs the unperturbed
+    model on the same batch and returns its seconds and log-likelihoods. ``train`` is the train
+    module (default this package's; scripts/ab.py passes another version's)."""
     from .data import stream_windows
-    from .train import Run, train_step
 
-    be = get(backend)
-    run = Run.fresh(cfg)
-    data = synthetic_bytes(max(1 << 20, 4 * cfg.pairs * (cfg.window + 1)))
+    if train is None:
+        from . import train
+    run = train.Run.fresh(cfg)
+
+    def step(laps=None):
+        start = time.perf_counter()
+        train.train_step(run, data, backend, laps)
+        return time.perf_counter() - start
 
     def infer():
         tokens = np.repeat(stream_windows(data, cfg.pairs, run.step, cfg.window), 2, axis=0)
         state = run.hidden.copy()
         start = time.perf_counter()
-        be.forward(run.params, cfg, tokens, state)
-        return time.perf_counter() - start
+        ll = backend.forward(run.params, cfg, tokens, state)
+        return time.perf_counter() - start, ll
 
-    train_step(run, data, be)  # compile, or load the compiled kernels
-    infer()
+    return run, step, infer
+
+
+def measure(cfg: Config, repeats: int = 10, backend: str = "auto") -> dict:
+    """Median training and inference throughput of one setting, its phase shares and peak memory."""
+    from .backends import get
+
+    be = get(backend)
+    _, step, infer = timers(cfg, be, synthetic_bytes(max(1 << 20, 4 * cfg.pairs * (cfg.window + 1))))
+    step(), infer()  # compile, or load the compiled kernels
     train_s, infer_s, phases = [], [], []
     for _ in range(repeats):
         laps = {}
-        start = time.perf_counter()
-        train_step(run, data, be, laps)
-        train_s.append(time.perf_counter() - start)
+        train_s.append(step(laps))
         phases.append(laps)
-        infer_s.append(infer())
+        infer_s.append(infer()[0])
     tokens = cfg.population * cfg.window
     train, inference = tokens / float(np.median(train_s)), tokens / float(np.median(infer_s))
     step = float(np.median(train_s))

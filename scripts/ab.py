@@ -20,7 +20,6 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -36,29 +35,12 @@ def export(rev: str, into: pathlib.Path) -> str:
 
 
 def version(package: str, cfg_args: dict, data):
-    """A version's backend, a fresh run of it, and a step and an inference pass to time."""
+    """A version's run and its step and inference timers (intlm.bench.timers on its own modules)."""
+    from intlm.bench import timers
+
     config = importlib.import_module(package + ".config")
-    train = importlib.import_module(package + ".train")
-    data_mod = importlib.import_module(package + ".data")
     backend = importlib.import_module(package + ".backends").get("numba")
-    cfg = config.Config(**cfg_args).check()
-    run = train.Run.fresh(cfg)
-
-    def step():
-        start = time.perf_counter()
-        train.train_step(run, data, backend)
-        return time.perf_counter() - start
-
-    last = {}
-
-    def infer():
-        tokens = np.repeat(data_mod.stream_windows(data, cfg.pairs, run.step, cfg.window), 2, axis=0)
-        state = run.hidden.copy()
-        start = time.perf_counter()
-        last["ll"] = backend.forward(run.params, cfg, tokens, state)
-        return time.perf_counter() - start
-
-    return run, step, infer, last
+    return timers(config.Config(**cfg_args).check(), backend, data, importlib.import_module(package + ".train"))
 
 
 def spread(values) -> str:
@@ -85,12 +67,15 @@ def main():
         versions = {"tree": version("intlm", cfg_args, data), args.rev: version(export(args.rev, pathlib.Path(tmp)),
                                                                                 cfg_args, data)}
         times = {name: [] for name in versions}
-        for name, (_, step, infer, _) in versions.items():  # compile
+        last = {}  # each version's latest inference log-likelihoods
+        for name, (_, step, infer) in versions.items():  # compile
             step(), infer()
         for i in range(args.rounds):
             for name in list(versions)[::1 if i % 2 else -1]:  # alternate which goes first
-                _, step, infer, _ = versions[name]
-                times[name].append((step(), infer()))
+                _, step, infer = versions[name]
+                step_s = step()
+                infer_s, last[name] = infer()
+                times[name].append((step_s, infer_s))
     (a, b), tokens = (np.array(times[name]) for name in versions), args.population * args.window
     print(f"width {args.width} x {args.layers}, population {args.population}, rank {args.rank}, "
           f"window {args.window}, {args.rounds} rounds")
@@ -98,9 +83,9 @@ def main():
         print(f"  {name:>12}: training {tokens / np.median(t[:, 0]):>10,.0f} tok/s, inference "
               f"{tokens / np.median(t[:, 1]):>10,.0f} tok/s, ratio {spread(t[:, 1] / t[:, 0])}")
     print(f"  time, tree / {args.rev}: training step {spread(a[:, 0] / b[:, 0])}, inference {spread(a[:, 1] / b[:, 1])}")
-    (run_a, _, _, last_a), (run_b, _, _, last_b) = versions.values()
+    (run_a, _, _), (run_b, _, _) = versions.values()
     same = (all(np.array_equal(run_a.params[k], run_b.params[k]) for k in run_a.params)
-            and np.array_equal(run_a.hidden, run_b.hidden) and np.array_equal(last_a["ll"], last_b["ll"]))
+            and np.array_equal(run_a.hidden, run_b.hidden) and np.array_equal(*last.values()))
     print(f"  parameters, states and inference log-likelihoods after {args.rounds + 1} steps: "
           f"{'identical' if same else 'DIFFERENT'}")
 
