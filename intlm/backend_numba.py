@@ -136,7 +136,7 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
     m, m_pad = noise_a.shape[3], corr.shape[1]
     groups = n // GROUP
     x_flat, b_flat = offset.reshape(offset.size), noise_b.reshape(noise_b.size)
-    gemm(x_flat, -(-rows // TILE_ROWS) * TILE_ROWS, n, w, blk * groups * m_pad * GROUP, groups, m_pad,
+    gemm(x_flat, -(-rows // TILE_ROWS) * TILE_ROWS, n, GROUP, w, blk * groups * m_pad * GROUP, groups, m_pad,
          y.reshape(y.size), y.shape[1])
     c = corr[blk]
     if signs[0] == 0:
@@ -376,18 +376,18 @@ def forward(params, cfg: Config, tokens, state):
 
 
 @njit(parallel=True, cache=True)
-def _matrix_sums(fa, packed_b, out):
-    """out[blk] = fa[blk] . B[blk]^T: the update as one (m x Q) . (Q x n) int16 product per block, Q
-    over (pair, rank component), B packed by pairs of Q (cpu_gemm.pack); parallel over 16-row chunks."""
-    blocks, m, q = fa.shape
+def _matrix_sums(fa, b, out):
+    """out[blk] = sum_q fa[blk, q] B[blk, q]^T: the update as one (m x Q) . (Q x n) int16 product per
+    block, both operands with pairs of q side by side (_interleave_pairs); parallel over 16-row chunks."""
+    blocks, groups, m = fa.shape[:3]
     n_pad = out.shape[2]
     x, y = fa.reshape(fa.size), out.reshape(out.size)
     chunk = 4 * TILE_ROWS
     per_block = m // chunk
     for c in prange(blocks * per_block):
         blk, i = c // per_block, (c % per_block) * chunk
-        row = blk * m + i
-        gemm16(x[row * q:], chunk, q, packed_b, blk * q * n_pad, q // 2, n_pad, y[row * n_pad:], n_pad)
+        gemm16(x[(blk * groups * m + i) * 2:], chunk, 2, 2 * m, b, blk * groups * n_pad * 2, groups, n_pad,
+               y[(blk * m + i) * n_pad:], n_pad)
 
 
 _SCRATCH = {}
@@ -404,25 +404,22 @@ def _scratch(name, shape, dtype):
 
 
 @njit(parallel=True, cache=True)
-def _update_operands(f, a, b, fa, packed_b):
-    """fa[blk, i, q] = f[p] * a[p, blk, i, k] and B packed for gemm16, packed_b[blk, q // 2, j, q % 2] =
-    b[p, blk, j, k], with q = p * r + k; a last q past the pairs (q is even) is written as zeros."""
-    pairs, blocks, m, r = a.shape
-    n = b.shape[2]
-    rows = 16  # output rows transposed together: 16 short reads per pair, 16 sequential writes
-    for chunk in prange(blocks * (m // rows)):
-        blk, i0 = chunk // (m // rows), chunk % (m // rows) * rows
-        for q in range(fa.shape[2]):
-            p, k = q // r, q % r
-            for i in range(i0, i0 + rows):
-                fa[blk, i, q] = f[p] * a[p, blk, i, k] if p < pairs else 0
-    groups = packed_b.shape[1]
+def _interleave_pairs(f, v, out):
+    """out[blk, g, j, e] = f[p] * v[p, blk, j, k] (int16) with q = 2g + e = p * r + k: each pair of
+    (pair, rank component) side by side, the operand layout of gemm16, read and written in order; a
+    last q past the pairs is written as zeros. Columns of out past v's stay as they are."""
+    pairs, blocks, n, r = v.shape
+    groups = out.shape[1]
     for row in prange(blocks * groups):
         blk, g = row // groups, row % groups
-        for e in range(2):
-            p, k = (2 * g + e) // r, (2 * g + e) % r
-            for j in range(n):
-                packed_b[blk, g, j, e] = b[p, blk, j, k] if p < pairs else 0
+        q0, q1 = 2 * g, 2 * g + 1
+        p0, k0, p1, k1 = q0 // r, q0 % r, q1 // r, q1 % r
+        f0, f1 = np.int16(f[p0]), np.int16(f[p1] if p1 < pairs else 0)
+        v1 = v[min(p1, pairs - 1), blk]
+        v0, o = v[p0, blk], out[blk, g]
+        for j in range(n):
+            o[j, 0] = f0 * np.int16(v0[j, k0])
+            o[j, 1] = f1 * np.int16(v1[j, k1])
 
 
 @njit(cache=True)
@@ -439,16 +436,16 @@ def _vector_sums(f, e):
 def update_sums(cfg: Config, noise, f) -> dict:
     """As ``es.update_sums``: Z per parameter, int32. |f * a| <= 8 * 78 fits int16."""
     Z = {}
-    q = cfg.pairs * cfg.rank
-    q += q % 2  # products are summed in pairs
-    f16 = f.astype(np.int16)
+    groups = -(-cfg.pairs * cfg.rank // 2)  # products are summed in pairs of (pair, rank component)
+    ones = np.ones(cfg.pairs, np.int16)
     for t in tensors(cfg):
         if t.kind == "matrix":
             m, n = t.shape[-2:]
             a, b = _factors(cfg, t, noise)
-            fa = _scratch(t.name + ".fa", (t.blocks, m, q), np.int16)
-            packed_b = _scratch(t.name + ".b", (t.blocks, q // 2, padded(n), 2), np.int16)
-            _update_operands(f16, a, b, fa, packed_b)
+            fa = _scratch(t.name + ".fa", (t.blocks, groups, m, 2), np.int16)
+            packed_b = _scratch(t.name + ".b", (t.blocks, groups, padded(n), 2), np.int16)  # padding stays 0
+            _interleave_pairs(f, a, fa)
+            _interleave_pairs(ones, b, packed_b)
             z = np.empty((t.blocks, m, padded(n)), dtype=np.int32)
             _matrix_sums(fa, packed_b.reshape(-1), z)
             Z[t.name] = np.ascontiguousarray(z[:, :, :n]).reshape(t.shape)

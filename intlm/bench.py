@@ -147,7 +147,7 @@ def tiled_int8_product(offset, packed, m_pad, out):
     x, y = offset.reshape(offset.size), out.reshape(out.size)
     for g in prange(rows // 32):
         i = g * 32
-        cpu_gemm.gemm(x[i * inner:], 32, inner, packed, 0, inner // cpu_gemm.GROUP, m_pad, y[i * m_pad:], m_pad)
+        cpu_gemm.gemm(x[i * inner:], 32, inner, cpu_gemm.GROUP, packed, 0, inner // cpu_gemm.GROUP, m_pad, y[i * m_pad:], m_pad)
 
 
 @njit(parallel=True, cache=True)

@@ -77,14 +77,15 @@ _V8 = ir.VectorType(_I32, LANES)
 
 def _vnni_tile(instruction, group):
     """A tile on a VNNI dot-product instruction that sums ``group`` products into each int32 lane:
-    out[ooff + r*ostride + c] = sum_g x[xoff + r*xstride + group*g : +group] . w[woff + g*wstride +
-    group*c : +group] for r < TILE_ROWS, c < TILE_COLS (flat arrays; out int32)."""
+    out[ooff + r*ostride + c] = sum_g x[xoff + r*xstride + g*xgstride : +group] . w[woff + g*wstride +
+    group*c : +group] for r < TILE_ROWS, c < TILE_COLS (flat arrays; out int32). Row-major x has
+    xgstride = group; the update's operand stores each group's rows side by side (xstride = group)."""
 
     def codegen(context, builder, sig, args):
-        x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride = args
+        x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride = args
         xp = context.make_array(sig.args[0])(context, builder, x).data
-        wp = context.make_array(sig.args[3])(context, builder, w).data
-        op = context.make_array(sig.args[7])(context, builder, out).data
+        wp = context.make_array(sig.args[4])(context, builder, w).data
+        op = context.make_array(sig.args[8])(context, builder, out).data
         dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8] * 3), instruction)
         zero = ir.Constant(_V8, [0] * LANES)
         acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(TILE_VECTORS)]
@@ -97,7 +98,7 @@ def _vnni_tile(instruction, group):
             g = loop.index
             xs = []
             for r in range(TILE_ROWS):  # row r's group of inputs (32 bits), broadcast to every lane
-                at = builder.add(xoff, builder.add(builder.mul(const(r), xstride), builder.mul(g, const(group))))
+                at = builder.add(xoff, builder.add(builder.mul(const(r), xstride), builder.mul(g, xgstride)))
                 word = builder.load(builder.bitcast(builder.gep(xp, [at]), _I32.as_pointer()), align=1)
                 vec = builder.insert_element(ir.Constant(_V8, None), word, ir.Constant(_I32, 0))
                 xs.append(builder.shuffle_vector(vec, ir.Constant(_V8, None), ir.Constant(_V8, [0] * LANES)))
@@ -116,8 +117,8 @@ def _vnni_tile(instruction, group):
         return context.get_dummy_value()
 
     @intrinsic
-    def tile(typingctx, x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride):
-        sig = types.void(x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride)
+    def tile(typingctx, x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride):
+        sig = types.void(x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride)
         return sig, codegen
 
     return tile
@@ -211,12 +212,12 @@ def _generic_tile(group):
     """The same tile as ``_vnni_tile`` in plain Numba, for CPUs without VNNI."""
 
     @njit(inline="always")
-    def tile(x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride):
+    def tile(x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride):
         for r in range(TILE_ROWS):
             for c in range(TILE_COLS):
                 out[ooff + r * ostride + c] = 0
             for g in range(groups):
-                xo = xoff + r * xstride + group * g
+                xo = xoff + r * xstride + g * xgstride
                 wo = woff + g * wstride
                 for c in range(TILE_COLS):
                     s = np.int32(0)
@@ -240,13 +241,14 @@ def _dot4_generic(x, xoff, xstride, w, woff0, woff1, n, out, ooff, ostride):
 
 def _gemm(tile, group):
     @njit(inline="always")
-    def gemm(x, rows, xstride, w, woff, groups, m_pad, out, ostride):
-        """out[:rows, :m_pad] = x[:rows, :group*groups] . W^T, with x and out flat row-major buffers and
-        W packed at w[woff:] (``pack``). ``rows`` is a multiple of TILE_ROWS."""
+    def gemm(x, rows, xstride, xgstride, w, woff, groups, m_pad, out, ostride):
+        """out[:rows, :m_pad] = x . W^T for rows of `groups` groups of inputs, row i's group g at
+        x[i*xstride + g*xgstride:][:group] (row-major x: xgstride = group), out a flat row-major buffer
+        and W packed at w[woff:] (``pack``). ``rows`` is a multiple of TILE_ROWS."""
         for j in range(0, m_pad, TILE_COLS):
             for i in range(0, rows, TILE_ROWS):
-                tile(x, i * xstride, xstride, w, woff + group * j, group * m_pad, groups, out, i * ostride + j,
-                     ostride)
+                tile(x, i * xstride, xstride, xgstride, w, woff + group * j, group * m_pad, groups, out,
+                     i * ostride + j, ostride)
 
     return gemm
 

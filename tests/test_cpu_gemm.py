@@ -116,7 +116,7 @@ def _gemm_runner(gemm):
     def run(x, w, blk, m_pad, out, ostride):
         rows, n = x.shape
         groups = n // GROUP
-        gemm(x.reshape(x.size), rows, n, w, blk * groups * m_pad * GROUP, groups, m_pad, out.reshape(out.size),
+        gemm(x.reshape(x.size), rows, n, GROUP, w, blk * groups * m_pad * GROUP, groups, m_pad, out.reshape(out.size),
              ostride)
 
     return run
@@ -213,8 +213,8 @@ def test_gemm_property_random_shapes(kind, blocks, tiles, m16, n16, seed, extrem
 
 def _tile_runner(tile):
     @njit
-    def run(x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride):
-        tile(x, xoff, xstride, w, woff, wstride, groups, out, ooff, ostride)
+    def run(x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride):
+        tile(x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride)
 
     return run
 
@@ -228,29 +228,34 @@ def _tile(kind):
     return _tile_runner(cpu_gemm._vnni_tile(VNNI_INSTRUCTION, GROUP))
 
 
-def tile_reference(x, xoff, xstride, w, woff, wstride, groups):
-    """The documented tile in NumPy: out[r, c] = sum_{g,q} x[xoff + r*xstride + 4g + q] *
+def tile_reference(x, xoff, xstride, xgstride, w, woff, wstride, groups):
+    """The documented tile in NumPy: out[r, c] = sum_{g,q} x[xoff + r*xstride + g*xgstride + q] *
     w[woff + g*wstride + 4c + q] for r < TILE_ROWS, c < TILE_COLS (int64)."""
     r = np.arange(TILE_ROWS)[:, None, None, None]
     c = np.arange(TILE_COLS)[None, :, None, None]
     g = np.arange(groups)[None, None, :, None]
     q = np.arange(GROUP)[None, None, None, :]
-    xv = x.astype(np.int64)[xoff + r * xstride + GROUP * g + q]
+    xv = x.astype(np.int64)[xoff + r * xstride + g * xgstride + q]
     wv = w.astype(np.int64)[woff + g * wstride + GROUP * c + q]
     return (xv * wv).sum(axis=(2, 3))
 
 
-@pytest.fixture(scope="module")
-def tile_case():
-    """Flat operands with non-zero offsets and strides wider than the tile, shared by both kernels."""
+@pytest.fixture(scope="module", params=["row-major", "group-major"])
+def tile_case(request):
+    """Flat operands with non-zero offsets and strides wider than the tile, shared by both kernels;
+    x row-major (a row's groups in order) or group-major (each group's rows side by side)."""
     rng = np.random.default_rng(2024)
-    groups, xstride, wstride, ostride = 24, 4 * 24 + 20, 4 * TILE_COLS + 64, TILE_COLS + 16
+    groups, wstride, ostride = 24, 4 * TILE_COLS + 64, TILE_COLS + 16
+    if request.param == "row-major":
+        xstride, xgstride = GROUP * groups + 20, GROUP
+    else:
+        xstride, xgstride = GROUP, GROUP * TILE_ROWS + 12
     xoff, woff, ooff = 2 * xstride + 8, 3 * wstride + 32, ostride + 8
-    x = random_offset_x(rng, 1, xoff + TILE_ROWS * xstride)[0]
+    x = random_offset_x(rng, 1, xoff + TILE_ROWS * xstride + groups * xgstride)[0]
     w = random_weight(rng, woff + groups * wstride)
-    x[xoff:xoff + GROUP * groups] = 255  # one row at the worst case
-    return dict(x=x, xoff=xoff, xstride=xstride, w=w, woff=woff, wstride=wstride, groups=groups, ooff=ooff,
-                ostride=ostride)
+    x[xoff + xgstride * np.arange(groups)[:, None] + np.arange(GROUP)] = 255  # row 0 at the worst case
+    return dict(x=x, xoff=xoff, xstride=xstride, xgstride=xgstride, w=w, woff=woff, wstride=wstride,
+                groups=groups, ooff=ooff, ostride=ostride)
 
 
 @pytest.mark.parametrize("kind", ["generic", "vnni"])
@@ -259,9 +264,9 @@ def test_tile_kernel_matches_numpy(kind, tile_case):
     run = _tile(kind)
     t = tile_case
     out = np.full(t["ooff"] + TILE_ROWS * t["ostride"] + 16, 777, dtype=np.int32)
-    run(t["x"], t["xoff"], t["xstride"], t["w"], t["woff"], t["wstride"], t["groups"], out, t["ooff"],
-        t["ostride"])
-    ref = tile_reference(t["x"], t["xoff"], t["xstride"], t["w"], t["woff"], t["wstride"], t["groups"])
+    args = (t["x"], t["xoff"], t["xstride"], t["xgstride"], t["w"], t["woff"], t["wstride"], t["groups"])
+    run(*args, out, t["ooff"], t["ostride"])
+    ref = tile_reference(*args)
     idx = t["ooff"] + np.arange(TILE_ROWS)[:, None] * t["ostride"] + np.arange(TILE_COLS)[None, :]
     assert np.array_equal(out[idx].astype(np.int64), ref)
     untouched = np.ones(out.size, bool)
@@ -274,7 +279,7 @@ def test_tile_kernel_overwrites_previous_output(kind, tile_case):
     """A tile sets (not adds to) its outputs: a second call on a dirty buffer gives the same block."""
     run = _tile(kind)
     t = tile_case
-    args = (t["x"], t["xoff"], t["xstride"], t["w"], t["woff"], t["wstride"], t["groups"])
+    args = (t["x"], t["xoff"], t["xstride"], t["xgstride"], t["w"], t["woff"], t["wstride"], t["groups"])
     out = np.zeros(t["ooff"] + TILE_ROWS * t["ostride"], dtype=np.int32)
     run(*args, out, t["ooff"], t["ostride"])
     first = out.copy()
