@@ -101,7 +101,9 @@ def share_pair_state(hidden):
     step's F+ - F- measures the perturbation alone, not two diverged histories; to first order the
     mean of an antithetic pair is the unperturbed model's state."""
     pairs = hidden.reshape(hidden.shape[0] // 2, 2, -1)  # a view: writes land in hidden
-    pairs[...] = ((pairs.astype(np.int32).sum(axis=1, keepdims=True) + 1) >> 1).astype(np.int8)
+    mean = (pairs[:, 0].astype(np.int16) + pairs[:, 1] + 1) >> 1  # in [-127, 127]; int16 holds the sum
+    pairs[:, 0] = mean
+    pairs[:, 1] = mean
 
 
 class Laps:

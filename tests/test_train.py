@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from intlm import train
 from intlm.data import Corpus
@@ -17,6 +19,20 @@ from intlm.errors import IntlmError
 from conftest import tiny_config
 
 CFG = dict(population=8, window=4, layers=1, mlp_ratio=2, alpha_q16=65536)
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.integers(-127, 127), min_size=2, max_size=64).filter(lambda v: len(v) % 2 == 0),
+       layers=st.integers(1, 3))
+def test_share_pair_state_is_the_rounded_mean(values, layers):
+    """Both members of a pair get floor((a + b + 1) / 2) of their states, element by element, in
+    int8; the extremes (+-127 twice) stay in range and pairs do not mix."""
+    hidden = np.array(values * layers, dtype=np.int8).reshape(len(values), layers, 1)
+    before = hidden.astype(np.int64)
+    train.share_pair_state(hidden)
+    want = (before[0::2] + before[1::2] + 1) // 2
+    assert hidden.dtype == np.int8
+    assert np.array_equal(hidden[0::2], want) and np.array_equal(hidden[1::2], want)
 
 
 def files_of(folder: Path) -> dict:
