@@ -53,13 +53,13 @@ def padded(m: int) -> int:
     return -(-m // TILE_COLS) * TILE_COLS
 
 
-def pack(weight, group=GROUP):
-    """(..., m, n) -> (blocks, n/group, m_pad, group), same dtype: for each group of inputs, the
-    group's values of every output side by side (the dot-product instructions' operand layout)."""
+def pack(weight):
+    """(..., m, n) int8 -> (blocks, n/4, m_pad, 4): for each group of four inputs, the group's values
+    of every output side by side (the dot-product instruction's operand layout)."""
     m, n = weight.shape[-2:]
     full = np.zeros((weight.size // (m * n), padded(m), n), dtype=weight.dtype)
     full[:, :m] = weight.reshape(-1, m, n)
-    return np.ascontiguousarray(full.reshape(full.shape[0], padded(m), n // group, group).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(full.reshape(full.shape[0], padded(m), n // GROUP, GROUP).transpose(0, 2, 1, 3))
 
 
 def correction(weight):

@@ -16,7 +16,7 @@ from numba import njit
 
 from intlm import cpu_gemm
 from intlm.arith import div_round
-from intlm.backend_numba import div_round_reciprocal
+from intlm.backend_numba import _interleave_pairs, div_round_reciprocal
 from intlm.cpu_gemm import GROUP, OFFSET, TILE_COLS, TILE_ROWS, correction, pack, padded
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -73,14 +73,24 @@ def test_pack_layout_unpacks_to_zero_padded_weight(shape):
     assert p[blocks - 1, g, j, q] == w.reshape(blocks, m, n)[blocks - 1, j, n - 1]
 
 
-def test_pack_int16_pairs_for_the_update():
-    """pack(w, group=2) keeps int16 and puts pairs of inputs side by side (the gemm16 layout)."""
+@pytest.mark.parametrize("pairs, rank", [(5, 1), (4, 3), (3, 3)])
+def test_interleave_pairs_is_the_gemm16_layout(pairs, rank):
+    """backend_numba._interleave_pairs gives int16 with pairs of q = p * r + k side by side, f[p] *
+    v[p, blk, j, k], a zero last q when pairs * rank is odd, and leaves columns past v's alone."""
     rng = np.random.default_rng(7)
-    w = rng.integers(-(1 << 15) + 1, 1 << 15, (2, 40, 8)).astype(np.int16)
-    p = pack(w, group=2)
-    assert p.dtype == np.int16 and p.shape == (2, 4, padded(40), 2)
-    unpacked = p.transpose(0, 2, 1, 3).reshape(2, padded(40), 8)
-    assert np.array_equal(unpacked[:, :40], w) and not unpacked[:, 40:].any()
+    blocks, n = 2, 40
+    v = rng.integers(-78, 79, (pairs, blocks, n, rank)).astype(np.int8)
+    f = rng.integers(-8, 9, pairs).astype(np.int32)
+    groups = -(-pairs * rank // 2)
+    out = np.full((blocks, groups, padded(n), 2), 999, np.int16)
+    _interleave_pairs(f, v, out)
+    assert out.dtype == np.int16 and out.shape == (blocks, groups, padded(n), 2)
+    want = np.zeros((blocks, 2 * groups, n), np.int64)  # [blk, q, j]
+    want[:, :pairs * rank] = (f[:, None, None, None] * v.astype(np.int64)).transpose(1, 0, 3, 2).reshape(
+        blocks, pairs * rank, n)
+    unpacked = out.transpose(0, 1, 3, 2).reshape(blocks, 2 * groups, padded(n))
+    assert np.array_equal(unpacked[:, :, :n], want)
+    assert np.all(unpacked[:, :, n:] == 999)
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (48, 32), (3, 80, 48), (2, 4, 16, 32)],
