@@ -127,10 +127,12 @@ def _layer_norm(x, gain, offset):
 def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, low_rank, y):
     """y[b, :m] = rshift(x_b . W^T + s_b * ((x_b . B_b >> 4) . A_b^T >> sigma), shift) for each row b
     of the block, x_b = offset[b] - OFFSET; W is block ``blk`` of a packed tensor (cpu_gemm.pack),
-    noise = (A rows (r, m), B rows (r, n), -OFFSET * sum(B) per rank component), see _matrix_noise.
-    The block's buffers have BLOCK_ROWS rows (a multiple of DOT_ROWS: x.B is computed four rows at
-    a time, past `rows` too). xb (BLOCK_ROWS, r) is scratch; low_rank (2, m) holds the sums of rank
-    components past the first, and must be zero at rank 1, where nothing writes it."""
+    corr its offset correction plus the final shift's rounding (_corrections), noise = (A rows (r, m),
+    B rows (r, n), -OFFSET * sum(B) per rank component), see _matrix_noise. The block's buffers have
+    BLOCK_ROWS rows (a multiple of DOT_ROWS: x.B is computed four rows at a time, past `rows` too).
+    xb (BLOCK_ROWS, r) is scratch; low_rank (2, m) holds the sums of rank components past the first
+    plus the sigma shift's rounding, and must hold just the rounding at rank 1, where nothing writes
+    it. Both roundings are added ahead, so the last pass has two adds fewer per element."""
     noise_a, noise_b, noise_corr = noise
     n = offset.shape[1]
     m, m_pad = noise_a.shape[3], corr.shape[1]
@@ -143,7 +145,7 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
         for b in range(rows):
             yr = y[b]
             for j in range(m):
-                yr[j] = _rshift(yr[j] + c[j], shift)
+                yr[j] = sar32(yr[j] + c[j], shift)
         return
     # perturbed: rows come in pairs (+ member, - member; blocks start at even rows) sharing (A, B).
     # Every row's x.B first, two pairs at a time (rows past `rows` are in the buffers, and ignored).
@@ -157,23 +159,24 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
         for i in range(b, min(b + DOT_ROWS, rows)):
             for k in range(r):
                 xb[i, k] = _rshift(xb[i, k] + noise_corr[pairs[i], blk, k], 4)
-    lr_plus, lr_minus = low_rank[0, :m], low_rank[1, :m]  # stays zero at rank 1 (never written)
+    lr_plus, lr_minus = low_rank[0, :m], low_rank[1, :m]  # stays the rounding at rank 1 (never written)
+    rounding = np.int32((1 << sigma) >> 1)
     for b in range(0, rows, 2):
         p = pairs[b]
         for k in range(1, r):  # rank components past the first are summed ahead of the last pass
             ak, xp, xm = noise_a[p, blk, k], xb[b, k], xb[b + 1, k]
             for j in range(m):
                 a = np.int32(ak[j])
-                lr_plus[j] = np.int32((lr_plus[j] if k > 1 else 0) + xp * a)
-                lr_minus[j] = np.int32((lr_minus[j] if k > 1 else 0) + xm * a)
+                lr_plus[j] = np.int32((lr_plus[j] if k > 1 else rounding) + xp * a)
+                lr_minus[j] = np.int32((lr_minus[j] if k > 1 else rounding) + xm * a)
         a0, xp, xm = noise_a[p, blk, 0], xb[b, 0], xb[b + 1, 0]
         yp, ym = y[b], y[b + 1]
         for j in range(m):
             a = np.int32(a0[j])
             lp = np.int32(lr_plus[j] + xp * a)
             lm = np.int32(lr_minus[j] + xm * a)
-            yp[j] = _rshift(yp[j] + c[j] + _rshift(lp, sigma), shift)
-            ym[j] = _rshift(ym[j] + c[j] - _rshift(lm, sigma), shift)
+            yp[j] = sar32(yp[j] + c[j] + sar32(lp, sigma), shift)
+            ym[j] = sar32(ym[j] + c[j] - sar32(lm, sigma), shift)
 
 
 @njit(inline="always")
@@ -229,9 +232,9 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
     hid_u = np.zeros((nb, hdim), np.uint8)
     y1, y2 = np.zeros((nb, gru_c.shape[1]), np.int32), np.zeros((nb, gru_c.shape[1]), np.int32)
     y_up, y_head = np.zeros((nb, up_c.shape[1]), np.int32), np.zeros((nb, head_c.shape[1]), np.int32)
-    # sums of the rank components past the first (_linear's, the embedding's): zero at rank 1, where
-    # nothing writes them, so the last pass adds them without a branch
-    low_rank = np.zeros((2, max(hdim, 256)), np.int32)
+    # sums of the rank components past the first plus the sigma shift's rounding (_linear's), and
+    # the embedding's sums: at rank 1 nothing writes them, so the last pass adds them without a branch
+    low_rank = np.full((2, max(hdim, 256)), (1 << sigma) >> 1, np.int32)
     pert = np.zeros(d, np.int32)
     xb = np.zeros((nb, ne[0].shape[2]), np.int32)  # every row's x.B >> 4, per rank component
     logits = np.zeros(256, np.int32)
@@ -361,6 +364,14 @@ def _no_noise(cfg: Config) -> dict:
             for t in tensors(cfg)}
 
 
+def _corrections(params, cfg: Config) -> dict:
+    """Each matrix's offset correction (cpu_gemm.correction) plus the rounding of its final shift,
+    added once here instead of once per output of every row."""
+    shifts = {"gru": matmul_shift(cfg.width), "up": matmul_shift(cfg.width), "down": matmul_shift(cfg.hidden),
+              "head": matmul_shift(cfg.width)}
+    return {name: correction(params[name]) + np.int32((1 << s) >> 1) for name, s in shifts.items()}
+
+
 def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
     # perturbed rows come in antithetic pairs reading one token row (the embedding's perturbation
     # is computed once per pair)
@@ -369,7 +380,7 @@ def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
     ll = np.zeros((rows, tokens.shape[1] - 1), dtype=np.int32)
     matrices = ("gru", "up", "down", "head")
     w = {name: pack(params[name]).reshape(-1) for name in matrices}
-    c = {name: correction(params[name]) for name in matrices}
+    c = _corrections(params, cfg)
     work = state.astype(np.int32)
     nz = _matrix_noise(cfg, noise)
     _run_blocks(tokens, token_div, work, ll, perturbed, cfg.sigma_shift, matmul_shift(cfg.width),
