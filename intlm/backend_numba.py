@@ -148,7 +148,8 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
                 yr[j] = sar32(yr[j] + c[j], shift)
         return
     # perturbed: rows come in pairs (+ member, - member; blocks start at even rows) sharing (A, B).
-    # Every row's x.B first, two pairs at a time (rows past `rows` are in the buffers, and ignored).
+    # Every row's x.B first, two pairs (DOT_ROWS rows) at a time (rows past `rows` are in the
+    # buffers, and ignored).
     r = noise_a.shape[2]
     xb_flat = xb.reshape(xb.size)
     for b in range(0, rows, DOT_ROWS):
@@ -156,9 +157,13 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
         for k in range(r):
             dot4(x_flat, b * n, n, b_flat, ((p0 * noise_b.shape[1] + blk) * r + k) * n,
                  ((p1 * noise_b.shape[1] + blk) * r + k) * n, n, xb_flat, b * r + k, r)
-        for i in range(b, min(b + DOT_ROWS, rows)):
-            for k in range(r):
-                xb[i, k] = _rshift(xb[i, k] + noise_corr[pairs[i], blk, k], 4)
+            # each pair's offset correction read once, the four rows written straight (a loop over
+            # rows looking up each row's pair took as long as the dot products)
+            c0, c1 = noise_corr[p0, blk, k], noise_corr[p1, blk, k]
+            xb[b, k] = _rshift(xb[b, k] + c0, 4)
+            xb[b + 1, k] = _rshift(xb[b + 1, k] + c0, 4)
+            xb[b + 2, k] = _rshift(xb[b + 2, k] + c1, 4)
+            xb[b + 3, k] = _rshift(xb[b + 3, k] + c1, 4)
     lr_plus, lr_minus = low_rank[0, :m], low_rank[1, :m]  # used from rank 2
     rounding = np.int32((1 << sigma) >> 1)
     for b in range(0, rows, 2):
