@@ -47,13 +47,18 @@ def test_machine_limit_measures_three_kernels():
 
 
 def test_bench_command_prints_table_and_json(tmp_path):
-    """`intlm bench` with settings runs their product, each in its own process, and writes JSON."""
+    """`intlm bench` with settings runs their product, each in its own processes, and writes JSON;
+    a setting's figures are those of the run with the median ratio, beside every run's ratio."""
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(cli, ["bench", "--width", "16,32", "--population", "8", "--window", "4",
-                                      "--repeats", "1", "--no-limit", "--json", str(out)])
+                                      "--repeats", "1", "--processes", "3", "--no-limit", "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert [(r["width"], r["population"], r["window"]) for r in report["results"]] == [(16, 8, 4), (32, 8, 4)]
+    for r in report["results"]:
+        assert len(r["ratio_runs"]) == 3 and r["ratio_runs"] == sorted(r["ratio_runs"])
+        assert r["ratio"] == r["ratio_runs"][1]
+        assert f"{r['ratio_runs'][0]:.2f}-{r['ratio_runs'][2]:.2f}" in result.output
     assert "train tok/s" in result.output and json.loads(result.output.strip().splitlines()[-1]) == report
 
 
@@ -61,6 +66,7 @@ def test_bench_command_prints_table_and_json(tmp_path):
     (["--width", "24"], "width must be a multiple of 16"),
     (["--population", "7"], "population must be an even number"),
     (["--repeats", "0"], "--repeats"),
+    (["--processes", "0"], "--processes"),
 ])
 def test_bench_refuses_impossible_settings(monkeypatch, capsys, args, fragment):
     code, _, err = run_main(monkeypatch, capsys, "bench", "--no-limit", *args)
