@@ -131,8 +131,8 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
     B rows (r, n), -OFFSET * sum(B) per rank component), see _matrix_noise. The block's buffers have
     BLOCK_ROWS rows (a multiple of DOT_ROWS: x.B is computed four rows at a time, past `rows` too).
     xb (BLOCK_ROWS, r) and low_rank (2, m) are scratch: from rank 2, low_rank holds the sums of the
-    rank components past the first plus the sigma shift's rounding. The final shift's rounding is in
-    corr, so the last pass adds no rounding constant of its own but at rank 1."""
+    rank components past the first plus the sigma shift's rounding (at rank 1 the last pass adds
+    that rounding itself; the final shift's rounding is in corr)."""
     noise_a, noise_b, noise_corr = noise
     n = offset.shape[1]
     m, m_pad = noise_a.shape[3], corr.shape[1]

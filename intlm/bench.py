@@ -166,7 +166,7 @@ def run_one(setting: dict, repeats: int, backend: str, processes: int = 1) -> di
     """``measure`` in ``processes`` fresh processes, one after the other, so peak memory is the
     setting's own: the figures of the run whose ratio is the median, with every run's ratio
     (``ratio_runs``, sorted) and the largest peak memory. On a shared machine the ratio moves from
-    one process to the next by more than it does within one (0.87 to 0.96 at width 128), so one
+    one process to the next by more than it does within one (0.87 to 1.07 at width 128), so one
     process is a sample, not a figure."""
     runs = []
     for _ in range(processes):
