@@ -375,12 +375,12 @@ def _no_noise(cfg: Config) -> dict:
             for t in tensors(cfg)}
 
 
-def _corrections(params, cfg: Config) -> dict:
-    """Each matrix's offset correction (cpu_gemm.correction) plus the rounding of its final shift,
-    added once here instead of once per output of every row."""
-    shifts = {"gru": matmul_shift(cfg.width), "up": matmul_shift(cfg.width), "down": matmul_shift(cfg.hidden),
-              "head": matmul_shift(cfg.width)}
-    return {name: correction(params[name]) + np.int32((1 << s) >> 1) for name, s in shifts.items()}
+def _corrections(params, names) -> dict:
+    """Each matrix's offset correction (cpu_gemm.correction) plus the rounding of its final shift
+    (matmul_shift of its input width, as model.Members.linear), added once here instead of once per
+    output of every row."""
+    return {name: correction(params[name]) + np.int32((1 << matmul_shift(params[name].shape[-1])) >> 1)
+            for name in names}
 
 
 def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
@@ -391,7 +391,7 @@ def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
     ll = np.zeros((rows, tokens.shape[1] - 1), dtype=np.int32)
     matrices = ("gru", "up", "down", "head")
     w = {name: pack(params[name]).reshape(-1) for name in matrices}
-    c = _corrections(params, cfg)
+    c = _corrections(params, matrices)
     work = state.astype(np.int32)
     nz = _matrix_noise(cfg, noise)
     _run_blocks(tokens, token_div, work, ll, perturbed, cfg.sigma_shift, matmul_shift(cfg.width),
