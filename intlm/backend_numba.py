@@ -12,7 +12,7 @@ from numba import njit, prange
 
 from .arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from . import es
-from .config import Config
+from .config import UPDATE_CHUNK, Config
 from .cpu_gemm import DOT_ROWS, GROUP, OFFSET, TILE_ROWS, correction, dot4, gemm, gemm16, pack, padded, sar32
 from .model import GATE_BIAS, noise_layout, split_streams, tensors
 from .noise import GOLDEN, SEED_SALT
@@ -444,15 +444,15 @@ def _scratch(name, shape, dtype):
 
 
 @njit(parallel=True, cache=True)
-def _interleave_pairs(f, v, out):
-    """out[blk, g, j, e] = f[p] * v[p, blk, j, k] (int16) with q = 2g + e = p * r + k: each pair of
-    (pair, rank component) side by side, the operand layout of gemm16, read and written in order; a
-    last q past the pairs is written as zeros. Columns of out past v's stay as they are."""
+def _interleave_pairs(f, v, q_start, out):
+    """out[blk, g, j, e] = f[p] * v[p, blk, j, k] (int16) with q_start + 2g + e = p * r + k: each pair
+    of (pair, rank component) side by side, the operand layout of gemm16, read and written in order;
+    a last q past the pairs is written as zeros. Columns of out past v's stay as they are."""
     pairs, blocks, n, r = v.shape
     groups = out.shape[1]
     for row in prange(blocks * groups):
         blk, g = row // groups, row % groups
-        q0, q1 = 2 * g, 2 * g + 1
+        q0, q1 = q_start + 2 * g, q_start + 2 * g + 1
         p0, k0, p1, k1 = q0 // r, q0 % r, q1 // r, q1 % r
         f0, f1 = np.int16(f[p0]), np.int16(f[p1] if p1 < pairs else 0)
         v1 = v[min(p1, pairs - 1), blk]
@@ -464,31 +464,46 @@ def _interleave_pairs(f, v, out):
 
 @njit(cache=True)
 def _vector_sums(f, e):
-    """f . e over the pairs, int32 (NumPy's integer matmul has no fast path)."""
-    out = np.zeros(e.shape[1], np.int32)
+    """f . e over the pairs, int64 (NumPy's integer matmul has no fast path)."""
+    out = np.zeros(e.shape[1], np.int64)
     for p in range(e.shape[0]):
-        fp, ep = np.int32(f[p]), e[p]
+        fp, ep = np.int64(f[p]), e[p]
         for i in range(e.shape[1]):
-            out[i] = np.int32(out[i] + fp * np.int32(ep[i]))
+            out[i] += fp * np.int64(ep[i])
     return out
 
 
+def _matrix_update_sum(cfg: Config, t, a, b, f, ones):
+    """Z of one matrix, (blocks, m, padded n): the int16 product over (pair, rank component) terms in
+    chunks of UPDATE_CHUNK terms, each summed in int32 (gemm16's accumulator, within config's "update
+    partial sum" bound), the chunks added in int64. A single chunk is Z as it is, in int32."""
+    m, n = t.shape[-2:]
+    total_groups = -(-cfg.pairs * cfg.rank // 2)  # products are summed in pairs of (pair, rank component)
+    starts = range(0, total_groups, UPDATE_CHUNK // 2)
+    z = np.zeros((t.blocks, m, padded(n)), np.int64) if len(starts) > 1 else None
+    for g0 in starts:
+        groups = min(UPDATE_CHUNK // 2, total_groups - g0)
+        fa = _scratch(t.name + ".fa", (t.blocks, groups, m, 2), np.int16)
+        packed_b = _scratch(t.name + ".b", (t.blocks, groups, padded(n), 2), np.int16)  # padding stays 0
+        _interleave_pairs(f, a, 2 * g0, fa)
+        _interleave_pairs(ones, b, 2 * g0, packed_b)
+        part = np.empty((t.blocks, m, padded(n)), dtype=np.int32)
+        _matrix_sums(fa, packed_b.reshape(-1), part)
+        if z is None:
+            return part
+        z += part
+    return z
+
+
 def update_sums(cfg: Config, noise, f) -> dict:
-    """As ``es.update_sums``: Z per parameter, int32. |f * a| <= 8 * 78 fits int16."""
+    """As ``es.update_sums``: Z per parameter, exact (int32 where one chunk holds every term of a
+    matrix, else int64). |f * a| <= 8 * 78 fits int16."""
     Z = {}
-    groups = -(-cfg.pairs * cfg.rank // 2)  # products are summed in pairs of (pair, rank component)
     ones = np.ones(cfg.pairs, np.int16)
     for t in tensors(cfg):
         if t.kind == "matrix":
-            m, n = t.shape[-2:]
-            a, b = _factors(cfg, t, noise)
-            fa = _scratch(t.name + ".fa", (t.blocks, groups, m, 2), np.int16)
-            packed_b = _scratch(t.name + ".b", (t.blocks, groups, padded(n), 2), np.int16)  # padding stays 0
-            _interleave_pairs(f, a, fa)
-            _interleave_pairs(ones, b, packed_b)
-            z = np.empty((t.blocks, m, padded(n)), dtype=np.int32)
-            _matrix_sums(fa, packed_b.reshape(-1), z)
-            Z[t.name] = np.ascontiguousarray(z[:, :, :n]).reshape(t.shape)
+            z = _matrix_update_sum(cfg, t, *_factors(cfg, t, noise), f, ones)
+            Z[t.name] = np.ascontiguousarray(z[:, :, :t.shape[-1]]).reshape(t.shape)
         else:
             Z[t.name] = _vector_sums(f, noise[t.name].reshape(cfg.pairs, -1)).reshape(t.shape)
     return Z

@@ -14,6 +14,14 @@ FITNESS_MODES = ("sign", "rank")
 PAIR_STATES = ("mean", "own")
 RANK_LEVELS = 8  # graded fitness takes values in -RANK_LEVELS .. RANK_LEVELS
 INT32_MAX = (1 << 31) - 1
+INT64_MAX = (1 << 63) - 1
+POPULATION_MAX = 1 << 30
+# The update sum Z of a matrix is an int16 product over (pair, rank component) terms: UPDATE_CHUNK
+# terms at a time accumulate in int32 (the VNNI product's accumulator), the chunks add up in int64.
+UPDATE_CHUNK = 1 << 15
+# The accumulators whose worst case is held to int64 rather than int32: they live in the update only
+# (once per step, not per token), so the wider type costs nothing that matters and no population caps them.
+INT64_ACCUMULATORS = ("update sum Z", "momentum M")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +70,8 @@ class Config:
             if not ok:
                 raise IntlmError(msg)
 
-        need(self.population >= 2 and self.population % 2 == 0,
-             f"population must be an even number >= 2 (antithetic pairs), got {self.population}")
+        need(2 <= self.population <= POPULATION_MAX and self.population % 2 == 0,
+             f"population must be an even number between 2 and 2**30 (antithetic pairs), got {self.population}")
         need(16 <= self.width <= 1024 and self.width % 16 == 0,
              f"width must be a multiple of 16 between 16 and 1024, got {self.width}")
         need(1 <= self.layers <= 64, f"layers must be between 1 and 64, got {self.layers}")
@@ -78,13 +86,15 @@ class Config:
         need(0 <= self.momentum_shift <= 8, f"momentum shift must be between 0 and 8, got {self.momentum_shift}")
         need(0 <= self.seed < (1 << 63), f"seed must be between 0 and 2**63-1, got {self.seed}")
         for what, bound in worst_case_bounds(self).items():
-            need(bound <= INT32_MAX, f"settings overflow int32 in {what} (worst case {bound}): "
-                                     f"use fewer pairs, a lower rank or a smaller width")
+            bits, limit = (64, INT64_MAX) if what in INT64_ACCUMULATORS else (32, INT32_MAX)
+            need(bound <= limit, f"settings overflow int{bits} in {what} (worst case {bound}): "
+                                 f"use fewer pairs, a lower rank or a smaller width")
         return self
 
 
 def worst_case_bounds(cfg: Config) -> dict:
-    """Largest magnitude each int32 intermediate can reach, from the ranges of its inputs.
+    """Largest magnitude each integer intermediate can reach, from the ranges of its inputs; each must
+    fit int32, except INT64_ACCUMULATORS, which must fit int64.
 
     Inputs: activations |x| <= 127, weights |w| <= 127, noise factors |a|, |b| <= rank-scaled max.
     """
@@ -95,14 +105,16 @@ def worst_case_bounds(cfg: Config) -> dict:
     xb_shifted = (xb + 8) >> 4
     low_rank = cfg.rank * xb_shifted * factor  # (x.B >> 4) . A^T before the sigma shift
     dot = n_max * 127 * 127 + low_rank  # x . W^T plus the low-rank term
+    z_max = cfg.pairs * cfg.rank * f_max * factor * factor  # vectors: pairs * f_max * NOISE_MAX, less
     return {
         "x.B": xb,
         "low-rank term": low_rank,
         "matmul accumulator": dot,
         "layer norm": 127 * 127 * cfg.width,
-        "update sum Z": cfg.pairs * cfg.rank * f_max * factor * factor,
+        "update partial sum": min(cfg.pairs * cfg.rank, UPDATE_CHUNK) * f_max * factor * factor,
+        "update sum Z": z_max,
         # |M - sign(M)(|M| >> k) + Z| <= |M|(1 - 2**-k) + 1 + |Z|max, so |M| stays <= (|Z|max + 1) 2**k;
         # spending the threshold only shrinks |M|
-        "momentum M": (cfg.pairs * cfg.rank * f_max * factor * factor + 1) << cfg.momentum_shift,
+        "momentum M": (z_max + 1) << cfg.momentum_shift,
         "window log-likelihood": cfg.window * 256 * 64,
     }

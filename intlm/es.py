@@ -6,16 +6,19 @@ Under the null of no signal each entry of Z is a sum of independent terms of std
 the weights by +-1; with signal, more move. alpha_t = alpha_0 * H / (H + t) anneals the step.
 The threshold is never 0 (z >= 1/16), so no step moves every weight, and Z = 0 never moves one.
 
-Optional integer momentum (``momentum_shift`` k > 0), our addition: each weight keeps an int32
+Optional integer momentum (``momentum_shift`` k > 0), our addition: each weight keeps an integer
 M = M - sign(M)(|M| >> k) + Z and the threshold applies to M, whose null std is larger by
 sqrt(4**k / (2**(k+1) - 1)); a weight that moves spends the threshold from its M (error feedback),
 so evidence is averaged over about 2**k steps without moving the same weight every step.
+
+Z and M are exact integers: the spec sums in int64; M is stored as int32 where its worst case fits
+(every population up to about 10,000 with the default update), else as int64 (``momentum_dtype``).
 """
 
 import numpy as np
 
 from .arith import TAIL_Q31, clip8, isqrt
-from .config import RANK_LEVELS, Config
+from .config import INT32_MAX, RANK_LEVELS, Config, worst_case_bounds
 from .model import tensors
 
 NOISE_STD = 16  # std of one noise value
@@ -82,11 +85,17 @@ def update_sums(cfg: Config, noise, f) -> dict:
     return Z
 
 
+def momentum_dtype(cfg: Config):
+    """int32 where the momentum's worst case fits it (so earlier checkpoints stay byte-identical),
+    else int64."""
+    return np.int32 if worst_case_bounds(cfg)["momentum M"] <= INT32_MAX else np.int64
+
+
 def init_momentum(cfg: Config, params) -> dict:
-    """The int32 momentum of every parameter (empty without momentum)."""
+    """The momentum of every parameter, zeros of ``momentum_dtype`` (empty without momentum)."""
     if not cfg.momentum_shift:
         return {}
-    return {name: np.zeros(p.shape, dtype=np.int32) for name, p in params.items()}
+    return {name: np.zeros(p.shape, dtype=momentum_dtype(cfg)) for name, p in params.items()}
 
 
 def update(params, cfg: Config, step: int, f, Z, momentum=None) -> int:

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from intlm import model
+from intlm import es, model
 from intlm.arith import (EXP2, EXP2_BITS, EXP2_NEG, LOG2_FRAC, TAIL_Q31, clip8, div_round, int_log2_q8,
                          iroot, log_likelihood, matmul_shift, rshift_round)
-from intlm.config import FITNESS_MODES, INT32_MAX, RANK_LEVELS, Config, worst_case_bounds
+from intlm.config import (FITNESS_MODES, INT32_MAX, INT64_ACCUMULATORS, INT64_MAX, POPULATION_MAX, RANK_LEVELS,
+                          Config, worst_case_bounds)
 from intlm.errors import IntlmError
 from intlm.noise import NOISE_MAX, NOISE_MULT, rank_mult
 
@@ -373,6 +374,7 @@ def independent_bounds(cfg):
     low = cfg.rank * rshift_round(xb, 4) * a
     return {"x.B": xb, "low-rank term": low, "matmul accumulator": n * 127 * 127 + low,
             "layer norm": 127 * 127 * cfg.width, "update sum Z": cfg.pairs * cfg.rank * f * a * a,
+            "update partial sum": min(cfg.pairs * cfg.rank, 1 << 15) * f * a * a,
             "update sum Z (vectors)": cfg.pairs * f * max_noise(NOISE_MULT),
             "momentum M": (cfg.pairs * cfg.rank * f * a * a + 1) << cfg.momentum_shift,
             "window log-likelihood": cfg.window * 4066}
@@ -380,48 +382,53 @@ def independent_bounds(cfg):
 
 @settings(max_examples=300, deadline=None)
 @given(valid_configs)
-def test_check_passes_iff_bounds_fit_int32(cfg):
-    """check() passes exactly when every bound fits int32, and the bounds are never below the true
-    worst cases derived independently (so passing check() really means no int32 overflow)."""
+def test_check_passes_iff_bounds_fit(cfg):
+    """check() passes exactly when every bound fits int32 (the update's sum Z and momentum M: int64),
+    and the bounds are never below the true worst cases derived independently (so passing check()
+    really means no overflow)."""
     bounds = worst_case_bounds(cfg)
     mine = independent_bounds(cfg)
     for k in bounds:
         assert bounds[k] >= mine[k], k
     assert bounds["update sum Z"] >= mine["update sum Z (vectors)"]
     assert bounds["window log-likelihood"] >= mine["window log-likelihood"]
-    if all(v <= INT32_MAX for v in bounds.values()):
+    limit = {k: INT64_MAX if k in INT64_ACCUMULATORS else INT32_MAX for k in bounds}
+    if all(v <= limit[k] for k, v in bounds.items()):
         assert cfg.check() is cfg
-        assert all(v <= INT32_MAX for v in mine.values())
+        assert all(v <= limit[k] for k, v in mine.items() if k in limit)
     else:
         with pytest.raises(IntlmError, match="overflow int32"):
             cfg.check()
 
 
 @pytest.mark.parametrize("fitness", FITNESS_MODES)
-def test_check_rejects_huge_population(fitness):
-    """population 2**22 overflows the update sum: check() refuses it with a one-line IntlmError."""
-    cfg = Config(width=16, population=1 << 22, fitness=fitness)
-    assert worst_case_bounds(cfg)["update sum Z"] > INT32_MAX
+def test_check_accepts_every_population_to_2_30(fitness):
+    """Every update setting takes populations up to 2**20 and beyond: the largest allowed population
+    passes at every rank and momentum shift with room to spare in int64; one pair more is refused with
+    one line."""
+    for rank in (1, 4, 16):
+        for k in (0, 3, 8):
+            cfg = Config(width=1024, population=POPULATION_MAX, rank=rank, fitness=fitness,
+                         momentum_shift=k).check()
+            assert worst_case_bounds(cfg)["momentum M"] <= INT64_MAX >> 8
+            Config(width=16, population=1 << 20, rank=rank, fitness=fitness, momentum_shift=k).check()
     with pytest.raises(IntlmError) as e:
-        cfg.check()
-    assert "update sum Z" in str(e.value) and "\n" not in str(e.value)
+        Config(width=16, population=POPULATION_MAX + 2, fitness=fitness).check()
+    assert "population" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_check_boundary_population():
-    """The largest population the Z bound allows passes, two more members fail."""
+def test_momentum_is_int32_exactly_where_it_fits():
+    """The momentum is stored in int32 up to the largest population whose worst case fits int32
+    (so checkpoints of those settings keep their bytes), in int64 from one pair more."""
     for fitness, f in (("sign", 1), ("rank", RANK_LEVELS)):
         for rank in (1, 4, 16):
             a = rank_mult(rank)
-            pairs = INT32_MAX // (rank * f * a * a)
-            Config(width=16, population=2 * pairs, rank=rank, fitness=fitness, momentum_shift=0).check()
-            with pytest.raises(IntlmError):
-                Config(width=16, population=2 * pairs + 2, rank=rank, fitness=fitness, momentum_shift=0).check()
-            # with momentum 2**k the accumulator M needs (Z + 1) * 2**k to fit
-            k = 3
-            pairs = ((INT32_MAX >> k) - 1) // (rank * f * a * a)
-            Config(width=16, population=2 * pairs, rank=rank, fitness=fitness, momentum_shift=k).check()
-            with pytest.raises(IntlmError, match="momentum"):
-                Config(width=16, population=2 * pairs + 2, rank=rank, fitness=fitness, momentum_shift=k).check()
+            for k in (1, 3, 8):
+                pairs = ((INT32_MAX >> k) - 1) // (rank * f * a * a)
+                fits = Config(width=16, population=2 * pairs, rank=rank, fitness=fitness, momentum_shift=k)
+                wider = Config(width=16, population=2 * pairs + 2, rank=rank, fitness=fitness, momentum_shift=k)
+                assert es.momentum_dtype(fits.check()) == np.int32
+                assert es.momentum_dtype(wider.check()) == np.int64
 
 
 def test_max_noise_is_what_the_bounds_assume():

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from intlm import backends, es, train
+from intlm.config import INT32_MAX, worst_case_bounds
 from intlm.errors import IntlmError
 
 from conftest import random_params, random_state, random_tokens, text_bytes, tiny_config
@@ -114,18 +115,27 @@ def test_update_sums_extreme_noise(numpy_backend, numba_backend):
 
 @settings(max_examples=25, deadline=None)
 @given(momentum_shift=st.integers(0, 8), step=st.integers(0, 5000), seed=st.integers(0, 2 ** 32 - 1),
-       zero_f=st.booleans())
-def test_update_matches_numpy(momentum_shift, step, seed, zero_f, numpy_backend, numba_backend):
+       zero_f=st.booleans(), population=st.sampled_from([16, 1 << 20]))
+def test_update_matches_numpy(momentum_shift, step, seed, zero_f, population, numpy_backend, numba_backend):
     """The fused Numba update moves the same weights, leaves the same momentum and counts the same
-    moves as es.update, from saturated weights, large momentum and all-zero fitness alike."""
-    cfg = tiny_config(momentum_shift=momentum_shift, population=16, rank=2, fitness="rank")
+    moves as es.update, from saturated weights, momentum and Z at their worst cases (int64 at
+    population 2**20) and all-zero fitness alike; the momentum stays within its bound."""
+    cfg = tiny_config(momentum_shift=momentum_shift, population=population, rank=2, fitness="rank")
     rng = np.random.default_rng(seed)
     params = random_params(cfg, rng)
     f = np.zeros(cfg.pairs, np.int32) if zero_f else rng.integers(-8, 9, cfg.pairs).astype(np.int32)
-    zmax = 8 * cfg.pairs * cfg.rank * 40 * 40
-    Z = {k: rng.integers(-zmax, zmax + 1, v.shape).astype(np.int32) for k, v in params.items()}
-    momentum = {k: rng.integers(-4 * zmax, 4 * zmax + 1, v.shape).astype(np.int32)
-                for k, v in es.init_momentum(cfg, params).items()}
+    bounds = worst_case_bounds(cfg)
+    zmax, mmax = bounds["update sum Z"], bounds["momentum M"]
+    z_dtype = np.int32 if zmax <= INT32_MAX else np.int64
+
+    def extreme(v, bound, dtype):
+        """Random values in [-bound, bound] with the bound itself at both ends of the array."""
+        out = rng.integers(-bound, bound + 1, v.shape, dtype=np.int64)
+        out.flat[0], out.flat[-1] = bound, -bound
+        return out.astype(dtype)
+
+    Z = {k: extreme(v, zmax, z_dtype) for k, v in params.items()}
+    momentum = {k: extreme(v, mmax, v.dtype) for k, v in es.init_momentum(cfg, params).items()}
     results = []
     for be in (numpy_backend, numba_backend):
         p = {k: v.copy() for k, v in params.items()}
@@ -138,7 +148,8 @@ def test_update_matches_numpy(momentum_shift, step, seed, zero_f, numpy_backend,
     for k in params:
         assert p_nb[k].dtype == np.int8 and np.array_equal(p_np[k], p_nb[k]), k
     for k in momentum:
-        assert m_nb[k].dtype == np.int32 and np.array_equal(m_np[k], m_nb[k]), k
+        assert m_nb[k].dtype == es.momentum_dtype(cfg) and np.array_equal(m_np[k], m_nb[k]), k
+        assert np.abs(m_nb[k].astype(np.int64)).max() <= mmax, k
 
 
 def test_update_sums_reuse_no_stale_pairs(numpy_backend, numba_backend):

@@ -73,23 +73,23 @@ def test_pack_layout_unpacks_to_zero_padded_weight(shape):
     assert p[blocks - 1, g, j, q] == w.reshape(blocks, m, n)[blocks - 1, j, n - 1]
 
 
-@pytest.mark.parametrize("pairs, rank", [(5, 1), (4, 3), (3, 3)])
-def test_interleave_pairs_is_the_gemm16_layout(pairs, rank):
-    """backend_numba._interleave_pairs gives int16 with pairs of q = p * r + k side by side, f[p] *
-    v[p, blk, j, k], a zero last q when pairs * rank is odd, and leaves columns past v's alone."""
+@pytest.mark.parametrize("pairs, rank, q_start", [(5, 1, 0), (4, 3, 0), (3, 3, 0), (5, 1, 2), (3, 3, 4)])
+def test_interleave_pairs_is_the_gemm16_layout(pairs, rank, q_start):
+    """backend_numba._interleave_pairs gives int16 with pairs of q = p * r + k side by side from q_start
+    on, f[p] * v[p, blk, j, k], a zero last q when pairs * rank is odd, and leaves columns past v's alone."""
     rng = np.random.default_rng(7)
     blocks, n = 2, 40
     v = rng.integers(-78, 79, (pairs, blocks, n, rank)).astype(np.int8)
     f = rng.integers(-8, 9, pairs).astype(np.int32)
-    groups = -(-pairs * rank // 2)
+    groups = -(-(pairs * rank - q_start) // 2)
     out = np.full((blocks, groups, padded(n), 2), 999, np.int16)
-    _interleave_pairs(f, v, out)
+    _interleave_pairs(f, v, q_start, out)
     assert out.dtype == np.int16 and out.shape == (blocks, groups, padded(n), 2)
-    want = np.zeros((blocks, 2 * groups, n), np.int64)  # [blk, q, j]
+    want = np.zeros((blocks, q_start + 2 * groups, n), np.int64)  # [blk, q, j]
     want[:, :pairs * rank] = (f[:, None, None, None] * v.astype(np.int64)).transpose(1, 0, 3, 2).reshape(
         blocks, pairs * rank, n)
     unpacked = out.transpose(0, 1, 3, 2).reshape(blocks, 2 * groups, padded(n))
-    assert np.array_equal(unpacked[:, :, :n], want)
+    assert np.array_equal(unpacked[:, :, :n], want[:, q_start:])
     assert np.all(unpacked[:, :, n:] == 999)
 
 

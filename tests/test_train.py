@@ -181,3 +181,35 @@ def test_resume_with_momentum_equals_uninterrupted(corpus, tmp_path):
     assert any(np.any(m) for m in loaded.momentum.values())
     for k in run.momentum:
         assert np.array_equal(run.momentum[k], loaded.momentum[k])
+
+
+# Content hash of a run's arrays after 12 steps (graded fitness, rank 2, momentum), computed on the
+# commit before the update's accumulators could widen to int64: settings that fit int32 keep their bits.
+PINNED_ARRAYS_SHA256 = "918c4bbb137fe58d26c61d82ba4de3a31b9164848fb9d4268632f3069f2d9176"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_arrays_equal_the_pinned_hash(backend):
+    from intlm import checkpoint
+    from intlm.backends import get
+
+    cfg = tiny_config(population=32, window=8, rank=2, fitness="rank", momentum_shift=3, sigma_shift=3,
+                      mlp_ratio=2)
+    data = (np.arange(5000, dtype=np.int64) * 7919 % 251 + 1).astype(np.uint8)
+    data[::97] = 0
+    run = train.Run.fresh(cfg)
+    for _ in range(12):
+        train.train_step(run, data, get(backend))
+    assert checkpoint.content_hash(run.arrays(), {}) == PINNED_ARRAYS_SHA256
+
+
+def test_int64_momentum_round_trips(tmp_path):
+    """A population whose momentum needs int64 saves and loads it as int64, values intact."""
+    cfg = tiny_config(population=1 << 16, momentum_shift=3, fitness="rank")
+    run = train.Run.fresh(cfg)
+    assert all(m.dtype == np.int64 for m in run.momentum.values())
+    run.momentum["head"].flat[:2] = [(1 << 40) + 3, -(1 << 40)]
+    run.save(tmp_path, {"train_sha256_16": "0"})
+    loaded, _ = train.load_run(tmp_path)
+    for name, m in run.momentum.items():
+        assert loaded.momentum[name].dtype == np.int64 and np.array_equal(loaded.momentum[name], m)
