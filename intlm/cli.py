@@ -1,4 +1,4 @@
-"""The ``intlm`` command: prepare, pretrain, sample, eval, bench.
+"""The ``intlm`` command: prepare, pretrain, sample, eval, bench, plot.
 
 User mistakes (bad corpus, bad checkpoint, impossible settings) print one ``error:`` line on stderr
 and exit with status 2; nothing a user can cause ends in a traceback.
@@ -143,6 +143,60 @@ def eval_cmd(checkpoint_path, corpus, backend):
     base = baselines(data.train, data.val)
     click.echo(f"step {run.step}: validation {bpb:.4f} bits/byte | unigram {base['unigram']:.4f} | "
                f"bigram {base['bigram']:.4f} | {len(data.val)} validation bytes")
+
+
+def _reference_lines(run_dir, corpus):
+    """(baselines, note) for the plot: unigram, bigram, gzip -9 and xz -9 of a validation split.
+
+    ``corpus`` given: that corpus (a bad one is an error). Otherwise the corpus recorded in the
+    run's latest checkpoint, checked against its fingerprint; when it cannot be found, no
+    baselines and a one-line note saying why.
+    """
+    from . import checkpoint
+    from .data import baselines, compressor_baselines
+    from .train import data_fingerprint
+
+    if corpus is not None:
+        data = _corpus(corpus)
+    else:
+        where = "plotting without baselines (--corpus gives them)"
+        try:
+            latest = checkpoint.latest(run_dir)
+            if latest is None:
+                return {}, f"note: {run_dir} has no checkpoint to name its corpus; {where}"
+            record = checkpoint.load(latest).attrs.get("corpus", {})
+            data = _corpus(record.get("source"))
+        except (IntlmError, OSError) as err:
+            return {}, f"note: cannot find the corpus of {run_dir} ({err}); {where}"
+        if record.get("train_sha256_16") not in (None, data_fingerprint(data.train)):
+            return {}, f"note: the corpus at {data.path} is no longer the one {run_dir} was trained on; {where}"
+    lines = baselines(data.train, data.val)
+    lines.update(compressor_baselines(data.val))
+    return lines, None
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
+@click.option("--out", type=click.Path(dir_okay=False), default="curve.png", show_default=True, help="PNG to write.")
+@click.option("--corpus", help="Corpus whose validation split gives the baselines [the first run's].")
+@click.option("--title", default="", help="Title above the two panels.")
+def plot(run_dirs, out, corpus, title):
+    """Bits/byte of runs against wall time and steps, with the baselines of the validation split.
+
+    Each RUN_DIR is a folder written by `intlm pretrain` (its log.jsonl); the runs are overlaid.
+    The unigram, bigram, gzip -9 and xz -9 lines are of the corpus the first run was trained on.
+    """
+    from .plot import curve_of_run, draw
+
+    names = [Path(d).resolve().name for d in run_dirs]
+    curves = [curve_of_run(Path(d), label=name if names.count(name) == 1 else str(d))
+              for d, name in zip(run_dirs, names)]
+    lines, note = _reference_lines(Path(run_dirs[0]), corpus)
+    if note:
+        click.echo(note, err=True)
+    else:
+        click.echo("baselines: " + " | ".join(f"{k} {v:.4f}" for k, v in lines.items()), err=True)
+    click.echo(str(draw(curves, lines, Path(out), title=title)))
 
 
 def _int_list(ctx, param, value):
