@@ -1,0 +1,147 @@
+"""Wall-clock learning study: validation bits/byte (the full split) at fixed minutes of training.
+
+    python scripts/study.py run NAME [--minutes 10] [--at 1,2,5,10] [--record FILE] [FIELD=VALUE ...]
+    python scripts/study.py table [--record FILE]
+    python scripts/study.py plot [--record FILE] --out study.png
+
+`run` trains one configuration (the default Config with FIELD=VALUE changes, e.g. population=8192)
+from scratch on the default corpus for --minutes of training time, evaluates the whole validation
+split at each --at minute, and appends one JSON record to FILE (default scripts/study.jsonl): the
+settings, the command, the CPU, the points (minutes, step, member-bytes, bits/byte), steps/s and
+peak memory. One configuration per command, so every row of the table says how to reproduce it;
+run them one after another, never two at once. The training clock stops while the study evaluates
+(a full evaluation takes a second or two) and starts after a warm-up step that compiles the backend
+on a throwaway copy of the run, so the minutes are training minutes. `table` prints every record of
+FILE (the latest record per name) with the baselines of the split; `plot` draws them.
+"""
+
+import argparse
+import dataclasses
+import json
+import resource
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from intlm.backends import get
+from intlm.config import Config
+from intlm.data import baselines, cache_dir_default, load_corpus
+from intlm.train import Run, evaluate, train_step
+
+RECORD = Path(__file__).with_name("study.jsonl")
+
+
+def cpu_name() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def parse_changes(pairs) -> dict:
+    """FIELD=VALUE strings as Config changes, each value typed like the field's default."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in fields:
+            sys.exit(f"error: unknown setting {name!r}; settings: {', '.join(fields)}")
+        out[name] = type(fields[name].default)(value)
+    return out
+
+
+def run(args):
+    cfg = Config(**parse_changes(args.changes)).check()
+    corpus = load_corpus(None, cache_dir_default())
+    backend = get(args.backend)
+    train_step(Run.fresh(cfg), corpus.train, backend)  # compiles the backend; the result is thrown away
+    evaluate(Run.fresh(cfg).params, cfg, corpus.val[:4096], backend)
+    marks = sorted(float(m) for m in args.at.split(",") if float(m) <= args.minutes)
+    if not marks or marks[-1] != args.minutes:
+        marks.append(args.minutes)
+    r = Run.fresh(cfg)
+    points, trained = [], 0.0
+    for mark in marks:
+        start = time.perf_counter()
+        while trained + time.perf_counter() - start < mark * 60:
+            train_step(r, corpus.train, backend)
+        trained += time.perf_counter() - start
+        bpb = evaluate(r.params, cfg, corpus.val, backend)
+        points.append({"minutes": mark, "step": r.step, "member_bytes": r.step * cfg.population * cfg.window,
+                       "val_bpb": round(bpb, 4)})
+        print(f"{args.name}: {mark:g} min, step {r.step}, validation {bpb:.4f} bits/byte", flush=True)
+    record = {"name": args.name, "command": "python scripts/study.py " + shlex.join(sys.argv[1:]),
+              "config": cfg.to_json(), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "points": points, "steps_per_s": round(r.step / trained, 3),
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+    with open(args.record, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def latest_records(path) -> list:
+    """The last record of each name, in the order names first appear."""
+    by_name = {}
+    for line in open(path):
+        if line.strip():
+            rec = json.loads(line)
+            by_name.pop(rec["name"], None)
+            by_name[rec["name"]] = rec
+    return list(by_name.values())
+
+
+def changed(cfg: dict) -> str:
+    default = Config().to_json()
+    return " ".join(f"{k}={v}" for k, v in cfg.items() if default[k] != v) or "defaults"
+
+
+def table(args):
+    records = latest_records(args.record)
+    minutes = sorted({p["minutes"] for r in records for p in r["points"]})
+    print("| name | settings | " + " | ".join(f"{m:g} min" for m in minutes) + " | steps/s | peak MB |")
+    print("|---|---|" + "---|" * len(minutes) + "---|---|")
+    for r in records:
+        at = {p["minutes"]: p["val_bpb"] for p in r["points"]}
+        cells = " | ".join(f"{at[m]:.3f}" if m in at else "" for m in minutes)
+        print(f"| {r['name']} | {changed(r['config'])} | {cells} | {r['steps_per_s']:.2f} | {r['peak_rss_mb']} |")
+    cpus = sorted({r["cpu"] for r in records})
+    print(f"\nCPU: {', '.join(cpus)}. Commands:")
+    for r in records:
+        print(f"    {r['command']}")
+
+
+def plot(args):
+    from intlm.data import compressor_baselines
+    from intlm.plot import Curve, draw
+
+    corpus = load_corpus(None, cache_dir_default())
+    lines = {**baselines(corpus.train, corpus.val), **compressor_baselines(corpus.val)}
+    curves = [Curve(label=r["name"], minutes=[p["minutes"] for p in r["points"]],
+                    steps=[p["step"] for p in r["points"]], val_bpb=[p["val_bpb"] for p in r["points"]])
+              for r in latest_records(args.record)]
+    print(draw(curves, lines, Path(args.out), title="validation bits/byte, 2-core CPU"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("name")
+    p.add_argument("changes", nargs="*", help="FIELD=VALUE changes to the default Config")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--at", default="1,2,5,10,20,30,60", help="minutes at which to evaluate")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--record", type=Path, default=RECORD)
+    p.set_defaults(fn=run)
+    for name, fn in (("table", table), ("plot", plot)):
+        p = sub.add_parser(name)
+        p.add_argument("--record", type=Path, default=RECORD)
+        if name == "plot":
+            p.add_argument("--out", required=True)
+        p.set_defaults(fn=fn)
+    args = ap.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
