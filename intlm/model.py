@@ -214,9 +214,24 @@ def forward(params, cfg: Config, tokens, state, noise=None):
     return ll
 
 
-def population_fitness(params, cfg: Config, noise, pair_tokens, state):
-    """Each member's summed log-likelihood over its window; the two members of a pair read the same
-    bytes (pair_tokens row p). ``state`` (population, layers, d) int8 is carried and updated."""
-    ll = forward(params, cfg, np.repeat(pair_tokens, 2, axis=0), state, noise)
+def pair_range(cfg: Config, p0: int = 0, p1=None, noise=None) -> tuple:
+    """(p0, p1) of pairs [p0, p1) of the population (p1 None: cfg.pairs), checked non-empty and in
+    range, and, given ``noise``, that it holds exactly those pairs."""
+    p1 = cfg.pairs if p1 is None else p1
+    if not 0 <= p0 < p1 <= cfg.pairs:
+        raise ValueError(f"pair range [{p0}, {p1}) is not a non-empty range of the {cfg.pairs} pairs")
+    if noise is not None and noise["head_bias"].shape[0] != p1 - p0:
+        raise ValueError(f"noise holds {noise['head_bias'].shape[0]} pairs, the range [{p0}, {p1}) {p1 - p0}")
+    return p0, p1
+
+
+def population_fitness(params, cfg: Config, noise, pair_tokens, state, p0: int = 0, p1=None):
+    """Each member's summed log-likelihood over its window, for the members 2*p0 .. 2*p1 of pairs
+    [p0, p1) (p1 None: every pair); the two members of pair p read the same bytes (pair_tokens row p)
+    and carry pair p's perturbation, ``noise`` holding the range's pairs (make_noise over
+    range(p0, p1)). ``state`` (population, layers, d) int8: rows 2*p0 .. 2*p1 are carried and
+    updated, the others left alone. Ranges combine exactly: fitnesses concatenate."""
+    p0, p1 = pair_range(cfg, p0, p1, noise)
+    ll = forward(params, cfg, np.repeat(pair_tokens[p0:p1], 2, axis=0), state[2 * p0:2 * p1], noise)
     return ll.sum(axis=1, dtype=np.int64).astype(np.int32)
 
