@@ -9,6 +9,8 @@ Each kernel names the reference it equals: _layer_norm (model.layer_norm), _line
 (model.Members.linear), arith.log_likelihood (arith.log_likelihood), _run_block (model.forward).
 """
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit, prange
 
@@ -122,18 +124,20 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
 
 
 @njit(cache=True)
-def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shift_d, shift_h,
-               embed, gru_w, gru_c, gru_bias, norm, up_w, up_c, down_w, down_c, out_norm, head_w, head_c,
-               head_bias, ne, ng, nu, nd, nh,
-               n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits):
-    """Rows first .. first+rows of the batch through the whole window (the spec: ``model.forward``)."""
+def _run_block(first, rows, tokens, token_div, state, ll, m):
+    """Rows first .. first+rows of the batch through the whole window (the spec: ``model.forward``);
+    m: the model as the kernels read it (Operands)."""
     nb = BLOCK_ROWS
     L, d = state.shape[1], state.shape[2]
-    hdim = nu[0].shape[3]
+    hdim = m.n_up_a.shape[3]
+    sigma, shift_d, shift_h = m.sigma, m.shift_d, m.shift_h
+    ne = m.n_embed_a, m.n_embed_b  # each matrix's perturbation as _linear reads it (_matrix_noise)
+    ng, nu = (m.n_gru_a, m.n_gru_b, m.n_gru_bc), (m.n_up_a, m.n_up_b, m.n_up_bc)
+    nd, nh = (m.n_down_a, m.n_down_b, m.n_down_bc), (m.n_head_a, m.n_head_b, m.n_head_bc)
     pairs = np.zeros(nb, np.int64)
     signs = np.zeros(nb, np.int64)
     for b in range(rows):
-        if perturbed:
+        if m.perturbed:
             pairs[b], signs[b] = (first + b) // 2, 1 - 2 * ((first + b) % 2)
     # each member's perturbed vectors, once per window
     gains = np.zeros((L, 2, nb, d), np.int32)
@@ -144,10 +148,10 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
         p, s = pairs[b], signs[b]
         for l in range(L):
             for k in range(2):
-                _perturbed_vector(norm[l, k], n_norm[p, l, k], s, sigma, gains[l, k, b])
-                _perturbed_vector(gru_bias[l, k], n_gru_bias[p, l, k], s, sigma, biases[l, k, b])
-        _perturbed_vector(out_norm, n_out_norm[p], s, sigma, out_gain[b])
-        _perturbed_vector(head_bias, n_head_bias[p], s, sigma, out_bias[b])
+                _perturbed_vector(m.norm[l, k], m.n_norm[p, l, k], s, sigma, gains[l, k, b])
+                _perturbed_vector(m.gru_bias[l, k], m.n_gru_bias[p, l, k], s, sigma, biases[l, k, b])
+        _perturbed_vector(m.out_norm, m.n_out_norm[p], s, sigma, out_gain[b])
+        _perturbed_vector(m.head_bias, m.n_head_bias[p], s, sigma, out_bias[b])
     h = np.zeros((nb, L, d), np.int32)
     for b in range(rows):
         h[b] = state[first + b]
@@ -156,8 +160,8 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
     # matmul inputs, stored as uint8 = value + OFFSET
     a_u, h_u, r_u = np.zeros((nb, d), np.uint8), np.zeros((nb, d), np.uint8), np.zeros((nb, d), np.uint8)
     hid_u = np.zeros((nb, hdim), np.uint8)
-    y1, y2 = np.zeros((nb, gru_c.shape[1]), np.int32), np.zeros((nb, gru_c.shape[1]), np.int32)
-    y_up, y_head = np.zeros((nb, up_c.shape[1]), np.int32), np.zeros((nb, head_c.shape[1]), np.int32)
+    y1, y2 = np.zeros((nb, m.gru_c.shape[1]), np.int32), np.zeros((nb, m.gru_c.shape[1]), np.int32)
+    y_up, y_head = np.zeros((nb, m.up_c.shape[1]), np.int32), np.zeros((nb, m.head_c.shape[1]), np.int32)
     # sums of the rank components past the first: _linear's (read from rank 2), and the embedding's
     # (zero at rank 1, where nothing writes it, so the embedding adds it without a branch)
     low_rank = np.zeros((2, max(hdim, 256)), np.int32)
@@ -170,7 +174,7 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
             byte = tokens[(first + b) // token_div, t]
             if byte == 0:  # a document starts: forget the previous one
                 h[b] = 0
-            xr, e = x[b], embed[byte]
+            xr, e = x[b], m.embed[byte]
             if signs[b] == 0:
                 for j in range(d):
                     xr[j] = e[j]
@@ -192,16 +196,16 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
                 hr, hu = h[b, l], h_u[b]
                 for j in range(d):
                     hu[j] = hr[j] + OFFSET
-            _linear(a_u, rows, gru_w, gru_c, 4 * l, ng, pairs, signs, sigma, shift_d, xb, low_rank, y1)
-            _linear(h_u, rows, gru_w, gru_c, 4 * l + 1, ng, pairs, signs, sigma, shift_d, xb, low_rank, y2)
+            _linear(a_u, rows, m.gru_w, m.gru_c, 4 * l, ng, pairs, signs, sigma, shift_d, xb, low_rank, y1)
+            _linear(h_u, rows, m.gru_w, m.gru_c, 4 * l + 1, ng, pairs, signs, sigma, shift_d, xb, low_rank, y2)
             for b in range(rows):  # update gate, and the reset state fed to U_h
                 y1r, y2r, bias, g, hr, ru = y1[b], y2[b], biases[l, 0, b], gate[b], h[b, l], r_u[b]
                 for j in range(d):
                     gamma = np.int32(clip8(y1r[j] + y2r[j] + bias[j]) + GATE_BIAS)
                     g[j] = gamma
                     ru[j] = rshift_round(gamma * hr[j], 8) + OFFSET
-            _linear(a_u, rows, gru_w, gru_c, 4 * l + 2, ng, pairs, signs, sigma, shift_d, xb, low_rank, y1)
-            _linear(r_u, rows, gru_w, gru_c, 4 * l + 3, ng, pairs, signs, sigma, shift_d, xb, low_rank, y2)
+            _linear(a_u, rows, m.gru_w, m.gru_c, 4 * l + 2, ng, pairs, signs, sigma, shift_d, xb, low_rank, y1)
+            _linear(r_u, rows, m.gru_w, m.gru_c, 4 * l + 3, ng, pairs, signs, sigma, shift_d, xb, low_rank, y2)
             for b in range(rows):  # candidate, new state, residual; then the MLP's norm
                 y1r, y2r, bias, g, hr, xr = y1[b], y2[b], biases[l, 1, b], gate[b], h[b, l], x[b]
                 for j in range(d):
@@ -210,41 +214,35 @@ def _run_block(first, rows, tokens, token_div, state, ll, perturbed, sigma, shif
                     hr[j] = hn
                     xr[j] = clip8(xr[j] + hn)
                 _layer_norm(xr, gains[l, 1, b], a_u[b])
-            _linear(a_u, rows, up_w, up_c, l, nu, pairs, signs, sigma, shift_d, xb, low_rank, y_up)
+            _linear(a_u, rows, m.up_w, m.up_c, l, nu, pairs, signs, sigma, shift_d, xb, low_rank, y_up)
             for b in range(rows):
                 yr, hu = y_up[b], hid_u[b]
                 for j in range(hdim):
                     hu[j] = max(clip8(yr[j]), 0) + OFFSET
-            _linear(hid_u, rows, down_w, down_c, l, nd, pairs, signs, sigma, shift_h, xb, low_rank, y1)
+            _linear(hid_u, rows, m.down_w, m.down_c, l, nd, pairs, signs, sigma, shift_h, xb, low_rank, y1)
             for b in range(rows):
                 xr, yr = x[b], y1[b]
                 for j in range(d):
                     xr[j] = clip8(xr[j] + clip8(yr[j]))
         for b in range(rows):
             _layer_norm(x[b], out_gain[b], a_u[b])
-        _linear(a_u, rows, head_w, head_c, 0, nh, pairs, signs, sigma, shift_d, xb, low_rank, y_head)
+        _linear(a_u, rows, m.head_w, m.head_c, 0, nh, pairs, signs, sigma, shift_d, xb, low_rank, y_head)
         for b in range(rows):
             yr, bias = y_head[b], out_bias[b]
             for v in range(256):
                 logits[v] = clip8(yr[v] + bias[v])
             target = tokens[(first + b) // token_div, t + 1]
-            ll[first + b, t] = log_likelihood(logits, target, exp2, log2_frac, exp2_bits, mant_bits)
+            ll[first + b, t] = log_likelihood(logits, target, m.exp2, m.log2_frac, m.exp2_bits, m.mant_bits)
     for b in range(rows):
         state[first + b] = h[b]
 
 
 @njit(parallel=True, cache=True)
-def _run_blocks(tokens, token_div, state, ll, perturbed, sigma, shift_d, shift_h,
-                embed, gru_w, gru_c, gru_bias, norm, up_w, up_c, down_w, down_c, out_norm, head_w, head_c,
-                head_bias, ne, ng, nu, nd, nh,
-                n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits):
+def _run_blocks(tokens, token_div, state, ll, m):
     total = state.shape[0]
     for blk in prange(-(-total // BLOCK_ROWS)):
         first = np.int64(blk) * BLOCK_ROWS
-        _run_block(first, min(BLOCK_ROWS, total - first), tokens, token_div, state, ll, perturbed, sigma,
-                   shift_d, shift_h, embed, gru_w, gru_c, gru_bias, norm, up_w, up_c, down_w, down_c, out_norm,
-                   head_w, head_c, head_bias, ne, ng, nu, nd, nh,
-                   n_gru_bias, n_norm, n_out_norm, n_head_bias, exp2, log2_frac, exp2_bits, mant_bits)
+        _run_block(first, min(BLOCK_ROWS, total - first), tokens, token_div, state, ll, m)
 
 
 @njit(parallel=True, cache=True)
@@ -292,23 +290,45 @@ def _corrections(params, names) -> dict:
             for name in names}
 
 
+# The model as the forward's kernels read it, built once per call (_operands) and handed down whole:
+# the settings; the parameters (matrices packed for gemm, with their corrections _c; vectors as they
+# are); the perturbation, n_ (a matrix's as its A rows _a, B rows _b and B's offset correction _bc,
+# see _matrix_noise; vectors as they are); the log-likelihood's tables. Flat: Numba's parallel loop
+# takes a tuple of arrays and scalars, not a tuple holding tuples.
+MATRICES = ("embed", "gru", "up", "down", "head")
+PACKED = MATRICES[1:]  # packed for gemm (the embedding is a lookup)
+VECTORS = ("gru_bias", "norm", "out_norm", "head_bias")
+Operands = namedtuple("Operands", [
+    "perturbed", "sigma", "shift_d", "shift_h", "exp2", "log2_frac", "exp2_bits", "mant_bits",
+    "embed", "gru_bias", "norm", "out_norm", "head_bias",
+    "gru_w", "gru_c", "up_w", "up_c", "down_w", "down_c", "head_w", "head_c",
+    "n_embed_a", "n_embed_b", "n_embed_bc", "n_gru_a", "n_gru_b", "n_gru_bc", "n_up_a", "n_up_b", "n_up_bc",
+    "n_down_a", "n_down_b", "n_down_bc", "n_head_a", "n_head_b", "n_head_bc",
+    "n_gru_bias", "n_norm", "n_out_norm", "n_head_bias"])
+
+
+def _operands(params, cfg: Config, noise, perturbed: bool) -> Operands:
+    c = _corrections(params, PACKED)
+    nz = _matrix_noise(cfg, noise)
+    fields = {"perturbed": perturbed, "sigma": cfg.sigma_shift, "shift_d": matmul_shift(cfg.width),
+              "shift_h": matmul_shift(cfg.hidden), "exp2": EXP2, "log2_frac": LOG2_FRAC, "exp2_bits": EXP2_BITS,
+              "mant_bits": LOG2_MANTISSA_BITS, "embed": params["embed"]}
+    for name in PACKED:
+        fields[name + "_w"], fields[name + "_c"] = pack(params[name]).reshape(-1), c[name]
+    for name in MATRICES:
+        fields["n_" + name + "_a"], fields["n_" + name + "_b"], fields["n_" + name + "_bc"] = nz[name]
+    for name in VECTORS:
+        fields[name], fields["n_" + name] = params[name], nz[name]
+    return Operands(**fields)
+
+
 def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
     # perturbed rows come in antithetic pairs reading one token row (the embedding's perturbation
     # is computed once per pair)
     assert token_div == 2 or not perturbed
-    rows = state.shape[0]
-    ll = np.zeros((rows, tokens.shape[1] - 1), dtype=np.int32)
-    matrices = ("gru", "up", "down", "head")
-    w = {name: pack(params[name]).reshape(-1) for name in matrices}
-    c = _corrections(params, matrices)
+    ll = np.zeros((state.shape[0], tokens.shape[1] - 1), dtype=np.int32)
     work = state.astype(np.int32)
-    nz = _matrix_noise(cfg, noise)
-    _run_blocks(tokens, token_div, work, ll, perturbed, cfg.sigma_shift, matmul_shift(cfg.width),
-                matmul_shift(cfg.hidden), params["embed"], w["gru"], c["gru"], params["gru_bias"], params["norm"],
-                w["up"], c["up"], w["down"], c["down"], params["out_norm"], w["head"], c["head"], params["head_bias"],
-                nz["embed"], nz["gru"], nz["up"], nz["down"], nz["head"],
-                nz["gru_bias"], nz["norm"], nz["out_norm"], nz["head_bias"],
-                EXP2, LOG2_FRAC, EXP2_BITS, LOG2_MANTISSA_BITS)
+    _run_blocks(tokens, token_div, work, ll, _operands(params, cfg, noise, perturbed))
     state[...] = work
     return ll
 
