@@ -172,8 +172,9 @@ def layer_norm(x, gain):
     return clip8(div_round(x * gain * d, total))
 
 
-def step(params, cfg: Config, byte, state, members: Members):
-    """One byte for a batch of rows: updates ``state`` (rows, layers, d) in place, returns logits."""
+def read_byte(params, cfg: Config, byte, state, members: Members):
+    """The model reads one byte for a batch of rows: updates ``state`` (rows, layers, d) in place and
+    returns the logits of the next byte."""
     state[byte == 0] = 0  # a 0 byte starts a document: forget the previous one
     x = members.embed(params["embed"], byte)
     for l in range(cfg.layers):
@@ -208,7 +209,7 @@ def forward(params, cfg: Config, tokens, state, noise=None):
     T = tokens.shape[1] - 1
     ll = np.zeros((tokens.shape[0], T), dtype=np.int32)
     for t in range(T):
-        logits = step(params, cfg, tokens[:, t].astype(np.int64), work, members)
+        logits = read_byte(params, cfg, tokens[:, t].astype(np.int64), work, members)
         ll[:, t] = log_likelihood(logits, tokens[:, t + 1])
     state[...] = work
     return ll
