@@ -221,6 +221,32 @@ def test_backends_implement_the_interface_with_its_signatures(name):
         assert inspect.signature(getattr(type(be), op)) == inspect.signature(getattr(Backend, op)), (name, op)
 
 
+def test_auto_passes_over_unavailable_backends(monkeypatch):
+    """A registered backend whose module does not import, or whose constructor finds no hardware
+    (Unavailable, as a GPU backend without a GPU), is skipped by auto, and naming it is an IntlmError."""
+    import types
+
+    from intlm.backends.numpy import NumpyBackend
+
+    class NoDevice(NumpyBackend):
+        name = "nodevice"
+
+        def __init__(self):
+            raise backends.Unavailable("the nodevice backend is not available: no device")
+
+    module = types.ModuleType("intlm_test_nodevice")
+    module.NoDevice = NoDevice
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(REGISTRY, "nodevice", (module.__name__, "NoDevice"))
+    monkeypatch.setitem(REGISTRY, "missing", ("intlm_test_no_such_module", "Missing"))
+    monkeypatch.setattr(backends, "NAMES", NAMES + ("nodevice", "missing"))
+    monkeypatch.setattr(backends, "AUTO", ("nodevice", "missing") + AUTO)
+    assert backends.get("auto").name == AUTO[0]
+    for name in ("nodevice", "missing"):
+        with pytest.raises(IntlmError, match=f"the {name} backend is not available"):
+            backends.get(name)
+
+
 def test_choosing_numpy_imports_no_numba():
     """The command line, the training loop and the NumPy backend import without Numba."""
     code = ("import sys; import intlm.cli, intlm.train, intlm.sample; from intlm.backends import get; "
