@@ -6,7 +6,8 @@ the blocks in parallel across cores. Each byte's matrix products are then small 
 low-rank term adds x.B for two pairs per call (gemm.dot4) and one vector pass per pair and rank
 component. Elementwise work is plain loops over contiguous int32 rows, which LLVM vectorises.
 Each kernel names the reference it equals: _layer_norm (model.layer_norm), _linear
-(model.Members.linear), arith.log_likelihood (arith.log_likelihood), _run_block (model.forward).
+(model.Members.linear), _run_block (model.forward); the log-likelihood is in numba/arith.py
+(arith.log_likelihood).
 """
 
 from collections import namedtuple

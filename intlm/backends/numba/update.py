@@ -12,6 +12,7 @@ from .arith import clip8
 from .gemm import TILE_ROWS, gemm16, padded
 from .noise import factors
 
+
 @njit(parallel=True, cache=True)
 def _matrix_sums(fa, b, out):
     """out[blk] = sum_q fa[blk, q] B[blk, q]^T: the update as one (m x Q) . (Q x n) int16 product per
