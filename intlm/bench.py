@@ -21,7 +21,7 @@ import time
 import numpy as np
 from numba import njit, prange
 
-from . import cpu_gemm
+from .backends.numba import gemm as cpu_gemm
 from .config import Config
 from .model import VOCAB
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from .backends import NAMES as BACKENDS
 from .config import FITNESS_MODES, PAIR_STATES, Config
 from .errors import IntlmError
 
@@ -71,7 +72,7 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
 @click.option("--pair-state", type=click.Choice(PAIR_STATES), default=DEFAULTS.pair_state, show_default=True,
               help="mean: a pair's members continue from their mean state; own: each keeps its own.")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out (settings left out are kept).")
 @click.option("--eval-seconds", type=float, default=30.0, show_default=True, help="Validation sample every N seconds.")
 @click.option("--save-seconds", type=float, default=60.0, show_default=True, help="Checkpoint every N seconds.")
@@ -129,7 +130,7 @@ def sample(checkpoint_path, prompt, length, temperature, top_k, seed):
 @cli.command(name="eval")
 @click.argument("checkpoint_path", metavar="CHECKPOINT_OR_RUN_DIR")
 @click.argument("corpus", required=False)
-@click.option("--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 def eval_cmd(checkpoint_path, corpus, backend):
     """Validation bits/byte of a checkpoint, beside the unigram and bigram baselines."""
     from .backends import get
@@ -217,7 +218,7 @@ def _int_list(ctx, param, value):
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed steps per process (median).")
 @click.option("--processes", type=int, default=3, show_default=True,
               help="Processes per setting, one after another; the table shows the median ratio and the range.")
-@click.option("--backend", type=click.Choice(["auto", "numpy", "numba"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--json", "json_path", type=click.Path(), help="Also write the results as JSON here.")
 @click.option("--no-limit", is_flag=True, help="Skip the int8 product microbenchmark.")
 def bench(width, layers, population, rank, window, repeats, processes, backend, json_path, no_limit):

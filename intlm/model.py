@@ -172,8 +172,9 @@ def layer_norm(x, gain):
     return clip8(div_round(x * gain * d, total))
 
 
-def step(params, cfg: Config, byte, state, members: Members):
-    """One byte for a batch of rows: updates ``state`` (rows, layers, d) in place, returns logits."""
+def read_byte(params, cfg: Config, byte, state, members: Members):
+    """The model reads one byte for a batch of rows: updates ``state`` (rows, layers, d) in place and
+    returns the logits of the next byte."""
     state[byte == 0] = 0  # a 0 byte starts a document: forget the previous one
     x = members.embed(params["embed"], byte)
     for l in range(cfg.layers):
@@ -208,15 +209,30 @@ def forward(params, cfg: Config, tokens, state, noise=None):
     T = tokens.shape[1] - 1
     ll = np.zeros((tokens.shape[0], T), dtype=np.int32)
     for t in range(T):
-        logits = step(params, cfg, tokens[:, t].astype(np.int64), work, members)
+        logits = read_byte(params, cfg, tokens[:, t].astype(np.int64), work, members)
         ll[:, t] = log_likelihood(logits, tokens[:, t + 1])
     state[...] = work
     return ll
 
 
-def population_fitness(params, cfg: Config, noise, pair_tokens, state):
-    """Each member's summed log-likelihood over its window; the two members of a pair read the same
-    bytes (pair_tokens row p). ``state`` (population, layers, d) int8 is carried and updated."""
-    ll = forward(params, cfg, np.repeat(pair_tokens, 2, axis=0), state, noise)
+def pair_range(cfg: Config, p0: int = 0, p1=None, noise=None) -> tuple:
+    """(p0, p1) of pairs [p0, p1) of the population (p1 None: cfg.pairs), checked non-empty and in
+    range, and, given ``noise``, that it holds exactly those pairs."""
+    p1 = cfg.pairs if p1 is None else p1
+    if not 0 <= p0 < p1 <= cfg.pairs:
+        raise ValueError(f"pair range [{p0}, {p1}) is not a non-empty range of the {cfg.pairs} pairs")
+    if noise is not None and noise["head_bias"].shape[0] != p1 - p0:
+        raise ValueError(f"noise holds {noise['head_bias'].shape[0]} pairs, the range [{p0}, {p1}) {p1 - p0}")
+    return p0, p1
+
+
+def population_fitness(params, cfg: Config, noise, pair_tokens, state, p0: int = 0, p1=None):
+    """Each member's summed log-likelihood over its window, for the members 2*p0 .. 2*p1 of pairs
+    [p0, p1) (p1 None: every pair); the two members of pair p read the same bytes (pair_tokens row p)
+    and carry pair p's perturbation, ``noise`` holding the range's pairs (make_noise over
+    range(p0, p1)). ``state`` (population, layers, d) int8: rows 2*p0 .. 2*p1 are carried and
+    updated, the others left alone. Ranges combine exactly: fitnesses concatenate."""
+    p0, p1 = pair_range(cfg, p0, p1, noise)
+    ll = forward(params, cfg, np.repeat(pair_tokens[p0:p1], 2, axis=0), state[2 * p0:2 * p1], noise)
     return ll.sum(axis=1, dtype=np.int64).astype(np.int32)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .arith import EXP2_NEG
 from .config import Config
-from .model import Members, step
+from .model import Members, read_byte
 from .noise import stream_key, uniform32
 
 SAMPLE_TENSOR = (1 << 32) - 2  # a noise-key tensor id no parameter uses
@@ -38,10 +38,10 @@ def generate(params, cfg: Config, prompt: bytes, length: int, temperature_q4: in
     key = stream_key(seed, SAMPLE_TENSOR, 0, 0)
     logits = None
     for b in b"\0" + prompt:
-        logits = step(params, cfg, np.array([b]), state, members)[0]
+        logits = read_byte(params, cfg, np.array([b]), state, members)[0]
     out = bytearray()
     for i in range(length):
         b = choose(logits, temperature_q4, top_k, key, i)
         out.append(b)
-        logits = step(params, cfg, np.array([b]), state, members)[0]
+        logits = read_byte(params, cfg, np.array([b]), state, members)[0]
     return bytes(out)

@@ -1,5 +1,10 @@
 """Bit-identity of the Numba backend with the NumPy reference: noise, population fitness, forward,
-update sums, and whole training steps."""
+update sums, and whole training steps; the declared interface and registry; pair ranges that
+combine exactly."""
+
+import inspect
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from intlm import backends, es, train
+from intlm.backends import AUTO, NAMES, REGISTRY, Backend
 from intlm.config import INT32_MAX, worst_case_bounds
 from intlm.errors import IntlmError
 
@@ -17,7 +23,7 @@ CONFIGS = [
     dict(rank=3, layers=2, sigma_shift=4, mlp_ratio=4, fitness="rank"),
     dict(rank=1, layers=2, sigma_shift=4, mlp_ratio=1, fitness="rank", population=6, window=6),
     dict(rank=3, layers=1, sigma_shift=0, mlp_ratio=4, fitness="sign", width=32, seed=2 ** 63 - 1),
-    # two blocks of members (backend_numba.BLOCK_ROWS = 32), the second of 6 rows: not a multiple of
+    # two blocks of members (backends/numba/forward.py BLOCK_ROWS = 32), the second of 6 rows: not a multiple of
     # the 4 rows whose x.B are computed together
     dict(rank=2, layers=1, sigma_shift=3, mlp_ratio=2, fitness="rank", population=38, window=5),
 ]
@@ -191,3 +197,108 @@ def test_backend_names():
     assert backends.get("auto").name == "numba"
     with pytest.raises(IntlmError):
         backends.get("cuda")
+
+
+def test_registry_is_the_one_list_of_backends():
+    """--backend's choices are "auto" and the registry's names, in every command, and auto's order
+    names only registered backends."""
+    from intlm.cli import cli
+
+    assert NAMES == ("auto",) + tuple(REGISTRY)
+    assert set(AUTO) <= set(REGISTRY)
+    for command in ("pretrain", "eval", "bench"):
+        option = next(p for p in cli.commands[command].params if p.name == "backend")
+        assert tuple(option.type.choices) == NAMES, command
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_backends_implement_the_interface_with_its_signatures(name):
+    """Each registered backend is a Backend whose operations have the interface's signatures exactly
+    (names, defaults and annotations)."""
+    be = backends.get(name)
+    assert isinstance(be, Backend) and be.name == name
+    for op in sorted(Backend.__abstractmethods__):
+        assert inspect.signature(getattr(type(be), op)) == inspect.signature(getattr(Backend, op)), (name, op)
+
+
+def test_auto_passes_over_unavailable_backends(monkeypatch):
+    """A registered backend whose module does not import, or whose constructor finds no hardware
+    (Unavailable, as a GPU backend without a GPU), is skipped by auto, and naming it is an IntlmError."""
+    import types
+
+    from intlm.backends.numpy import NumpyBackend
+
+    class NoDevice(NumpyBackend):
+        name = "nodevice"
+
+        def __init__(self):
+            raise backends.Unavailable("the nodevice backend is not available: no device")
+
+    module = types.ModuleType("intlm_test_nodevice")
+    module.NoDevice = NoDevice
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(REGISTRY, "nodevice", (module.__name__, "NoDevice"))
+    monkeypatch.setitem(REGISTRY, "missing", ("intlm_test_no_such_module", "Missing"))
+    monkeypatch.setattr(backends, "NAMES", NAMES + ("nodevice", "missing"))
+    monkeypatch.setattr(backends, "AUTO", ("nodevice", "missing") + AUTO)
+    assert backends.get("auto").name == AUTO[0]
+    for name in ("nodevice", "missing"):
+        with pytest.raises(IntlmError, match=f"the {name} backend is not available"):
+            backends.get(name)
+
+
+def test_choosing_numpy_imports_no_numba():
+    """The command line, the training loop and the NumPy backend import without Numba."""
+    code = ("import sys; import intlm.cli, intlm.train, intlm.sample; from intlm.backends import get; "
+            "get('numpy'); print('numba' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_pair_ranges_are_checked(numpy_backend, numba_backend):
+    """An empty or out-of-range pair range, or noise of another range, is refused."""
+    cfg = tiny_config()
+    rng = np.random.default_rng(0)
+    params, tokens = random_params(cfg, rng), random_tokens(cfg.pairs, cfg.window + 1, rng)
+    state = random_state(cfg, cfg.population, rng)
+    for be in (numpy_backend, numba_backend):
+        for p0, p1 in ((2, 2), (-1, 2), (0, cfg.pairs + 1), (3, 1)):
+            with pytest.raises(ValueError):
+                be.make_noise(cfg, 0, p0, p1)
+        with pytest.raises(ValueError):
+            be.population_fitness(params, cfg, be.make_noise(cfg, 0, 0, 2), tokens, state, 1, 2)
+
+
+def slice_noise(noise, p0, p1):
+    return {k: tuple(x[p0:p1] for x in v) if isinstance(v, tuple) else v[p0:p1] for k, v in noise.items()}
+
+
+@settings(max_examples=8, deadline=None)
+@given(data=st.data(), pop=st.sampled_from([2, 8, 70]), rank=st.integers(1, 2), step=st.integers(0, 2 ** 40),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_pair_ranges_combine_exactly(data, pop, rank, step, seed, numpy_backend, numba_backend):
+    """For a random split of the pairs into contiguous ranges, each range's noise is that slice of
+    the whole population's, and the ranges' fitnesses, concatenated, and the states they carry are
+    the whole population's, on both backends (population 70: ranges that cross the Numba backend's
+    blocks of 32 members)."""
+    cfg = tiny_config(population=pop, rank=rank, window=3)
+    cuts = sorted(data.draw(st.sets(st.integers(1, cfg.pairs - 1), max_size=4)) if cfg.pairs > 1 else set())
+    bounds = [0] + cuts + [cfg.pairs]
+    rng = np.random.default_rng(seed)
+    params, tokens = random_params(cfg, rng), random_tokens(cfg.pairs, cfg.window + 1, rng)
+    state = random_state(cfg, cfg.population, rng)
+    wholes = []
+    for be in (numpy_backend, numba_backend):
+        noise = be.make_noise(cfg, step)
+        whole_state = state.copy()
+        whole = be.population_fitness(params, cfg, noise, tokens, whole_state)
+        parts, part_state = [], state.copy()
+        for p0, p1 in zip(bounds, bounds[1:]):
+            part_noise = be.make_noise(cfg, step, p0, p1)
+            assert_noise_equal(part_noise, slice_noise(noise, p0, p1))
+            parts.append(be.population_fitness(params, cfg, part_noise, tokens, part_state, p0, p1))
+            assert np.array_equal(part_state[2 * p1:], state[2 * p1:])  # rows past the range untouched
+        assert np.array_equal(np.concatenate(parts), whole), be.name
+        assert np.array_equal(part_state, whole_state), be.name
+        wholes.append((whole, whole_state))
+    assert np.array_equal(wholes[0][0], wholes[1][0]) and np.array_equal(wholes[0][1], wholes[1][1])

@@ -1,4 +1,4 @@
-"""Tests of the CPU int8 GEMM (cpu_gemm): the packed weight layout and its offset correction, the
+"""Tests of the Numba backend's int8 GEMM (backends/numba/gemm.py, imported as cpu_gemm): the packed weight layout and its offset correction, the
 GEMM and both tile kernels against the exact signed product in NumPy (worst cases included), the
 four-row dot product of the low-rank term, the int32 shift, the layer norm's reciprocal division, and a whole Numba
 forward on the plain (generic) kernel."""
@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from intlm import cpu_gemm
+from intlm.backends.numba import gemm as cpu_gemm
 from intlm.arith import div_round
-from intlm.backend_numba import _interleave_pairs, div_round_reciprocal
-from intlm.cpu_gemm import GROUP, OFFSET, TILE_COLS, TILE_ROWS, correction, pack, padded
+from intlm.backends.numba.arith import div_round_reciprocal, sar32
+from intlm.backends.numba.update import _interleave_pairs
+from intlm.backends.numba.gemm import GROUP, OFFSET, TILE_COLS, TILE_ROWS, correction, pack, padded
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FEW = settings(max_examples=60, deadline=None)
@@ -25,7 +26,7 @@ VNNI_INSTRUCTION = "llvm.x86.avx512.vpdpbusd.256"  # u8 x s8, 4 products per int
 
 # Largest dimensions the config accepts: width <= 1024, mlp_ratio <= 8 (config.check).
 MAX_WIDTH, MAX_HIDDEN = 1024, 1024 * 8
-# Layer norm (backend_numba._layer_norm): num = x * gain * d, den = sum |x| over the row.
+# Layer norm (backends/numba/forward.py _layer_norm): num = x * gain * d, den = sum |x| over the row.
 MAX_NORM_NUM = 127 * 127 * MAX_WIDTH
 MAX_NORM_DEN = 127 * MAX_WIDTH
 
@@ -75,7 +76,7 @@ def test_pack_layout_unpacks_to_zero_padded_weight(shape):
 
 @pytest.mark.parametrize("pairs, rank, q_start", [(5, 1, 0), (4, 3, 0), (3, 3, 0), (5, 1, 2), (3, 3, 4)])
 def test_interleave_pairs_is_the_gemm16_layout(pairs, rank, q_start):
-    """backend_numba._interleave_pairs gives int16 with pairs of q = p * r + k side by side from q_start
+    """update._interleave_pairs gives int16 with pairs of q = p * r + k side by side from q_start
     on, f[p] * v[p, blk, j, k], a zero last q when pairs * rank is odd, and leaves columns past v's alone."""
     rng = np.random.default_rng(7)
     blocks, n = 2, 40
@@ -304,7 +305,7 @@ def test_tile_kernel_overwrites_previous_output(kind, tile_case):
 def _sar32_many(x, s):
     out = np.empty(x.size, np.int32)
     for i in range(x.size):
-        out[i] = cpu_gemm.sar32(x[i], s[i])
+        out[i] = sar32(x[i], s[i])
     return out
 
 
@@ -481,10 +482,13 @@ def test_div_round_reciprocal_every_denominator_near_max_numerator():
 
 GENERIC_SCRIPT = r"""
 import numpy as np
-from intlm import backend_numba as nb, cpu_gemm, model
+from intlm import model
+from intlm.backends import get
+from intlm.backends.numba import gemm as cpu_gemm
 from intlm.config import Config
 from conftest import random_params
 
+nb = get("numba")
 print("kernel=" + cpu_gemm.KERNEL, flush=True)
 assert cpu_gemm.dot4 is cpu_gemm._dot4_generic
 cfg = Config(width=16, layers=2, mlp_ratio=2, population=6, rank=2, window=5, sigma_shift=2,

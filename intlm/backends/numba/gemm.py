@@ -1,6 +1,7 @@
-"""Int8 matrix products for the CPU backend (tiles of x . W^T with x as unsigned bytes, and the
-low-rank term's x.B for two antithetic pairs at a time, dot4), and the int32 shift that Numba's
-integer typing would otherwise widen.
+"""Int8 matrix products for the Numba backend: tiles of x . W^T with x as unsigned bytes (gemm; the
+exact signed product x . W^T of ``model.Members.linear`` once the offset correction is added), the
+low-rank term's x.B for two antithetic pairs at a time (dot4), and the update's int16 product
+(gemm16, the sums of ``es.update_sums``).
 
 The model's activations are int8; they are stored offset by +128 as uint8 so the product can run on
 the CPU's u8 x s8 dot-product instruction (VNNI ``vpdpbusd``: four byte products summed into each
@@ -14,8 +15,8 @@ TILE_ROWS rows x TILE_COLS outputs with its accumulators in registers.
 On a CPU without VNNI the same tile is a plain Numba loop (same results, slower); the choice is made
 once at import from the host's features. INTLM_CPU_KERNEL=generic forces the plain loop, for tests:
 Numba's on-disk cache is keyed by the CPU and by the source file of the cached function, not by this
-variable or by this module, so use it with a fresh NUMBA_CACHE_DIR (and touch backend_numba.py after
-editing the kernels here).
+variable or by this module, so use it with a fresh NUMBA_CACHE_DIR (and touch forward.py and update.py
+after editing the kernels here).
 """
 
 import os
@@ -27,7 +28,7 @@ from numba import njit
 from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
-from .errors import IntlmError
+from ...errors import IntlmError
 
 TILE_ROWS = 4
 LANES = 8  # int32 lanes of a 256-bit vector
@@ -125,28 +126,6 @@ def _vnni_tile(instruction, group):
 
 
 _V4 = ir.VectorType(_I32, 4)
-
-
-@intrinsic
-def sar32(typingctx, x, s):
-    """int32(x) >> s for integers x, s with 0 <= s < 32, as one 32-bit arithmetic shift. Numba types
-    int32 arithmetic as int64, and LLVM cannot narrow a shift by a run-time amount back to 32 bits:
-    a vectorised loop would widen, shift and truncate every lane, at half the lanes per vector."""
-    if not (isinstance(x, types.Integer) and isinstance(s, types.Integer)):
-        return None
-    sig = types.int32(x, s)
-
-    def codegen(context, builder, sig, args):
-        def as_i32(value, kind):
-            if kind.bitwidth > 32:
-                return builder.trunc(value, _I32)
-            if kind.bitwidth < 32:
-                return (builder.sext if kind.signed else builder.zext)(value, _I32)
-            return value
-
-        return builder.ashr(as_i32(args[0], sig.args[0]), as_i32(args[1], sig.args[1]))
-
-    return sig, codegen
 
 
 DOT_ROWS = 4  # rows per dot4 call: two antithetic pairs

@@ -1,0 +1,28 @@
+"""The Numba CPU backend: the reference's operations bit for bit, in parallel, one module per
+operation beside the name of its reference: noise.py (``model.make_noise``), forward.py
+(``model.forward``, ``model.population_fitness``), update.py (``es.update_sums``, ``es.update``),
+with the int8 products in gemm.py and the scalar integer arithmetic of ``intlm.arith`` in arith.py.
+Importing this package imports Numba and compiles (or loads from Numba's cache) on first use."""
+
+from ...model import pair_range
+from .. import Backend
+from . import forward as _forward, noise as _noise, update as _update
+
+
+class NumbaBackend(Backend):
+    name = "numba"
+
+    def make_noise(self, cfg, step: int, p0: int = 0, p1: int | None = None) -> dict:
+        return _noise.make_noise(cfg, step, *pair_range(cfg, p0, p1))
+
+    def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None):
+        return _forward.population_fitness(params, cfg, noise, pair_tokens, state, *pair_range(cfg, p0, p1, noise))
+
+    def forward(self, params, cfg, tokens, state):
+        return _forward.forward(params, cfg, tokens, state)
+
+    def update_sums(self, cfg, noise, f) -> dict:
+        return _update.update_sums(cfg, noise, f)
+
+    def update(self, params, cfg, step: int, f, Z, momentum=None) -> int:
+        return _update.update(params, cfg, step, f, Z, momentum)
