@@ -5,6 +5,8 @@ the whole suite, Numba compilation included, runs in a few minutes on two busy c
 """
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +54,19 @@ def text_bytes(n_words: int, seed: int) -> bytes:
     picks = rng.integers(0, len(words), n_words)
     lines = [" ".join(words[i] for i in picks[j:j + 10]) for j in range(0, n_words, 10)]
     return ("\n".join(lines) + "\n").encode()
+
+
+def checkpoint_state(folder) -> dict:
+    """Every file of a checkpoint folder by relative path with its bytes, except that the root
+    zarr.json counts by its attrs without the wall-clock ``train_seconds`` (the one thing two
+    identical runs write differently; the content hash leaves it out too)."""
+    folder = Path(folder)
+    out = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    assert out
+    attrs = json.loads(out.pop("zarr.json"))["attributes"]
+    assert isinstance(attrs.pop("train_seconds"), float)
+    out["zarr.json attrs"] = attrs
+    return out
 
 
 @pytest.fixture
