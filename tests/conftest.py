@@ -6,6 +6,8 @@ the whole suite, Numba compilation included, runs in a few minutes on two busy c
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,12 @@ def checkpoint_state(folder) -> dict:
     assert isinstance(attrs.pop("train_seconds"), float)
     out["zarr.json attrs"] = attrs
     return out
+
+
+def dead_pid() -> int:
+    """The pid of a process that has already exited (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Tests for intlm.checkpoint: roundtrips, determinism, ordering, corruption and atomicity."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from hypothesis.extra import numpy as hnp
 from intlm import atomic, checkpoint
 from intlm.checkpoint import latest, list_checkpoints, load, save
 from intlm.errors import IntlmError
+
+from conftest import dead_pid
 
 
 def sample_arrays():
@@ -293,7 +296,7 @@ def test_save_flushes_every_file_and_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic, "_fsync", lambda p: (synced.append(Path(p).name), real(p)))
     path = save(tmp_path / "run", 1, sample_arrays(), ATTRS)
     written = [p for p in path.rglob("*")]
-    assert set(synced) >= {p.name for p in written} | {".step-00000001.tmp-%d" % __import__("os").getpid()}
+    assert set(synced) >= {p.name for p in written} | {f".step-00000001.tmp-{os.getpid()}"}
     assert synced[-1] == "run"
 
 
@@ -301,12 +304,7 @@ def test_clean_stale_removes_dead_leftovers_and_restores_a_moved_aside_checkpoin
     """Leftovers of a dead process: a half-built .tmp folder goes; an .old folder (the previous
     checkpoint moved aside for the swap) comes back when its step folder is missing, and goes
     otherwise. A live process's leftovers are not touched."""
-    import subprocess
-    import sys
-
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
-    alive = str(__import__("os").getpid())
+    dead, alive = dead_pid(), os.getpid()
     run = tmp_path / "run"
     save(run, 1, {"w": np.arange(2)}, {})
     (run / f".step-00000001.old-{dead}").mkdir()  # step 1 is in place: a leftover copy
