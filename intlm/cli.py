@@ -232,7 +232,7 @@ def main():
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except Stopped as err:
-        click.echo(str(err), err=True)
+        click.echo(("\n" if sys.stderr.isatty() else "") + str(err), err=True)  # below the progress bar
         sys.exit(128 + err.signum)
     except click.ClickException as err:  # usage errors: one line too, the --help hint in it
         hint = f" (see {err.ctx.command_path} --help)" if getattr(err, "ctx", None) else ""
