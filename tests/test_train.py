@@ -362,3 +362,16 @@ def test_evaluate_in_blocks_gives_the_same_figure_in_bounded_memory(numba_backen
         tracemalloc.stop()
     assert blocked == whole
     assert peak < len(data) // 2, peak
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.binary(min_size=2, max_size=300), streams=st.integers(1, 8), block=st.integers(1, 80),
+       max_bytes=st.sampled_from([0, 40]))
+def test_evaluate_is_the_same_for_every_block_size(numpy_backend, data, streams, block, max_bytes):
+    """The streams' integer state carried from block to block: any block size scores exactly the
+    bytes, with exactly the states, of one pass over the whole chunk."""
+    cfg = tiny_config()
+    params = train.Run.fresh(cfg).params
+    data = np.frombuffer(data, dtype=np.uint8)
+    whole = train.evaluate(params, cfg, data, numpy_backend, streams=streams, max_bytes=max_bytes, block=len(data) + 64)
+    assert train.evaluate(params, cfg, data, numpy_backend, streams=streams, max_bytes=max_bytes, block=block) == whole
