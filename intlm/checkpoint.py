@@ -1,7 +1,7 @@
 """Atomic, content-hashed integer checkpoints stored as zarr v3 groups.
 
 A run folder holds ``step-00000100/``, ``step-00000200/``, ... Each is written into a
-``.tmp-step-*`` sibling first and renamed into place, so a crash never leaves a
+``.step-*.tmp-PID`` sibling first and renamed into place, so a crash never leaves a
 half-written ``step-*`` folder. Identical inputs give byte-identical files.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from .atomic import atomic_folder
+from .atomic import atomic_folder, clean_stale
 from .errors import IntlmError
 
 STEP_DIR = re.compile(r"step-(\d{8,})")
@@ -32,6 +32,7 @@ class Checkpoint:
     attrs: dict  # as saved (including "step"), without content_hash
     path: Path
     step: int
+    damaged: list[str] = field(default_factory=list)  # why each newer checkpoint was passed over
 
 
 def _canonical(attrs: dict) -> str:
@@ -42,7 +43,8 @@ def _canonical(attrs: dict) -> str:
 
 
 def content_hash(arrays: dict[str, np.ndarray], attrs: dict) -> str:
-    """sha256 over each array (sorted by name: name, dtype, shape, C-order bytes), then the attrs' canonical JSON."""
+    """sha256 over each array (sorted by name: name, dtype, shape, C-order bytes), then the attrs'
+    canonical JSON."""
     h = hashlib.sha256()
     for name in sorted(arrays):
         a = np.asarray(arrays[name])
@@ -54,7 +56,10 @@ def content_hash(arrays: dict[str, np.ndarray], attrs: dict) -> str:
 
 
 def save(run_dir, step: int, arrays: dict[str, np.ndarray], attrs: dict) -> Path:
-    """Write ``run_dir/step-{step:08d}`` atomically; ``attrs`` gains ``step`` (and ``content_hash`` on disk)."""
+    """Write ``run_dir/step-{step:08d}`` atomically; ``attrs`` gains ``step`` (and ``content_hash`` on disk).
+
+    An intact checkpoint of the same content already there is kept as it is: the run's last step is
+    often saved twice (periodically, then at the end), and a second write is only a risk."""
     run_dir = Path(run_dir)
     if attrs.get("step", step) != step:
         raise ValueError(f"attrs step {attrs['step']} differs from step {step}")
@@ -68,6 +73,8 @@ def save(run_dir, step: int, arrays: dict[str, np.ndarray], attrs: dict) -> Path
     stored = {**attrs, "content_hash": content_hash(arrays, attrs)}
 
     final = run_dir / f"step-{step:08d}"
+    if final.exists() and _intact_hash(final) == stored["content_hash"]:
+        return final
     with atomic_folder(final) as tmp:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         for name in sorted(arrays):
@@ -101,18 +108,44 @@ def latest(run_dir) -> Path | None:
     return found[-1] if found else None
 
 
+def _intact_hash(path: Path) -> str | None:
+    try:
+        return content_hash(*_read(path)[:2])
+    except IntlmError:
+        return None
+
+
 def load(path) -> Checkpoint:
-    """Load a checkpoint folder, or the latest checkpoint of a run folder, and verify its hash."""
+    """Load a checkpoint folder, or the newest intact checkpoint of a run folder, and verify its hash.
+
+    In a run folder, damaged checkpoints newer than the one loaded are listed in ``damaged``; with
+    none intact, the newest one's error is raised."""
     path = Path(path)
     if not path.exists():
         raise IntlmError(f"checkpoint path {path} does not exist")
-    if path.is_dir() and not (path / "zarr.json").exists():
-        newest = latest(path)
-        if newest is None:
-            if STEP_DIR.fullmatch(path.name):
-                raise IntlmError(f"{path} is not a checkpoint (no zarr.json)")
-            raise IntlmError(f"no checkpoints in {path}")
-        path = newest
+    if not path.is_dir() or (path / "zarr.json").exists() or STEP_DIR.fullmatch(path.name):
+        arrays, attrs = _read(path)
+        return Checkpoint(arrays=arrays, attrs=attrs, path=path, step=attrs["step"])
+    clean_stale(path)
+    found = list_checkpoints(path)
+    if not found:
+        raise IntlmError(f"no checkpoints in {path}")
+    damaged, first_error = [], None
+    for candidate in reversed(found):
+        try:
+            arrays, attrs = _read(candidate)
+        except IntlmError as err:
+            damaged.append(str(err))
+            first_error = first_error or err
+            continue
+        return Checkpoint(arrays=arrays, attrs=attrs, path=candidate, step=attrs["step"], damaged=damaged)
+    raise first_error
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """(arrays, attrs without content_hash) of one checkpoint folder, its hash verified."""
+    if not (path / "zarr.json").exists():
+        raise IntlmError(f"{path} is not a checkpoint (no zarr.json)")
     try:
         group = zarr.open_group(path, mode="r")
         stored = dict(group.attrs)
@@ -134,4 +167,4 @@ def load(path) -> Checkpoint:
         raise IntlmError(f"checkpoint {path} is corrupt: cannot read its arrays ({type(err).__name__})") from None
     if content_hash(arrays, stored) != expected:
         raise IntlmError(f"checkpoint {path} is corrupt: content hash mismatch")
-    return Checkpoint(arrays=arrays, attrs=stored, path=path, step=stored["step"])
+    return arrays, stored

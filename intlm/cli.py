@@ -5,7 +5,10 @@ and exit with status 2; nothing a user can cause ends in a traceback.
 """
 
 import dataclasses
+import math
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -13,7 +16,7 @@ from click.core import ParameterSource
 
 from .backends import NAMES as BACKENDS
 from .config import FITNESS_MODES, PAIR_STATES, Config
-from .errors import IntlmError
+from .errors import IntlmError, Stopped
 
 DEFAULTS = Config()
 
@@ -73,27 +76,32 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
               help="mean: a pair's members continue from their mean state; own: each keeps its own.")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the latest checkpoint in --out (settings left out are kept).")
+@click.option("--resume", is_flag=True, help="Continue the newest intact checkpoint in --out (settings left out "
+              "are kept); refused when --out holds none.")
+@click.option("--resume-or-start", is_flag=True, help="As --resume, but start a fresh run when --out holds no checkpoint.")
 @click.option("--eval-seconds", type=float, default=30.0, show_default=True, help="Validation sample every N seconds.")
 @click.option("--save-seconds", type=float, default=60.0, show_default=True, help="Checkpoint every N seconds.")
 @click.pass_context
-def pretrain(ctx, corpus, out, steps, minutes, backend, resume, eval_seconds, save_seconds, alpha, **settings):
+def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start, eval_seconds, save_seconds, alpha,
+             **settings):
     """Train a model on CORPUS (text file, folder or prepared store; default: Shakespeare)."""
     from . import checkpoint
     from .train import load_run, pretrain as run_pretrain
 
     if steps is None and minutes is None:
         minutes = 10.0
-    if (steps is not None and steps < 0) or (minutes is not None and minutes <= 0):
-        raise IntlmError("--steps must be >= 0 and --minutes > 0")
+    if (steps is not None and steps < 0) or (minutes is not None and not 0 < minutes < math.inf):
+        raise IntlmError("--steps must be >= 0 and --minutes a finite number > 0")
+    if not (eval_seconds >= 0 and save_seconds >= 0):  # also refuses nan
+        raise IntlmError("--eval-seconds and --save-seconds must be numbers >= 0")
     out = Path(out or Path("runs") / (Path(corpus).stem if corpus else "shakespeare"))
     if not 0 < alpha <= 1:
         raise IntlmError(f"--alpha must be in (0, 1], got {alpha}")
     given = {f: settings[o] for o, f in CONFIG_OPTIONS.items()}
     given["alpha_q16"] = max(1, round(alpha * 65536))
-    if resume and checkpoint.latest(out) is not None:
+    if (resume or resume_or_start) and checkpoint.latest(out) is not None:
         # settings the user did not type are the checkpoint's, not the defaults
-        base = load_run(out)[0].cfg
+        base = load_run(out, quiet=True)[0].cfg
         explicit = {f for o, f in CONFIG_OPTIONS.items()
                     if ctx.get_parameter_source(o) != ParameterSource.DEFAULT}
         if ctx.get_parameter_source("alpha") != ParameterSource.DEFAULT:
@@ -104,27 +112,38 @@ def pretrain(ctx, corpus, out, steps, minutes, backend, resume, eval_seconds, sa
     cfg.check()
     data = _corpus(corpus)
     run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
-                 eval_seconds=eval_seconds, save_seconds=save_seconds)
+                 resume_or_start=resume_or_start, eval_seconds=eval_seconds, save_seconds=save_seconds)
     click.echo(f"checkpoints in {out}", err=True)
 
 
 @cli.command()
 @click.argument("checkpoint_path", metavar="CHECKPOINT_OR_RUN_DIR")
 @click.option("--prompt", default="", help="Text to continue.")
-@click.option("--length", type=int, default=400, show_default=True, help="Bytes to generate.")
+@click.option("--length", type=int, default=400, show_default=True, help="Bytes to generate (at most).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="0 is greedy.")
 @click.option("--top-k", type=int, default=0, show_default=True, help="Keep the K likeliest bytes (0: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def sample(checkpoint_path, prompt, length, temperature, top_k, seed):
-    """Generate text from a checkpoint with integer arithmetic only."""
-    from .sample import generate
+@click.option("--raw", is_flag=True, help="Write the bytes as generated: 0 bytes (document ends) and control "
+              "bytes included, exactly --length of them.")
+def sample(checkpoint_path, prompt, length, temperature, top_k, seed, raw):
+    """Generate text from a checkpoint with integer arithmetic only, written as it is generated.
+
+    The sample ends at the first 0 byte (the end of a document), and control bytes other than
+    newline and tab are shown escaped (\\x1b), unless --raw."""
+    from .sample import TextOut, generate
     from .train import load_run
 
-    if length < 0 or top_k < 0 or temperature < 0 or temperature > 64 or seed < 0:
-        raise IntlmError("--length, --top-k and --seed must be >= 0, --temperature between 0 and 64")
+    if length < 0 or top_k < 0 or not 0 <= temperature <= 64 or not 0 <= seed < 1 << 63:
+        raise IntlmError("--length and --top-k must be >= 0, --seed in [0, 2**63), --temperature between 0 and 64")
     run, _ = load_run(checkpoint_path)
-    text = generate(run.params, run.cfg, prompt.encode(), length, round(temperature * 16), top_k, seed)
-    click.echo(prompt + text.decode("utf-8", errors="replace"))
+    prompt_bytes = os.fsencode(prompt)  # the bytes typed, even when they are not valid UTF-8
+    out = TextOut(sys.stdout, raw)
+    out.write(prompt_bytes)
+    for b in generate(run.params, run.cfg, prompt_bytes, length, round(temperature * 16), top_k, seed):
+        if b == 0 and not raw:
+            break
+        out.write(bytes([b]))
+    out.close()
 
 
 @cli.command(name="eval")
@@ -139,6 +158,8 @@ def eval_cmd(checkpoint_path, corpus, backend):
 
     run, attrs = load_run(checkpoint_path)
     source = corpus or attrs.get("corpus", {}).get("source")
+    if source is not None and not Path(source).exists():
+        raise IntlmError(f"the corpus this run was trained on, {source}, is gone: name one (intlm eval RUN CORPUS)")
     data = _corpus(source)
     bpb = evaluate(run.params, run.cfg, data.val, get(backend))
     base = baselines(data.train, data.val)
@@ -259,17 +280,25 @@ def bench(width, layers, population, rank, window, repeats, processes, backend, 
 
 
 def main():
+    warnings.filterwarnings("ignore", module="zarr")  # a damaged store's warnings: the error line says it
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
+    except Stopped as err:
+        click.echo(("\n" if sys.stderr.isatty() else "") + str(err), err=True)  # below the progress bar
+        sys.exit(128 + err.signum)
+    except click.ClickException as err:  # usage errors: one line too, the --help hint in it
+        hint = f" (see {err.ctx.command_path} --help)" if getattr(err, "ctx", None) else ""
+        click.echo(f"error: {' '.join(err.format_message().split())}{hint}", err=True)
+        sys.exit(2)
     except IntlmError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except BrokenPipeError:  # the reader went away (intlm sample ... | head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except OSError as err:
         click.echo(f"error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), err=True)
         sys.exit(2)

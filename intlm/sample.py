@@ -6,6 +6,9 @@ The draw is a uniform 32-bit integer from the counter hash of (seed, position), 
 always gives the same text.
 """
 
+import codecs
+import unicodedata
+
 import numpy as np
 
 from .arith import EXP2_NEG
@@ -31,17 +34,43 @@ def choose(logits, temperature_q4: int, top_k: int, key: int, position: int) -> 
 
 
 def generate(params, cfg: Config, prompt: bytes, length: int, temperature_q4: int = 16,
-             top_k: int = 0, seed: int = 0) -> bytes:
-    """``length`` bytes continuing ``prompt`` (read after a document start)."""
+             top_k: int = 0, seed: int = 0):
+    """Yield ``length`` bytes (ints) continuing ``prompt`` (read after a document start), each as
+    soon as it is drawn."""
     members = Members(None, cfg, 1)
     state = np.zeros((1, cfg.layers, cfg.width), dtype=np.int64)
     key = stream_key(seed, SAMPLE_TENSOR, 0, 0)
     logits = None
     for b in b"\0" + prompt:
         logits = read_byte(params, cfg, np.array([b]), state, members)[0]
-    out = bytearray()
     for i in range(length):
         b = choose(logits, temperature_q4, top_k, key, i)
-        out.append(b)
-        logits = read_byte(params, cfg, np.array([b]), state, members)[0]
-    return bytes(out)
+        yield b
+        if i + 1 < length:
+            logits = read_byte(params, cfg, np.array([b]), state, members)[0]
+
+
+def escape_controls(text: str) -> str:
+    """Control characters other than newline and tab as visible escapes (ESC as \\x1b), so that
+    a sample printed on a terminal cannot ring it, move its cursor or change its colours."""
+    return "".join(ascii(c)[1:-1] if unicodedata.category(c) == "Cc" and c not in "\n\t" else c for c in text)
+
+
+class TextOut:
+    """Writes a sample's bytes to a text stream as they come, flushed: raw, or as UTF-8 text
+    (invalid bytes shown as U+FFFD, controls escaped) ending in a newline."""
+
+    def __init__(self, stream, raw: bool):
+        stream.flush()
+        self.out, self.raw, self.encoding = stream.buffer, raw, stream.encoding or "utf-8"
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write(self, data: bytes, final: bool = False) -> None:
+        if not self.raw:
+            text = escape_controls(self.decoder.decode(data, final)) + ("\n" if final else "")
+            data = text.encode(self.encoding, errors="backslashreplace")
+        self.out.write(data)
+        self.out.flush()
+
+    def close(self) -> None:
+        self.write(b"", final=True)

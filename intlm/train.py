@@ -15,11 +15,15 @@ import numpy as np
 
 from . import checkpoint, es
 from .arith import LL_ONE_BIT
+from .atomic import clean_stale
 from .backends import get as get_backend
 from .config import Config
 from .data import stream_windows
-from .errors import IntlmError
+from .errors import IntlmError, Stopped
+from .lock import run_lock
 from .model import init_params
+from .runlog import open_log
+from .signals import StopOnSignal
 
 CHECKPOINT_FORMAT = "intlm-checkpoint-1"
 STATE_ARRAY = "hidden"  # the population's recurrent state, carried across steps
@@ -31,24 +35,30 @@ def data_fingerprint(data: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()[:16]
 
 
-def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256, max_bytes: int = 0) -> float:
+def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256, max_bytes: int = 0,
+             block: int = 1 << 12) -> float:
     """Validation bits/byte of the unperturbed model over ``data`` (or ``max_bytes`` of it, spread out).
 
     The text is cut into ``streams`` chunks scored in parallel; each stream first reads the
-    EVAL_BURN_IN bytes before its chunk unscored, so chunk boundaries cost almost nothing.
+    EVAL_BURN_IN bytes before its chunk unscored, so chunk boundaries cost almost nothing. The
+    streams advance ``block`` bytes per forward call, their state carried from call to call, so
+    memory stays bounded on any corpus and the figure does not depend on ``block``.
     """
     n = len(data) - 1  # predictions
     streams = max(1, min(streams, n))
     chunk = n // streams if not max_bytes else max(1, min(n // streams, max_bytes // streams))
     starts = (np.arange(streams, dtype=np.int64) * n) // streams
     burn = np.minimum(starts, EVAL_BURN_IN)
-    offsets = (starts - burn)[:, None] + np.arange(EVAL_BURN_IN + chunk + 1)[None, :]
-    tokens = data[np.minimum(offsets, len(data) - 1)]
     state = np.zeros((streams, cfg.layers, cfg.width), dtype=np.int8)
-    ll = backend.forward(params, cfg, tokens, state)
-    pos = np.arange(EVAL_BURN_IN + chunk)[None, :]
-    scored = (pos >= burn[:, None]) & (pos < burn[:, None] + chunk)
-    return float(-ll[scored].astype(np.int64).sum() / LL_ONE_BIT / scored.sum())
+    total, scored_count = 0, 0
+    for first in range(0, EVAL_BURN_IN + chunk, block):
+        pos = np.arange(first, min(first + block, EVAL_BURN_IN + chunk))
+        offsets = (starts - burn)[:, None] + np.append(pos, pos[-1] + 1)[None, :]
+        ll = backend.forward(params, cfg, data[np.minimum(offsets, len(data) - 1)], state)
+        scored = (pos[None, :] >= burn[:, None]) & (pos[None, :] < burn[:, None] + chunk)
+        total += int(ll[scored].sum(dtype=np.int64))
+        scored_count += int(scored.sum())
+    return float(-np.int64(total) / LL_ONE_BIT / scored_count)
 
 
 class Run:
@@ -71,6 +81,7 @@ class Run:
         return arrays
 
     def save(self, run_dir: Path, corpus_meta: dict) -> Path:
+        """Nothing wall-clock goes in (the log holds the times), so identical runs write identical bytes."""
         arrays = self.arrays()
         attrs = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_json(), "step": self.step,
                  "cursor": {"step": self.step, "rows": self.cfg.pairs, "window": self.cfg.window},
@@ -78,9 +89,13 @@ class Run:
         return checkpoint.save(run_dir, self.step, arrays, attrs)
 
 
-def load_run(path) -> tuple:
-    """(Run, attrs) from a checkpoint folder or a run folder (its latest checkpoint)."""
+def load_run(path, quiet=False) -> tuple:
+    """(Run, attrs) from a checkpoint folder or a run folder (its newest intact checkpoint; unless
+    ``quiet``, one line on stderr names the damaged ones passed over)."""
     ck = checkpoint.load(path)
+    if ck.damaged and not quiet:
+        more = f" (and {len(ck.damaged) - 1} more damaged)" if len(ck.damaged) > 1 else ""
+        print(f"warning: passed over a damaged checkpoint ({ck.damaged[0]}){more}; using {ck.path}", file=sys.stderr)
     if ck.attrs.get("format") != CHECKPOINT_FORMAT or "config" not in ck.attrs:
         raise IntlmError(f"{ck.path} is not an intlm training checkpoint")
     cfg = Config.from_json(ck.attrs["config"]).check()
@@ -169,66 +184,95 @@ class Progress:
 
 
 def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="auto", resume=False,
-             eval_seconds=30.0, save_seconds=60.0, eval_bytes=1 << 16, progress=True) -> Run:
-    """Train until ``steps`` or ``minutes`` (whichever first); checkpoints land in ``run_dir``."""
+             eval_seconds=30.0, save_seconds=60.0, eval_bytes=1 << 16, progress=True, resume_or_start=False) -> Run:
+    """Train until ``steps`` or ``minutes`` (whichever first); checkpoints land in ``run_dir``.
+
+    ``resume`` continues the newest intact checkpoint and refuses a folder without one, unless
+    ``resume_or_start``. One process at a time holds ``run_dir``. On SIGINT/SIGTERM the run saves
+    after its current step and raises Stopped."""
     run_dir = Path(run_dir)
+    resume = resume or resume_or_start
+    if resume and not resume_or_start and not checkpoint.list_checkpoints(run_dir):
+        raise IntlmError(f"--resume: {run_dir} holds no checkpoint (check --out, or pass --resume-or-start "
+                         f"to start a fresh run there)")
     be = get_backend(backend)
     fingerprint = data_fingerprint(corpus.train)
     corpus_meta = {"train_sha256_16": fingerprint, "train_bytes": int(len(corpus.train)),
-                   "val_bytes": int(len(corpus.val)), "source": str(corpus.path) if corpus.path else None}
-    if resume and checkpoint.latest(run_dir) is not None:
-        run, attrs = load_run(run_dir)
-        if run.cfg != cfg:
-            diff = [k for k, v in cfg.to_json().items() if attrs["config"][k] != v]
-            raise IntlmError(f"--resume: settings differ from the checkpoint's ({', '.join(diff)}); "
-                             f"leave them out to keep the checkpoint's")
-        if attrs["corpus"]["train_sha256_16"] != fingerprint:
-            raise IntlmError("--resume: the corpus differs from the one this run was trained on")
-    else:
-        if checkpoint.latest(run_dir) is not None:
-            raise IntlmError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose another --out")
-        run = Run.fresh(cfg)
+                   "val_bytes": int(len(corpus.val)),
+                   "source": str(Path(corpus.path).resolve()) if corpus.path else None}
     run_dir.mkdir(parents=True, exist_ok=True)
-    if progress:
-        print(f"training {run_dir} from step {run.step} on {corpus.path or 'the default corpus'}: "
-              f"{len(corpus.train)} train / {len(corpus.val)} validation bytes; backend {be.name}; "
-              f"{cfg.describe()}", file=sys.stderr)
-    log = open(run_dir / "log.jsonl", "a")
+    with run_lock(run_dir), StopOnSignal() as stop:
+        clean_stale(run_dir)
+        run, resumed = _start(run_dir, cfg, fingerprint, resume)
+        if progress:
+            print(f"training {run_dir} from step {run.step} on {corpus.path or 'the default corpus'}: "
+                  f"{len(corpus.train)} train / {len(corpus.val)} validation bytes; backend {be.name}; "
+                  f"{cfg.describe()}", file=sys.stderr)
+        log, clock = open_log(run_dir, run.step, resumed)
+        with log:
+            _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds,
+                  save_seconds, eval_bytes, progress)
+    return run
+
+
+def _start(run_dir: Path, cfg: Config, fingerprint: str, resume: bool) -> tuple:
+    """(Run, resumed?): the checkpoint's when resuming, else a fresh run."""
+    if not checkpoint.list_checkpoints(run_dir):
+        return Run.fresh(cfg), False
+    if not resume:
+        raise IntlmError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose another --out")
+    run, attrs = load_run(run_dir)
+    if run.cfg != cfg:
+        diff = [k for k, v in cfg.to_json().items() if attrs["config"][k] != v]
+        raise IntlmError(f"--resume: settings differ from the checkpoint's ({', '.join(diff)}); "
+                         f"leave them out to keep the checkpoint's")
+    if attrs["corpus"]["train_sha256_16"] != fingerprint:
+        raise IntlmError("--resume: the corpus differs from the one this run was trained on")
+    return run, True
+
+
+def _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
+          eval_bytes, progress):
+    """The steps, each logged before it may be saved (so a checkpoint's step is always in the log),
+    then the final save, evaluation and record; a signal ends it with a save and Stopped."""
+    cfg = run.cfg
     bar = Progress(steps, minutes * 60 if minutes else None, progress)
     start = time.perf_counter()
     last_eval = last_save = start
     tokens_done, val_bpb, train_bpb = 0, None, 0.0
     tokens_per_step = cfg.population * cfg.window
-    try:
-        while True:
-            now = time.perf_counter()
-            elapsed = now - start
-            if (steps is not None and run.step >= steps) or (minutes is not None and elapsed >= minutes * 60):
-                break
-            stats = train_step(run, corpus.train, be)
-            tokens_done += tokens_per_step
-            train_bpb = -stats["fitness_sum"] / LL_ONE_BIT / tokens_per_step
-            now = time.perf_counter()
-            record = {"step": run.step, "elapsed_s": round(now - start, 3), "train_bpb": round(train_bpb, 4),
-                      "ties": stats["ties"], "moved": stats["moved"],
-                      "tokens_per_s": round(tokens_done / max(now - start, 1e-9))}
-            if now - last_eval >= eval_seconds:
-                val_bpb = evaluate(run.params, cfg, corpus.val, be, max_bytes=eval_bytes)
-                record["val_bpb_sample"] = round(val_bpb, 4)
-                last_eval = time.perf_counter()
-            if now - last_save >= save_seconds:
-                run.save(run_dir, corpus_meta)
-                last_save = time.perf_counter()
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            bar.show(run.step, now - start, train_bpb, val_bpb, record["tokens_per_s"],
-                     fresh_val="val_bpb_sample" in record)
-        run.save(run_dir, corpus_meta)
-        val_bpb = evaluate(run.params, cfg, corpus.val, be)
-        elapsed = time.perf_counter() - start
-        log.write(json.dumps({"step": run.step, "elapsed_s": round(elapsed, 3), "val_bpb": round(val_bpb, 4),
-                              "final": True}) + "\n")
-        bar.show(run.step, elapsed, train_bpb, val_bpb, tokens_done / max(elapsed, 1e-9), final=True)
-    finally:
-        log.close()
-    return run
+
+    def total_seconds():  # training time over all sessions
+        return clock + time.perf_counter() - start
+
+    while stop.signum is None:
+        now = time.perf_counter()
+        elapsed = now - start
+        if (steps is not None and run.step >= steps) or (minutes is not None and elapsed >= minutes * 60):
+            break
+        stats = train_step(run, corpus.train, be)
+        tokens_done += tokens_per_step
+        train_bpb = -stats["fitness_sum"] / LL_ONE_BIT / tokens_per_step
+        now = time.perf_counter()
+        record = {"step": run.step, "elapsed_s": round(total_seconds(), 3), "train_bpb": round(train_bpb, 4),
+                  "ties": stats["ties"], "moved": stats["moved"],
+                  "tokens_per_s": round(tokens_done / max(now - start, 1e-9))}
+        if now - last_eval >= eval_seconds:
+            val_bpb = evaluate(run.params, cfg, corpus.val, be, max_bytes=eval_bytes)
+            record["val_bpb_sample"] = round(val_bpb, 4)
+            last_eval = time.perf_counter()
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if now - last_save >= save_seconds:
+            run.save(run_dir, corpus_meta)
+            last_save = time.perf_counter()
+        bar.show(run.step, now - start, train_bpb, val_bpb, record["tokens_per_s"],
+                 fresh_val="val_bpb_sample" in record)
+    path = run.save(run_dir, corpus_meta)
+    if stop.signum is not None:
+        raise Stopped(stop.signum, path)
+    val_bpb = evaluate(run.params, cfg, corpus.val, be)
+    elapsed = time.perf_counter() - start
+    log.write(json.dumps({"step": run.step, "elapsed_s": round(total_seconds(), 3), "val_bpb": round(val_bpb, 4),
+                          "final": True}) + "\n")
+    bar.show(run.step, elapsed, train_bpb, val_bpb, tokens_done / max(elapsed, 1e-9), final=True)

@@ -5,6 +5,10 @@ the whole suite, Numba compilation included, runs in a few minutes on two busy c
 """
 
 import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +56,20 @@ def text_bytes(n_words: int, seed: int) -> bytes:
     picks = rng.integers(0, len(words), n_words)
     lines = [" ".join(words[i] for i in picks[j:j + 10]) for j in range(0, n_words, 10)]
     return ("\n".join(lines) + "\n").encode()
+
+
+def checkpoint_state(folder) -> dict:
+    """Every file of a checkpoint folder by relative path, with its bytes."""
+    folder = Path(folder)
+    out = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    assert out
+    return out
+
+
+def dead_pid() -> int:
+    """The pid of a process that has already exited (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
 
 
 @pytest.fixture

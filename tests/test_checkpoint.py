@@ -1,6 +1,7 @@
 """Tests for intlm.checkpoint: roundtrips, determinism, ordering, corruption and atomicity."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from hypothesis.extra import numpy as hnp
 from intlm import atomic, checkpoint
 from intlm.checkpoint import latest, list_checkpoints, load, save
 from intlm.errors import IntlmError
+
+from conftest import dead_pid
 
 
 def sample_arrays():
@@ -247,3 +250,82 @@ def test_failure_at_rename_leaves_no_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save(tmp_path / "run", 1, sample_arrays(), ATTRS)
     assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_resave_failing_at_the_swap_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    """Re-saving a step with other content: if the swap dies after the old folder is moved aside, the
+    old checkpoint is back in place, whole (the old code had already deleted it)."""
+    run = tmp_path / "run"
+    save(run, 3, {"w": np.arange(4)}, {})
+    real = atomic.os.replace
+
+    def fail_moving_in(src, dst):
+        if Path(dst).name == "step-00000003" and ".tmp-" in Path(src).name:
+            raise OSError("killed here")
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", fail_moving_in)
+    with pytest.raises(OSError, match="killed here"):
+        save(run, 3, {"w": np.arange(5)}, {})
+    assert load(run / "step-00000003").arrays["w"].tolist() == [0, 1, 2, 3]
+    assert sorted(p.name for p in run.iterdir()) == ["step-00000003"]
+
+
+def test_resaving_the_same_content_writes_nothing(tmp_path, monkeypatch):
+    """The end of a run re-saves the step it just saved: an intact checkpoint with the same content
+    hash is kept as it is."""
+    path = save(tmp_path, 3, sample_arrays(), ATTRS)
+    monkeypatch.setattr(atomic, "atomic_folder", None)  # any write would fail
+    monkeypatch.setattr(checkpoint, "atomic_folder", None)
+    assert save(tmp_path, 3, sample_arrays(), ATTRS) == path
+
+
+def test_resaving_over_a_damaged_copy_rewrites_it(tmp_path):
+    path = save(tmp_path, 3, sample_arrays(), ATTRS)
+    chunk_of(path, "embed").unlink()
+    save(tmp_path, 3, sample_arrays(), ATTRS)
+    assert load(path).step == 3
+
+
+def test_save_flushes_every_file_and_folder(tmp_path, monkeypatch):
+    """fsync on every file and folder of the new checkpoint before the rename, and on the run folder
+    after it, so a power cut cannot leave a renamed but empty checkpoint."""
+    synced = []
+    real = atomic._fsync
+    monkeypatch.setattr(atomic, "_fsync", lambda p: (synced.append(Path(p).name), real(p)))
+    path = save(tmp_path / "run", 1, sample_arrays(), ATTRS)
+    written = [p for p in path.rglob("*")]
+    assert set(synced) >= {p.name for p in written} | {f".step-00000001.tmp-{os.getpid()}"}
+    assert synced[-1] == "run"
+
+
+def test_clean_stale_removes_dead_leftovers_and_restores_a_moved_aside_checkpoint(tmp_path):
+    """Leftovers of a dead process: a half-built .tmp folder goes; an .old folder (the previous
+    checkpoint moved aside for the swap) comes back when its step folder is missing, and goes
+    otherwise. A live process's leftovers are not touched."""
+    dead, alive = dead_pid(), os.getpid()
+    run = tmp_path / "run"
+    save(run, 1, {"w": np.arange(2)}, {})
+    (run / f".step-00000001.old-{dead}").mkdir()  # step 1 is in place: a leftover copy
+    (run / f".step-00000003.tmp-{dead}").mkdir()
+    save(run, 4, {"w": np.arange(4)}, {}).rename(run / f".step-00000004.old-{dead}")  # killed mid-swap
+    (run / f".step-00000005.tmp-{alive}").mkdir()
+    (run / f".log.jsonl.tmp-{dead}").write_text("x")
+    assert load(run).step == 4  # opening a run folder cleans it
+    assert sorted(p.name for p in run.iterdir()) == [f".step-00000005.tmp-{alive}", "step-00000001",
+                                                    "step-00000004"]
+
+
+def test_newest_intact_checkpoint_is_loaded_and_the_damaged_ones_named(tmp_path):
+    run = tmp_path / "run"
+    for step in (1, 2, 3):
+        save(run, step, {"w": np.full(3, step)}, {})
+    chunk_of(run / "step-00000003", "w").unlink()
+    (run / "step-00000004").mkdir()  # a half-deleted checkpoint, as the old re-save left them
+    ck = load(run)
+    assert ck.step == 2
+    assert len(ck.damaged) == 2
+    assert "step-00000004" in ck.damaged[0] and "step-00000003" in ck.damaged[1]
+    chunk_of(run / "step-00000002", "w").unlink()
+    chunk_of(run / "step-00000001", "w").unlink()
+    expect_error(run, "step-00000004", "not a checkpoint")  # none intact: the newest one's error

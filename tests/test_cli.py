@@ -1,10 +1,14 @@
 """Tests of the ``intlm`` command: one clear ``error:`` line (exit 2, no traceback) for every user
 mistake, through ``main()`` and the installed console script, and the happy paths."""
 
+import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from click.testing import CliRunner
 from intlm import cli as cli_module
 from intlm.cli import cli
 from intlm.errors import IntlmError
+from intlm.sample import escape_controls
 
 from conftest import text_bytes
 
@@ -40,7 +45,7 @@ def text_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A 2-step run made through the CLI, shared by the sample/eval/corruption tests."""
+    """A 2-step run made through the CLI (a checkpoint per step), shared by the sample/eval/corruption tests."""
     root = tmp_path_factory.mktemp("cli-run")
     text = root / "corpus.txt"
     text.write_bytes(text_bytes(400, seed=6))
@@ -48,7 +53,8 @@ def trained(tmp_path_factory):
     old = os.environ.get("INTLM_CACHE")
     os.environ["INTLM_CACHE"] = str(root / "cache")
     try:
-        result = CliRunner().invoke(cli, ["pretrain", str(text), "--steps", "2", *TINY, "--out", str(out)])
+        result = CliRunner().invoke(cli, ["pretrain", str(text), "--steps", "2", *TINY, "--out", str(out),
+                                          "--save-seconds", "0"])
     finally:
         if old is None:
             del os.environ["INTLM_CACHE"]
@@ -61,10 +67,13 @@ def trained(tmp_path_factory):
 def run_main(monkeypatch, capsys, *args):
     """Call cli.main() as the console script would; return (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["intlm", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
+    try:
         cli_module.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
     out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+    return code, out.out, out.err
 
 
 def assert_one_error_line(err, *fragments):
@@ -169,14 +178,31 @@ def corrupt_copy(trained, tmp_path):
 
 
 def test_corrupt_checkpoint(monkeypatch, capsys, trained, tmp_path):
-    """Flipped bytes in a chunk: sample and eval say the checkpoint is corrupt, in one line."""
-    copy = corrupt_copy(trained, tmp_path)
+    """Flipped bytes in a chunk of the checkpoint named: sample and eval say it is corrupt, in one line."""
+    copy = corrupt_copy(trained, tmp_path) / "step-00000002"
     _, text = trained
     for cmd in (["sample", copy, "--length", "5"], ["eval", copy, text]):
         code, out, err = run_main(monkeypatch, capsys, *cmd)
         assert code == 2
         assert_one_error_line(err, "corrupt")
         assert out == ""
+
+
+def test_run_folder_with_a_corrupt_newest_checkpoint_falls_back(monkeypatch, capsys, trained, tmp_path):
+    """On a run folder, sample and eval use the newest intact checkpoint and name the damaged one
+    in one line; only when none is intact do they fail, with the newest one's error."""
+    copy = corrupt_copy(trained, tmp_path)
+    _, text = trained
+    for cmd in (["sample", copy, "--length", "5"], ["eval", copy, text]):
+        code, out, err = run_main(monkeypatch, capsys, *cmd)
+        assert code == 0, err
+        assert err.splitlines() == [f"warning: passed over a damaged checkpoint (checkpoint {copy}/step-00000002 "
+                                    f"is corrupt: content hash mismatch); using {copy}/step-00000001"]
+    assert out.startswith("step 1:")
+    shutil.rmtree(copy / "step-00000001")
+    code, _, err = run_main(monkeypatch, capsys, "eval", copy, text)
+    assert code == 2
+    assert_one_error_line(err, "step-00000002", "corrupt")
 
 
 def last_line_error(err, *fragments):
@@ -225,11 +251,72 @@ def test_run_folder_errors_are_the_only_stderr_line(monkeypatch, capsys, trained
     assert_one_error_line(err)
 
 
-def test_usage_errors_exit_2(monkeypatch, capsys):
-    """Click's own usage errors (unknown option) also exit 2 without a traceback."""
-    code, _, err = run_main(monkeypatch, capsys, "pretrain", "--no-such-option")
+@pytest.mark.parametrize("args,fragment", [
+    (["pretrain", "--no-such-option"], "no-such-option"),
+    (["pretrain", "--steps", "many"], "'many' is not a valid integer"),
+    (["sample"], "Missing argument"),
+    (["bench", "--width", "a,b"], "comma-separated integers"),
+    (["frobnicate"], "No such command"),
+])
+def test_usage_errors_are_one_line(monkeypatch, capsys, args, fragment):
+    """Click's own usage errors are one `error:` line too (with the --help hint in it), exit 2."""
+    code, _, err = run_main(monkeypatch, capsys, *args)
     assert code == 2
-    assert "Traceback" not in err and "no-such-option" in err
+    assert_one_error_line(err, fragment)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--steps", "1", "--minutes", "nan"], "--minutes"),  # --steps: the old code then stopped, not hung
+    (["--steps", "1", "--minutes", "inf"], "--minutes"),
+    (["--steps", "1", "--save-seconds", "-1"], "--save-seconds"),
+    (["--steps", "1", "--save-seconds", "nan"], "--save-seconds"),
+    (["--steps", "1", "--eval-seconds", "nan"], "--eval-seconds"),
+])
+def test_pretrain_refuses_non_finite_and_negative_times(monkeypatch, capsys, text_file, tmp_path, args, fragment):
+    """nan/inf minutes never stopped; nan or negative save/eval intervals were taken as given."""
+    code, _, err = run_main(monkeypatch, capsys, "pretrain", text_file, *TINY, *args, "--out", tmp_path / "run")
+    assert code == 2
+    assert_one_error_line(err, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--seed", str(2**64)], "--seed"),
+    (["--seed", str(2**63)], "--seed"),
+    (["--temperature", "nan"], "--temperature"),
+    (["--temperature", "-1"], "--temperature"),
+])
+def test_sample_refuses_bad_values(monkeypatch, capsys, trained, args, fragment):
+    """--seed 2**64 acted as seed 0, --temperature nan ended in a traceback."""
+    code, out, err = run_main(monkeypatch, capsys, "sample", trained[0], *args)
+    assert code == 2
+    assert_one_error_line(err, fragment)
+    assert out == ""
+
+
+def test_missing_array_metadata_is_one_line_without_warnings(trained, tmp_path):
+    """A checkpoint whose array lost its zarr.json: one error line, no zarr warnings around it (a
+    subprocess: pytest would catch the warnings itself)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(trained[0], copy)
+    (copy / "step-00000002" / "embed" / "zarr.json").unlink()
+    done = subprocess.run([sys.executable, "-m", "intlm.cli", "sample", str(copy / "step-00000002")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, "corrupt")
+
+
+def test_resume_without_checkpoints_is_refused(monkeypatch, capsys, text_file, tmp_path):
+    """A mistyped --out with --resume trained from scratch; now it is refused unless --resume-or-start."""
+    code, _, err = run_main(monkeypatch, capsys, "pretrain", text_file, *TINY, "--steps", "1", "--resume",
+                            "--out", tmp_path / "typo")
+    assert code == 2
+    assert_one_error_line(err, "no checkpoint", "--resume-or-start")
+    assert not (tmp_path / "typo").exists()
+    code, _, err = run_main(monkeypatch, capsys, "pretrain", text_file, *TINY, "--steps", "1", "--resume-or-start",
+                            "--out", tmp_path / "typo")
+    assert code == 0, err
+    assert (tmp_path / "typo" / "step-00000001").is_dir()
 
 
 # --- errors through CliRunner: the raw IntlmError ------------------------------------------------
@@ -325,10 +412,10 @@ def test_sample_generates_requested_length(trained):
 
     out, _ = trained
     run, _ = load_run(out)
-    a = generate(run.params, run.cfg, b"ab", 25, 16, 0, 3)
-    assert len(a) == 25 and a == generate(run.params, run.cfg, b"ab", 25, 16, 0, 3)
-    greedy = generate(run.params, run.cfg, b"ab", 10, 0, 0, 0)
-    assert greedy == generate(run.params, run.cfg, b"ab", 10, 0, 0, 99)
+    a = bytes(generate(run.params, run.cfg, b"ab", 25, 16, 0, 3))
+    assert len(a) == 25 and a == bytes(generate(run.params, run.cfg, b"ab", 25, 16, 0, 3))
+    greedy = bytes(generate(run.params, run.cfg, b"ab", 10, 0, 0, 0))
+    assert greedy == bytes(generate(run.params, run.cfg, b"ab", 10, 0, 0, 99))
 
 
 def test_eval_prints_figures(runner, trained):
@@ -340,3 +427,114 @@ def test_eval_prints_figures(runner, trained):
     assert line.startswith("step 2:")
     for word in ("validation", "unigram", "bigram", "bits/byte"):
         assert word in line
+
+
+# --- sample output -------------------------------------------------------------------------------
+
+def test_sample_prompt_that_is_not_utf8(monkeypatch, capsys, trained):
+    """A prompt byte 0xff (the shell passes it as a surrogate escape) ended in a traceback; now the
+    model reads that byte, the text shows U+FFFD and --raw writes the byte itself."""
+    code, out, err = run_main(monkeypatch, capsys, "sample", trained[0], "--prompt", "\udcffab", "--length", "0")
+    assert (code, out, err) == (0, "\ufffdab\n", "")
+    result = CliRunner().invoke(cli, ["sample", str(trained[0]), "--prompt", "\udcffab", "--length", "0", "--raw"])
+    assert result.exit_code == 0 and result.stdout_bytes == b"\xffab"
+
+
+def test_sample_shows_control_bytes_escaped_and_stops_at_a_document_end(trained):
+    """The raw bytes hold 0s and control bytes (the model is barely trained); the default output is
+    those bytes up to the first 0 (the end of a document) with every control byte but newline and
+    tab escaped, so nothing reaches the terminal raw."""
+    from intlm.sample import generate
+    from intlm.train import load_run
+
+    run, _ = load_run(trained[0])
+    raw = bytes(generate(run.params, run.cfg, b"", 3000, 16, 0, 1))
+    assert 0 in raw and any(b < 32 and b not in (9, 10) for b in raw[:raw.index(0)])
+    runner = CliRunner()
+    got_raw = runner.invoke(cli, ["sample", str(trained[0]), "--length", "3000", "--seed", "1", "--raw"])
+    assert got_raw.stdout_bytes == raw
+    shown = runner.invoke(cli, ["sample", str(trained[0]), "--length", "3000", "--seed", "1"]).stdout_bytes
+    text = shown.decode()
+    assert text == escape_controls(raw[:raw.index(0)].decode("utf-8", errors="replace")) + "\n"
+    assert not any(ord(c) < 32 and c not in "\n\t" or 127 <= ord(c) < 160 for c in text)
+
+
+def test_escape_controls():
+    assert escape_controls("a\x1b[31mb\x07\x00\r\n\tc\x9b\x7f") == "a\\x1b[31mb\\x07\\x00\\r\n\tc\\x9b\\x7f"
+
+
+def test_sample_streams_its_output(trained):
+    """--length 1000000000 printed nothing until the end (hours); now the first bytes arrive at once."""
+    proc = subprocess.Popen([sys.executable, "-m", "intlm.cli", "sample", str(trained[0]), "--length", "1000000000",
+                             "--raw"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no output within 60 s"
+        assert os.read(proc.stdout.fileno(), 64)
+        assert proc.poll() is None  # still generating
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# --- the corpus a run was trained on ---------------------------------------------------------------
+
+def test_eval_from_another_folder_finds_the_corpus(monkeypatch, capsys, tmp_path):
+    """The checkpoint stored the corpus path as typed (here relative, through a relative cache
+    folder), so `intlm eval RUN` from elsewhere failed; now it is absolute. If that corpus is gone,
+    the error says to name one, and `eval RUN CORPUS` does."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    (work / "text.txt").write_bytes(text_bytes(400, seed=5))
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("INTLM_CACHE", "cache")
+    code, _, err = run_main(monkeypatch, capsys, "pretrain", "text.txt", "--steps", "1", *TINY, "--out", "run")
+    assert code == 0, err
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_main(monkeypatch, capsys, "eval", work / "run")
+    assert code == 0, err
+    assert out.startswith("step 1:")
+    shutil.rmtree(work / "cache")
+    code, _, err = run_main(monkeypatch, capsys, "eval", work / "run")
+    assert code == 2
+    assert_one_error_line(err, "is gone", "intlm eval RUN CORPUS")
+    code, out, err = run_main(monkeypatch, capsys, "eval", work / "run", work / "text.txt")
+    assert code == 0 and out.startswith("step 1:"), err
+
+
+# --- signals ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_saves_a_checkpoint_and_says_where(tmp_path, text_file, signum):
+    """SIGINT or SIGTERM in the middle of a run: the step in progress finishes, a checkpoint of it is
+    written although the next periodic save is far off, one line names it, exit 128 + signal."""
+    env = {**os.environ, "INTLM_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "intlm.cli", "pretrain", str(text_file), *TINY, "--steps", "100000",
+                             "--backend", "numpy", "--save-seconds", "1000", "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for_log_records(out / "log.jsonl", 3)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    saved = out / f"step-{steps[-1]:08d}"
+    assert err.splitlines()[-1] == f"stopped by {signal.Signals(signum).name}: checkpoint saved in {saved}"
+    assert [p.name for p in out.glob("step-*")] == [saved.name]
+    from intlm.train import load_run
+
+    assert load_run(out)[0].step == steps[-1]
+
+
+def wait_for_log_records(log, n, timeout=60):
+    """Wait until the run's log holds ``n`` records (training is under way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{log} did not reach {n} records in {timeout} s")

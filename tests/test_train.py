@@ -1,22 +1,27 @@
 """Tests of the training loop: bit-exact determinism, resume, backend and thread-count independence,
 and that evaluation falls when the model learns."""
 
+import errno
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from intlm import train
 from intlm.data import Corpus
-from intlm.errors import IntlmError
+from intlm.errors import IntlmError, Stopped
 
-from conftest import tiny_config
+from conftest import checkpoint_state, text_bytes, tiny_config
 
 CFG = dict(population=8, window=4, layers=1, mlp_ratio=2, alpha_q16=65536)
 
@@ -33,13 +38,6 @@ def test_share_pair_state_is_the_rounded_mean(values, layers):
     want = (before[0::2] + before[1::2] + 1) // 2
     assert hidden.dtype == np.int8
     assert np.array_equal(hidden[0::2], want) and np.array_equal(hidden[1::2], want)
-
-
-def files_of(folder: Path) -> dict:
-    """Every file under ``folder`` by relative path, with its bytes."""
-    out = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-    assert out
-    return out
 
 
 def run_pretrain(corpus, run_dir, steps, **kw):
@@ -74,9 +72,9 @@ def test_pretrain_twice_gives_identical_bytes(corpus, reference_run, tmp_path):
     """The same config and corpus give byte-identical checkpoint files (every file under step-4)."""
     ref_dir, _ = reference_run
     run_pretrain(corpus, tmp_path / "again", 4, backend="numba")
-    assert files_of(tmp_path / "again" / "step-00000004") == files_of(ref_dir / "step-00000004")
+    assert checkpoint_state(tmp_path / "again" / "step-00000004") == checkpoint_state(ref_dir / "step-00000004")
     # and the earlier checkpoints too
-    assert files_of(tmp_path / "again" / "step-00000002") == files_of(ref_dir / "step-00000002")
+    assert checkpoint_state(tmp_path / "again" / "step-00000002") == checkpoint_state(ref_dir / "step-00000002")
 
 
 def test_resume_equals_uninterrupted(corpus, reference_run, tmp_path):
@@ -87,14 +85,14 @@ def test_resume_equals_uninterrupted(corpus, reference_run, tmp_path):
     assert not (run_dir / "step-00000004").exists()
     run = run_pretrain(corpus, run_dir, 4, backend="numba", resume=True)
     assert run.step == 4
-    assert files_of(run_dir / "step-00000004") == files_of(ref_dir / "step-00000004")
+    assert checkpoint_state(run_dir / "step-00000004") == checkpoint_state(ref_dir / "step-00000004")
 
 
 def test_numpy_backend_gives_identical_checkpoint(corpus, reference_run, tmp_path):
     """The NumPy reference and the Numba backend write byte-identical checkpoints."""
     ref_dir, _ = reference_run
     run_pretrain(corpus, tmp_path / "np", 4, backend="numpy")
-    assert files_of(tmp_path / "np" / "step-00000004") == files_of(ref_dir / "step-00000004")
+    assert checkpoint_state(tmp_path / "np" / "step-00000004") == checkpoint_state(ref_dir / "step-00000004")
 
 
 def test_single_thread_subprocess_gives_identical_checkpoint(corpus, reference_run, tmp_path):
@@ -118,14 +116,12 @@ def test_single_thread_subprocess_gives_identical_checkpoint(corpus, reference_r
     assert done.stdout.split()[-1] == "1"
     if numba.get_num_threads() < 2:
         pytest.skip("this machine runs Numba on one thread only: nothing to compare")
-    assert files_of(out / "step-00000004") == files_of(ref_dir / "step-00000004")
+    assert checkpoint_state(out / "step-00000004") == checkpoint_state(ref_dir / "step-00000004")
 
 
 def test_resume_refuses_other_settings_and_corpus(corpus, reference_run, tmp_path):
     """Resuming with a different config or a different corpus is refused, and a fresh run into a
     folder with checkpoints is refused too."""
-    import shutil
-
     ref_dir, _ = reference_run
     run_dir = tmp_path / "copy"
     shutil.copytree(ref_dir, run_dir)
@@ -175,7 +171,7 @@ def test_resume_with_momentum_equals_uninterrupted(corpus, tmp_path):
     train.pretrain(corpus, cfg, tmp_path / "split", steps=2, progress=False, save_seconds=1e9, backend="numba")
     run = train.pretrain(corpus, cfg, tmp_path / "split", steps=4, progress=False, save_seconds=1e9,
                          backend="numba", resume=True)
-    assert files_of(tmp_path / "split" / "step-00000004") == files_of(tmp_path / "whole" / "step-00000004")
+    assert checkpoint_state(tmp_path / "split" / "step-00000004") == checkpoint_state(tmp_path / "whole" / "step-00000004")
     loaded, _ = train.load_run(tmp_path / "whole")
     assert set(loaded.momentum) == set(loaded.params)
     assert any(np.any(m) for m in loaded.momentum.values())
@@ -213,3 +209,204 @@ def test_int64_momentum_round_trips(tmp_path):
     loaded, _ = train.load_run(tmp_path)
     for name, m in run.momentum.items():
         assert loaded.momentum[name].dtype == np.int64 and np.array_equal(loaded.momentum[name], m)
+
+
+# ---------------------------------------------------------------- what happens when things go wrong
+
+
+def no_leftovers(run_dir: Path) -> list:
+    """The run folder's hidden leftovers of interrupted writes (none expected)."""
+    return [p.name for p in run_dir.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(corpus, reference_run, tmp_path, capsys):
+    """Newest checkpoint damaged, the one before half-deleted: resume names the damaged one in one
+    line, continues from step 2, rewrites steps 3 and 4, and ends equal to the uninterrupted run."""
+    ref_dir, _ = reference_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(ref_dir, run_dir)
+    next(p for p in (run_dir / "step-00000004" / "embed").rglob("*") if p.is_file() and p.name != "zarr.json").unlink()
+    (run_dir / "step-00000003" / "zarr.json").unlink()
+    run = run_pretrain(corpus, run_dir, 4, backend="numba", resume=True)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "step-00000004" in err[0] and "1 more" in err[0] and "step-00000002" in err[0]
+    assert run.step == 4
+    for step in (3, 4):
+        name = f"step-{step:08d}"
+        assert checkpoint_state(run_dir / name) == checkpoint_state(ref_dir / name)
+    assert [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()] == \
+        [1, 2, 2, 3, 4, 4]  # records past step 2 dropped, then the resume marker
+
+
+def test_resume_refuses_a_folder_without_checkpoints(corpus, tmp_path):
+    """--resume on a mistyped --out is refused (nothing written); resume_or_start starts there."""
+    cfg = tiny_config(**CFG)
+    with pytest.raises(IntlmError, match="holds no checkpoint.*--resume-or-start"):
+        train.pretrain(corpus, cfg, tmp_path / "typo", steps=1, progress=False, resume=True, backend="numpy")
+    assert not (tmp_path / "typo").exists()
+    run = train.pretrain(corpus, cfg, tmp_path / "typo", steps=1, progress=False, resume_or_start=True,
+                         backend="numpy")
+    assert run.step == 1 and (tmp_path / "typo" / "step-00000001").is_dir()
+
+
+def test_checkpoint_names_the_corpus_by_absolute_path(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(corpus.path.parent)
+    relative = Corpus(train=corpus.train, val=corpus.val, meta=corpus.meta, path=Path(corpus.path.name))
+    train.pretrain(relative, tiny_config(**CFG), tmp_path / "r", steps=1, progress=False, backend="numpy")
+    assert train.load_run(tmp_path / "r")[1]["corpus"]["source"] == str(corpus.path.resolve())
+
+
+def test_resume_repairs_the_log_and_continues_its_clock(corpus, tmp_path):
+    """A log whose end was cut short (a crash, a full disk) and holds records past the checkpoint:
+    resuming keeps the whole records up to the checkpoint's step, writes a marker carrying the
+    checkpoint's training time, and the new records' elapsed_s continue from it."""
+    cfg = tiny_config(**CFG)
+    run_dir = tmp_path / "r"
+    train.pretrain(corpus, cfg, run_dir, steps=3, progress=False, save_seconds=0, backend="numpy")
+    log = run_dir / "log.jsonl"
+    seconds = [json.loads(line) for line in log.read_text().splitlines()][-1]["elapsed_s"]  # the final record
+    log.write_text(log.read_text() + '{"step": 4, "elapsed_s": 99.0}\n{"step": 5, "elap')
+    train.pretrain(corpus, cfg, run_dir, steps=5, progress=False, save_seconds=0, backend="numpy", resume=True)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 3, 3, 4, 5, 5]
+    assert records[4] == {"step": 3, "elapsed_s": seconds, "resumed": True}
+    assert seconds < records[5]["elapsed_s"] < records[6]["elapsed_s"] <= records[7]["elapsed_s"]
+
+
+def test_disk_full_during_a_log_write_is_repaired_on_resume(corpus, tmp_path, monkeypatch):
+    """ENOSPC half-way through step 2's record: the run stops with the error, and the resumed run's
+    log reads as one history (before, the resumed run appended onto the cut-short line)."""
+    cfg = tiny_config(**CFG)
+    run_dir = tmp_path / "r"
+    real_open_log = train.open_log
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, text):
+            if json.loads(text)["step"] == 2:
+                self.f.write(text[: len(text) // 2])
+                self.f.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(text)
+
+        def flush(self):
+            self.f.flush()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def full_open_log(*args, **kwargs):
+        log, seconds = real_open_log(*args, **kwargs)
+        return FullDisk(log), seconds
+
+    monkeypatch.setattr(train, "open_log", full_open_log)
+    with pytest.raises(OSError, match="No space"):
+        train.pretrain(corpus, cfg, run_dir, steps=3, progress=False, save_seconds=0, backend="numpy")
+    monkeypatch.setattr(train, "open_log", real_open_log)
+    train.pretrain(corpus, cfg, run_dir, steps=3, progress=False, save_seconds=0, backend="numpy", resume=True)
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 1, 2, 3, 3] and records[1]["resumed"]
+    assert no_leftovers(run_dir) == []
+
+
+def test_a_second_process_is_refused_and_a_dead_holder_blocks_no_one(corpus, tmp_path):
+    """While another process holds the run folder, pretrain refuses in one line naming its pid; once
+    that process is killed (-9: it never unlocks), the folder is free."""
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom intlm.lock import run_lock\n"
+         "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n", str(run_dir)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(IntlmError, match=f"in use by process {holder.pid}"):
+            run_pretrain(corpus, run_dir, 1, backend="numpy")
+        assert not (run_dir / "step-00000001").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_pretrain(corpus, run_dir, 1, backend="numpy").step == 1
+
+
+def signal_after_step(monkeypatch, at_step, signum):
+    """Make train_step send this process ``signum`` right after step ``at_step``."""
+    real = train.train_step
+
+    def step_then_signal(run, *args, **kwargs):
+        stats = real(run, *args, **kwargs)
+        if run.step == at_step:
+            os.kill(os.getpid(), signum)
+        return stats
+
+    monkeypatch.setattr(train, "train_step", step_then_signal)
+
+
+def test_sigint_saves_after_the_current_step(corpus, tmp_path, monkeypatch):
+    """SIGINT mid-run: the step finishes, a checkpoint of it is written (although the next periodic
+    save is far off), Stopped names it, and the previous signal handlers are back."""
+    signal_after_step(monkeypatch, 2, signal.SIGINT)
+    with pytest.raises(Stopped) as stopped:
+        train.pretrain(corpus, tiny_config(**CFG), tmp_path / "r", steps=10, progress=False, save_seconds=1e9,
+                       backend="numpy")
+    assert stopped.value.signum == signal.SIGINT and stopped.value.path == tmp_path / "r" / "step-00000002"
+    assert "SIGINT" in str(stopped.value) and str(stopped.value.path) in str(stopped.value)
+    assert train.load_run(tmp_path / "r")[0].step == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_signal_abandons_the_save_and_keeps_the_previous_checkpoint(corpus, tmp_path, monkeypatch):
+    """SIGTERM after step 3, then another in the middle of writing step 3's checkpoint: the save is
+    abandoned, step 2 stays the newest checkpoint, intact, and no temporary folder is left."""
+    signal_after_step(monkeypatch, 3, signal.SIGTERM)
+    real = zarr.Group.create_array
+
+    def create_array(self, name, **kwargs):
+        if "step-00000003" in str(self.store):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, name, **kwargs)
+
+    monkeypatch.setattr(zarr.Group, "create_array", create_array)
+    run_dir = tmp_path / "r"
+    with pytest.raises(Stopped) as stopped:
+        train.pretrain(corpus, tiny_config(**CFG), run_dir, steps=10, progress=False, save_seconds=0,
+                       backend="numpy")
+    assert stopped.value.signum == signal.SIGTERM and stopped.value.path is None
+    assert train.load_run(run_dir)[0].step == 2
+    assert not (run_dir / "step-00000003").exists() and no_leftovers(run_dir) == []
+
+
+def test_evaluate_in_blocks_gives_the_same_figure_in_bounded_memory(numba_backend):
+    """Evaluating a block of bytes per stream at a time gives exactly the one-pass figure, and the
+    memory it allocates is set by the block, not by the data (the one-pass index array alone took 8
+    bytes per byte)."""
+    cfg = tiny_config()
+    params = train.Run.fresh(cfg).params
+    data = np.frombuffer(b"\0" + text_bytes(300_000, seed=1), dtype=np.uint8)
+    whole = train.evaluate(params, cfg, data, numba_backend, block=len(data))
+    tracemalloc.start()
+    try:
+        blocked = train.evaluate(params, cfg, data, numba_backend, block=64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert blocked == whole
+    assert peak < len(data) // 2, peak
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.binary(min_size=2, max_size=300), streams=st.integers(1, 8), block=st.integers(1, 80),
+       max_bytes=st.sampled_from([0, 40]))
+def test_evaluate_is_the_same_for_every_block_size(numpy_backend, data, streams, block, max_bytes):
+    """The streams' integer state carried from block to block: any block size scores exactly the
+    bytes, with exactly the states, of one pass over the whole chunk."""
+    cfg = tiny_config()
+    params = train.Run.fresh(cfg).params
+    data = np.frombuffer(data, dtype=np.uint8)
+    whole = train.evaluate(params, cfg, data, numpy_backend, streams=streams, max_bytes=max_bytes, block=len(data) + 64)
+    assert train.evaluate(params, cfg, data, numpy_backend, streams=streams, max_bytes=max_bytes, block=block) == whole
