@@ -6,6 +6,7 @@
 //   xb_k  = rshift_round(x_b . B_{p,k}, 4)               (k < rank; p = b >> 1, the row's pair)
 //   low   = rshift_round(sum_k xb_k * A_{p,c,k}, sigma)
 //   y     = rshift_round(acc + s_b * low, shift)         (s_b = +1 even rows, -1 odd, 0 unperturbed)
+// x_b is row b of the input, x + b * ldx (ldx a multiple of 16: the state's rows are layers * d apart),
 // and stores y as int32 (mode 0: the caller adds, clips) or as max(clip8(y), 0) int8 (mode 1: the
 // MLP's ReLU, model.read_byte's `hid`). A and B are read from the tensor's noise stream buffer
 // (pairs, blocks, (m + n) * rank) int8 as noise.cu writes it: A(p, c, k) at c * rank + k, B(p, j, k) at
@@ -28,7 +29,7 @@
 #define LIN_MAX_RANK 16
 
 // The tile's xb terms: xb[rl][k] = rshift_round(x_{row0 + rl} . B_{pair,k}, 4), 0 past the rows.
-__device__ __forceinline__ void tile_xb(int (*xb)[LIN_MAX_RANK], const i8* __restrict__ x, int rows, int n,
+__device__ __forceinline__ void tile_xb(int (*xb)[LIN_MAX_RANK], const i8* __restrict__ x, int ldx, int rows, int n,
                                         const i8* __restrict__ noise, int blocks, int blk, int m, int rank,
                                         i64 row0) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -38,7 +39,7 @@ __device__ __forceinline__ void tile_xb(int (*xb)[LIN_MAX_RANK], const i8* __res
         const i64 row = row0 + rl;
         int total = 0;
         if (row < rows) {  // warp-uniform
-            const i8* xr = x + row * n;
+            const i8* xr = x + row * ldx;
             const i8* b = noise + ((row >> 1) * blocks + blk) * count + (i64)m * rank + k;
             for (int j = lane; j < n; j += 32) total += (int)xr[j] * (int)b[(i64)j * rank];
             total = warp_sum(total);
@@ -71,13 +72,13 @@ __device__ __forceinline__ void linear_out(int acc, i64 row, int c, int rows, in
 __device__ __forceinline__ int load4(const i8* p) { return *reinterpret_cast<const int*>(p); }
 
 extern "C" __global__ void __launch_bounds__(LIN_THREADS)
-linear_mma(const i8* __restrict__ x, int rows, int n, const i8* __restrict__ w, int m,
+linear_mma(const i8* __restrict__ x, int ldx, int rows, int n, const i8* __restrict__ w, int m,
            const i8* __restrict__ noise, int blocks, int blk, int rank, int sigma, int perturbed, int shift,
            int mode, int* __restrict__ y32, i8* __restrict__ y8, int ldy) {
     __shared__ int xb[LIN_ROWS][LIN_MAX_RANK];
     const i64 row0 = (i64)blockIdx.x * LIN_ROWS;
     const int col0 = blockIdx.y * LIN_COLS;
-    if (perturbed) tile_xb(xb, x, rows, n, noise, blocks, blk, m, rank, row0);
+    if (perturbed) tile_xb(xb, x, ldx, rows, n, noise, blocks, blk, m, rank, row0);
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
@@ -91,10 +92,10 @@ linear_mma(const i8* __restrict__ x, int rows, int n, const i8* __restrict__ w, 
     for (int k0 = 0; k0 < n; k0 += 32) {
         const bool second = k0 + 16 < n;  // n % 16 == 0: the last step may hold only 16 columns
         const int ka = k0 + 4 * t, kb = ka + 16;
-        const int a0 = lo_ok ? load4(x + r_lo * n + ka) : 0;
-        const int a1 = hi_ok ? load4(x + r_hi * n + ka) : 0;
-        const int a2 = (lo_ok && second) ? load4(x + r_lo * n + kb) : 0;
-        const int a3 = (hi_ok && second) ? load4(x + r_hi * n + kb) : 0;
+        const int a0 = lo_ok ? load4(x + r_lo * ldx + ka) : 0;
+        const int a1 = hi_ok ? load4(x + r_hi * ldx + ka) : 0;
+        const int a2 = (lo_ok && second) ? load4(x + r_lo * ldx + kb) : 0;
+        const int a3 = (hi_ok && second) ? load4(x + r_hi * ldx + kb) : 0;
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
             const int tile = col0 + nt * 8;
@@ -121,13 +122,13 @@ linear_mma(const i8* __restrict__ x, int rows, int n, const i8* __restrict__ w, 
 }
 
 extern "C" __global__ void __launch_bounds__(LIN_THREADS)
-linear_dp4a(const i8* __restrict__ x, int rows, int n, const i8* __restrict__ w, int m,
+linear_dp4a(const i8* __restrict__ x, int ldx, int rows, int n, const i8* __restrict__ w, int m,
             const i8* __restrict__ noise, int blocks, int blk, int rank, int sigma, int perturbed, int shift,
             int mode, int* __restrict__ y32, i8* __restrict__ y8, int ldy) {
     __shared__ int xb[LIN_ROWS][LIN_MAX_RANK];
     const i64 row0 = (i64)blockIdx.x * LIN_ROWS;
     const int col0 = blockIdx.y * LIN_COLS;
-    if (perturbed) tile_xb(xb, x, rows, n, noise, blocks, blk, m, rank, row0);
+    if (perturbed) tile_xb(xb, x, ldx, rows, n, noise, blocks, blk, m, rank, row0);
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int col = col0 + lane;
@@ -136,7 +137,7 @@ linear_dp4a(const i8* __restrict__ x, int rows, int n, const i8* __restrict__ w,
     for (int i = 0; i < LIN_ROWS / 4; ++i) {
         const i64 row = row0 + warp + 4 * i;
         if (row >= rows) break;
-        const i8* xr = x + row * n;
+        const i8* xr = x + row * ldx;
         int acc = 0;
         for (int k = 0; k < n; k += 4) acc = __dp4a(load4(xr + k), load4(wr + k), acc);
         linear_out(acc, row, col, rows, m, xb, row0, noise, blocks, blk, n, rank, sigma, perturbed, shift, mode,

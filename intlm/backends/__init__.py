@@ -26,8 +26,9 @@ from ..errors import IntlmError
 REGISTRY = {
     "numpy": ("intlm.backends.numpy", "NumpyBackend"),
     "numba": ("intlm.backends.numba", "NumbaBackend"),
+    "cupy": ("intlm.backends.cupy", "CupyBackend"),
 }
-AUTO = ("numba", "numpy")
+AUTO = ("cupy", "numba", "numpy")
 NAMES = ("auto",) + tuple(REGISTRY)  # the --backend choices
 
 
