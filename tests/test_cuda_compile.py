@@ -68,3 +68,30 @@ def test_every_kernel_file_is_listed():
 def test_a_broken_kernel_fails(broken):
     ok, log, _ = compile_cubin(broken, "broken.cu", "sm_80")
     assert not ok and "error" in log
+
+
+def test_wheel_ships_the_kernels(tmp_path):
+    """pyproject maps kernels/ into the package: a wheel built from a copy of the sources holds every
+    listed .cu and header as intlm/kernels/*, where sources.kernel_dir looks first. Skipped where no
+    wheel can be built (pip fetches setuptools for the isolated build)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    repo, src = Path(__file__).resolve().parents[1], tmp_path / "src"
+    src.mkdir()
+    for part in ("pyproject.toml", "README.md", "intlm", "kernels"):
+        (shutil.copytree if (repo / part).is_dir() else shutil.copy)(
+            repo / part, src / part, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                        if (repo / part).is_dir() else {}))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"could not build a wheel here: {done.stderr.strip()[-200:]}")
+    (wheel,) = tmp_path.glob("intlm-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    want = {f"intlm/kernels/{f}" for f in list(sources.KERNELS) + list(sources.HEADERS)}
+    assert want <= names
+    assert {"intlm/backends/cupy/__init__.py", "intlm/backends/numba/forward.py"} <= names
