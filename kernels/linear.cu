@@ -69,6 +69,21 @@ __device__ __forceinline__ void linear_out(int acc, i64 row, int c, int rows, in
     else y8[row * ldy + c] = (i8)max(clip8(v), 0);
 }
 
+// d += A . B on the int8 tensor cores: A 16 x 32 (row), B 32 x 8 (col), d 16 x 8 int32, fragments
+// as the PTX ISA lays them out for m16n8k32 .s8 (see linear_mma's header). INTLM_EMULATE_MMA: the
+// CPU emulation of the tests (tests/test_cuda_emulated.py) supplies intlm_emulate_mma instead.
+__device__ __forceinline__ void mma_s8(int (&d)[4], int a0, int a1, int a2, int a3, int b0, int b1) {
+#ifndef INTLM_EMULATE_MMA
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    intlm_emulate_mma(d, a0, a1, a2, a3, b0, b1);
+#endif
+}
+
 __device__ __forceinline__ int load4(const i8* p) { return *reinterpret_cast<const int*>(p); }
 
 extern "C" __global__ void __launch_bounds__(LIN_THREADS)
@@ -103,11 +118,7 @@ linear_mma(const i8* __restrict__ x, int ldx, int rows, int n, const i8* __restr
             const i8* wr = w + (i64)(tile + g) * n;
             const int b0 = load4(wr + ka);
             const int b1 = second ? load4(wr + kb) : 0;
-            asm volatile(
-                "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
-                "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                : "+r"(acc[nt][0]), "+r"(acc[nt][1]), "+r"(acc[nt][2]), "+r"(acc[nt][3])
-                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+            mma_s8(acc[nt], a0, a1, a2, a3, b0, b1);
         }
     }
 #pragma unroll

@@ -6,8 +6,8 @@
 //   e = floor(log2 S);  m = (S >> (e - mant_bits)) & (2**mant_bits - 1)
 //   ll = 16 * u_target - ((e << 8) + LOG2_FRAC[m]) + (exp2_bits << 8)        (1/256-bit units)
 // with the target tokens[row >> tshift, t + 1]; then fitness[row] += ll (population_fitness's window
-// sum, int32 by config's "window log-likelihood" bound) when fitness is given, and ll_out[row, t] = ll
-// when ll_out is given (model.forward). EXP2 and LOG2_FRAC are arith's tables, passed in.
+// sum, int32 by config's "window log-likelihood" bound) when bit 0 of ``outputs`` is set, and
+// ll_out[row, t] = ll (model.forward) when bit 1 is set; the other pointer is not touched. EXP2 and LOG2_FRAC are arith's tables, passed in.
 //
 // Launch geometry (geometry.row_grid): one warp per row, 4 rows (128 threads) a block,
 // grid = ceil(rows / 4); lane l holds logits l, l + 32, ..., l + 224.
@@ -19,7 +19,7 @@ extern "C" __global__ void head_loglik(const int* __restrict__ y, const i8* __re
                                        const i8* __restrict__ bias_noise, int sigma, int perturbed,
                                        const u8* __restrict__ tokens, int token_len, int tshift, int t,
                                        const int* __restrict__ exp2, const int* __restrict__ log2_frac,
-                                       int exp2_bits, int mant_bits, int* __restrict__ fitness,
+                                       int exp2_bits, int mant_bits, int outputs, int* __restrict__ fitness,
                                        int* __restrict__ ll_out, int ll_len, int rows) {
     const i64 row = (i64)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
@@ -49,7 +49,7 @@ extern "C" __global__ void head_loglik(const int* __restrict__ y, const i8* __re
         const int e = 31 - __clz(total);
         const int m = (total >> (e - mant_bits)) & ((1 << mant_bits) - 1);
         const int ll = 16 * (zt - top + 255) - ((e << 8) + log2_frac[m]) + (exp2_bits << 8);
-        if (fitness) fitness[row] += ll;
-        if (ll_out) ll_out[row * ll_len + t] = ll;
+        if (outputs & 1) fitness[row] += ll;
+        if (outputs & 2) ll_out[row * ll_len + t] = ll;
     }
 }

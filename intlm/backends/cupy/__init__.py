@@ -181,7 +181,7 @@ class CupyBackend(Backend):
             linear(a, d, d, P["head"], 256, "head", 0, sd, yhead)
             self.launch("head_loglik", rg, rb, yhead, P["head_bias"], N("head_bias"), sigma, pert, tokens, i32(T1),
                         i32(tshift), i32(t), exp2, log2_frac, i32(EXP2_BITS), i32(LOG2_MANTISSA_BITS),
-                        fitness if fitness is not None else dummy32, ll if ll is not None else dummy32,
+                        i32((fitness is not None) + 2 * (ll is not None)), fitness if fitness is not None else dummy32, ll if ll is not None else dummy32,
                         i32(T1 - 1), nrows)
 
     def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None):
