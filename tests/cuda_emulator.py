@@ -93,23 +93,26 @@ static inline void intlm_emulate_mma(int (&d)[4], int a0, int a1, int a2, int a3
     w->bar.arrive_and_wait();
 }
 static void emu_launch(const std::function<void()>& body) {
+    // one OS thread per CUDA thread of a block, reused for every block in turn; a barrier between
+    // blocks, so a block's shared memory (static here) is not overwritten while another reads it
     const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
-    for (unsigned bz = 0; bz < gridDim.z; ++bz)
-        for (unsigned by = 0; by < gridDim.y; ++by)
-            for (unsigned bx = 0; bx < gridDim.x; ++bx) {
-                std::barrier<> block(threads);
-                emu_block_barrier = &block;
-                std::vector<emu_warp> warps((threads + 31) / 32);
-                std::vector<std::thread> pool;
-                for (unsigned t = 0; t < threads; ++t)
-                    pool.emplace_back([&, t] {
-                        threadIdx = {t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
+    std::barrier<> block(threads);
+    emu_block_barrier = &block;
+    std::vector<emu_warp> warps((threads + 31) / 32);
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            threadIdx = {t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
+            emu_my_warp = &warps[t / 32];
+            for (unsigned bz = 0; bz < gridDim.z; ++bz)
+                for (unsigned by = 0; by < gridDim.y; ++by)
+                    for (unsigned bx = 0; bx < gridDim.x; ++bx) {
                         blockIdx = {bx, by, bz};
-                        emu_my_warp = &warps[t / 32];
                         body();
-                    });
-                for (auto& th : pool) th.join();
-            }
+                        block.arrive_and_wait();
+                    }
+        });
+    for (auto& th : pool) th.join();
 }
 extern "C" void emu_config(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz) {
     gridDim = {gx, gy, gz};
@@ -195,6 +198,8 @@ def fake_cupy(workdir: Path) -> types.ModuleType:
     cp.zeros = lambda shape, dtype=float: _dev(np.zeros(shape, dtype))
     cp.empty = lambda shape, dtype=float: _dev(np.empty(shape, dtype))
     cp.concatenate = lambda arrays, axis=0: _dev(np.concatenate([np.asarray(a) for a in arrays], axis=axis))
+    cp.full = lambda shape, value, dtype=None: _dev(np.full(shape, value, dtype))
+    cp.__version__ = "emulated"
 
     class RawModule:
         def __init__(self, code, options=()):
@@ -205,8 +210,10 @@ def fake_cupy(workdir: Path) -> types.ModuleType:
 
     cp.RawModule = RawModule
     cp.cuda = types.SimpleNamespace(
-        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
-        Device=lambda i=0: types.SimpleNamespace(compute_capability="90"))
+        runtime=types.SimpleNamespace(
+            getDeviceCount=lambda: 1,
+            getDeviceProperties=lambda i: {"name": b"CPU emulation", "major": 9, "minor": 0}),
+        Device=lambda i=0: types.SimpleNamespace(compute_capability="90", synchronize=lambda: None))
     return cp
 
 

@@ -213,3 +213,17 @@ def test_without_cupy_the_backend_is_one_error_line(tmp_path):
     assert not (tmp_path / "run").exists()
     code = "from intlm.backends import get; print(get('auto').name)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() != "cupy"
+
+
+def test_gpu_check_script_runs(backends, capsys, monkeypatch):
+    """``python -m intlm.gpu_check --small`` on the emulated CuPy: every check of the GPU script runs
+    and passes at tiny sizes (so the script itself is not first run on a GPU)."""
+    from intlm import gpu_check
+
+    monkeypatch.setattr(sys, "argv", ["gpu_check", "--small"])
+    monkeypatch.setattr(gpu_check, "FAILED", [])
+    status = gpu_check.main()
+    out = capsys.readouterr().out
+    assert status == 0, out
+    lines = [line for line in out.splitlines() if line.startswith(("PASS", "FAIL"))]
+    assert len(lines) == 11 and all(line.startswith("PASS") for line in lines), out
