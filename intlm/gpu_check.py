@@ -240,6 +240,7 @@ def shared_macs(cfg) -> int:
 def bench(gpu, cp):
     from . import train
     from .config import Config
+    from .data import stream_windows
 
     pool = cp.get_default_memory_pool()
     start = time.perf_counter()
@@ -263,7 +264,7 @@ def bench(gpu, cp):
             cp.cuda.Device().synchronize()
             t_train = time.perf_counter() - t
             peak = pool.total_bytes()
-            tokens = np.repeat(train.stream_windows(data, cfg.pairs, 1, cfg.window), 2, axis=0)
+            tokens = np.repeat(stream_windows(data, cfg.pairs, 1, cfg.window), 2, axis=0)
             state = run.hidden.copy()
             gpu.forward(run.params, cfg, tokens, state)
             t = time.perf_counter()

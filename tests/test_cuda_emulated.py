@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import cuda_emulator as emu
-from intlm import arith, es, model, train
+from intlm import arith, model, train
 from intlm.arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from intlm.backends.numpy import NumpyBackend
-from intlm.config import UPDATE_CHUNK, Config
+from intlm.config import Config
 
 pytestmark = pytest.mark.skipif(not emu.available(), reason="g++ is needed to emulate the CUDA kernels")
 
