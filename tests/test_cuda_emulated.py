@@ -227,3 +227,19 @@ def test_gpu_check_script_runs(backends, capsys, monkeypatch):
     assert status == 0, out
     lines = [line for line in out.splitlines() if line.startswith(("PASS", "FAIL"))]
     assert len(lines) == 11 and all(line.startswith("PASS") for line in lines), out
+
+
+def test_pair_ranges_combine_exactly(backends):
+    """The cupy backend's fitness and carried state over pairs [0, 1) then [1, 4), each with its own
+    range's noise, equal one call over [0, 4)."""
+    _, gpu, _ = backends
+    cfg = Config(width=16, layers=1, mlp_ratio=2, population=8, rank=2, window=2).check()
+    rng = np.random.default_rng(9)
+    params = model.init_params(cfg)
+    tokens = rng.integers(0, 256, (cfg.pairs, cfg.window + 1)).astype(np.uint8)
+    state = rng.integers(-127, 128, (cfg.population, cfg.layers, cfg.width)).astype(np.int8)
+    whole_state, split_state = state.copy(), state.copy()
+    whole = gpu.population_fitness(params, cfg, gpu.make_noise(cfg, 1), tokens, whole_state)
+    parts = [gpu.population_fitness(params, cfg, gpu.make_noise(cfg, 1, p0, p1), tokens, split_state, p0, p1)
+             for p0, p1 in ((0, 1), (1, 4))]
+    assert np.array_equal(whole, np.concatenate(parts)) and np.array_equal(whole_state, split_state)
