@@ -10,7 +10,7 @@
 // ll_out[row, t] = ll (model.forward) when bit 1 is set; the other pointer is not touched. EXP2 and LOG2_FRAC are arith's tables, passed in.
 //
 // Launch geometry (geometry.row_grid): one warp per row, 4 rows (128 threads) a block,
-// grid = ceil(rows / 4); lane l holds logits l, l + 32, ..., l + 224.
+// grid = ceil(rows / 4); lane l handles logits l, l + 32, ..., l + 224.
 #include "common.cuh"
 
 #define ROWS_PER_BLOCK 4
@@ -26,24 +26,21 @@ extern "C" __global__ void head_loglik(const int* __restrict__ y, const i8* __re
     if (row >= rows) return;
     const int s = member_sign(perturbed, (int)(row & 1));
     const int pair = (int)(row >> 1);
-    int z[8];
+    // two passes over the row's logits (recomputed, not kept in an array: a register array was
+    // placed in local memory on sm_80)
+    const int* yr = y + row * 256;
     int top = -128;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const int v = lane + 32 * i;
-        z[i] = clip8(y[row * 256 + v] + perturbed_vector(bias, bias_noise, 1, 0, 256, pair, s, sigma, v));
-        top = max(top, z[i]);
-    }
+    for (int v = lane; v < 256; v += 32)
+        top = max(top, clip8(yr[v] + perturbed_vector(bias, bias_noise, 1, 0, 256, pair, s, sigma, v)));
     top = warp_max(top);
-    int total = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) total += exp2[z[i] - top + 255];
-    total = warp_sum(total);
     const int target = tokens[(row >> tshift) * token_len + t + 1];
-    int mine = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-        if (i == (target >> 5)) mine = z[i];
+    int total = 0, mine = 0;
+    for (int v = lane; v < 256; v += 32) {
+        const int z = clip8(yr[v] + perturbed_vector(bias, bias_noise, 1, 0, 256, pair, s, sigma, v));
+        total += exp2[z - top + 255];
+        if (v == target) mine = z;
+    }
+    total = warp_sum(total);
     const int zt = __shfl_sync(0xffffffffu, mine, target & 31);
     if (lane == 0) {
         const int e = 31 - __clz(total);
