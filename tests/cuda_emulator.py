@@ -200,6 +200,7 @@ def fake_cupy(workdir: Path) -> types.ModuleType:
     cp.concatenate = lambda arrays, axis=0: _dev(np.concatenate([np.asarray(a) for a in arrays], axis=axis))
     cp.full = lambda shape, value, dtype=None: _dev(np.full(shape, value, dtype))
     cp.__version__ = "emulated"
+    cp.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None, total_bytes=lambda: 0)
 
     class RawModule:
         def __init__(self, code, options=()):

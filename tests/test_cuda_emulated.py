@@ -229,6 +229,17 @@ def test_gpu_check_script_runs(backends, capsys, monkeypatch):
     assert len(lines) == 11 and all(line.startswith("PASS") for line in lines), out
 
 
+def test_gpu_check_bench_runs(backends, capsys):
+    """The GPU check's bench code, at a tiny size on the emulated CuPy: one line of figures."""
+    import time
+
+    from intlm import gpu_check
+
+    gpu_check.bench(backends[1], sys.modules["cupy"], time.perf_counter(), width=16, layers=1, powers=[2], window=2)
+    out = capsys.readouterr().out
+    assert "bench population 2^2: training" in out and "tokens/s" in out and "FAIL" not in out, out
+
+
 def test_pair_ranges_combine_exactly(backends):
     """The cupy backend's fitness and carried state over pairs [0, 1) then [1, 4), each with its own
     range's noise, equal one call over [0, 4)."""
