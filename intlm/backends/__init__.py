@@ -26,8 +26,9 @@ from ..errors import IntlmError
 REGISTRY = {
     "numpy": ("intlm.backends.numpy", "NumpyBackend"),
     "numba": ("intlm.backends.numba", "NumbaBackend"),
+    "cupy": ("intlm.backends.cupy", "CupyBackend"),
 }
-AUTO = ("numba", "numpy")
+AUTO = ("numba", "numpy")  # cupy joins, first, once scripts/gpu_check.sh has passed on a GPU: until then it is chosen by name only
 NAMES = ("auto",) + tuple(REGISTRY)  # the --backend choices
 
 

@@ -1,0 +1,256 @@
+"""The cupy backend and its real kernels (kernels/*.cu) against the NumPy reference, bit for bit, on
+the CPU: tests/cuda_emulator.py compiles the CUDA source with g++ and runs each CUDA thread as an OS
+thread behind a stand-in for CuPy. This checks the kernels' arithmetic, indexing and guards and the
+backend's orchestration; the GPU itself (and the hardware's mma fragment layout, emulated here from
+the PTX ISA) is checked only by ``python -m intlm.gpu_check`` on a GPU. Skipped without g++."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cuda_emulator as emu
+from intlm import arith, model, train
+from intlm.arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
+from intlm.backends.numpy import NumpyBackend
+from intlm.config import Config
+
+pytestmark = pytest.mark.skipif(not emu.available(), reason="g++ is needed to emulate the CUDA kernels")
+
+CFG = Config(width=48, layers=2, mlp_ratio=2, population=8, rank=3, window=2, momentum_shift=2).check()
+
+
+@pytest.fixture(scope="module")
+def cupy_module():
+    return emu.fake_cupy(emu.workdir())
+
+
+@pytest.fixture
+def backends(cupy_module, monkeypatch):
+    """(numpy reference, cupy backend with linear_mma, cupy backend with linear_dp4a), the latter two
+    running on the emulated CuPy."""
+    monkeypatch.setitem(sys.modules, "cupy", cupy_module)
+    import intlm.backends.cupy as gpu
+
+    monkeypatch.setattr(gpu, "_MODULES", {})
+    return NumpyBackend(), gpu.CupyBackend("mma"), gpu.CupyBackend("dp4a")
+
+
+def host(a):
+    return tuple(np.asarray(x) for x in a) if isinstance(a, tuple) else np.asarray(a)
+
+
+def extreme_params(cfg, rng):
+    """Parameters spread over the whole int8 range (clips and saturations happen)."""
+    params = model.init_params(cfg)
+    return {k: rng.integers(-127, 128, v.shape).astype(np.int8) for k, v in params.items()}
+
+
+def test_noise_matches_a_pair_range(backends):
+    ref, gpu, _ = backends
+    cfg = Config(width=32, layers=1, mlp_ratio=1, population=10, rank=16).check()
+    want, got = model.make_noise(cfg, 7, range(2, 5)), gpu.make_noise(cfg, 7, 2, 5)
+    for name, value in want.items():
+        g = host(got[name])
+        assert all(np.array_equal(a, b) for a, b in zip(value, g)) if isinstance(value, tuple) \
+            else np.array_equal(value, g), name
+
+
+@pytest.mark.parametrize("which", [1, 2])
+@pytest.mark.parametrize("extreme", [False, True])
+def test_population_fitness_and_forward_match(backends, which, extreme):
+    """Fitness and carried state of pairs [1, 4) (a 0 byte inside the window resets a row), and the
+    unperturbed forward, equal the reference's with the tensor-core (1) and the dp4a (2) linear."""
+    ref, gpu = backends[0], backends[which]
+    rng = np.random.default_rng(which + 2 * extreme)
+    params = extreme_params(CFG, rng) if extreme else model.init_params(CFG)
+    tokens = rng.integers(0, 256, (CFG.pairs, CFG.window + 1)).astype(np.uint8)
+    tokens[2, 1] = 0
+    state = rng.integers(-127, 128, (CFG.population, CFG.layers, CFG.width)).astype(np.int8)
+    s_ref, s_gpu = state.copy(), state.copy()
+    f_ref = ref.population_fitness(params, CFG, ref.make_noise(CFG, 3, 1, 4), tokens, s_ref, 1, 4)
+    f_gpu = gpu.population_fitness(params, CFG, gpu.make_noise(CFG, 3, 1, 4), tokens, s_gpu, 1, 4)
+    assert np.array_equal(f_ref, f_gpu) and np.array_equal(s_ref, s_gpu)
+    tok = rng.integers(0, 256, (3, 3)).astype(np.uint8)
+    s_ref, s_gpu = state[:3].copy(), state[:3].copy()
+    assert np.array_equal(ref.forward(params, CFG, tok, s_ref), gpu.forward(params, CFG, tok, s_gpu))
+    assert np.array_equal(s_ref, s_gpu)
+
+
+@pytest.mark.parametrize("kernel,n,m,rank,sigma", [
+    ("linear_mma", 48, 16, 16, 0), ("linear_mma", 64, 40, 1, 8), ("linear_mma", 16, 256, 5, 3),
+    ("linear_dp4a", 48, 16, 16, 0), ("linear_dp4a", 64, 40, 1, 8)])
+def test_linear_at_worst_case_values(backends, kernel, n, m, rank, sigma):
+    """linear.cu against model.Members.linear with inputs, weights and noise at their extremes (and
+    random), rows past a tile edge, both output modes."""
+    gpu = backends[1]
+    cp = sys.modules["cupy"]
+    rng = np.random.default_rng(n + m + rank)
+    rows = 70  # two row tiles, the second partial
+    cfg = Config(width=16, rank=rank, sigma_shift=sigma, population=rows).check()
+    x = rng.choice(np.array([-127, 127, 0, 1, -1], np.int8), (rows, n))
+    x[:8] = 127
+    w = rng.choice(np.array([-127, 127, 3], np.int8), (m, n))
+    from intlm.noise import NOISE_MAX, rank_mult
+
+    top = -(-NOISE_MAX * rank_mult(rank) // 78)
+    raw = rng.integers(-top, top + 1, (rows // 2, 1, (m + n) * rank)).astype(np.int8)
+    raw[0] = top
+    a = raw[:, 0, :m * rank].reshape(rows // 2, m, rank)
+    b = raw[:, 0, m * rank:].reshape(rows // 2, n, rank)
+    members = model.Members({"t": (a, b)}, cfg, rows)
+    want = members.linear("t", w, x.astype(np.int64))
+    shift = matmul_shift(n)
+    grid, block = gpu_geometry().linear_grid(rows, m)
+    for mode in (0, 1):
+        y32, y8 = cp.zeros((rows, m), np.int32), cp.zeros((rows, m), np.int8)
+        gpu.launch(kernel, grid, block, cp.asarray(x), np.int32(n), np.int32(rows), np.int32(n), cp.asarray(w),
+                   np.int32(m), cp.asarray(raw), np.int32(1), np.int32(0), np.int32(rank), np.int32(sigma),
+                   np.int32(1), np.int32(shift), np.int32(mode), y32, y8, np.int32(m))
+        if mode == 0:
+            assert np.array_equal(np.asarray(y32), want)
+        else:
+            assert np.array_equal(np.asarray(y8), np.maximum(arith.clip8(want), 0))
+
+
+def gpu_geometry():
+    from intlm.backends.cupy import geometry
+
+    return geometry
+
+
+def test_log_likelihood_at_extremes(backends):
+    """head_loglik against arith.log_likelihood: logits saturated both ways, flat, one-hot."""
+    gpu = backends[1]
+    cp = sys.modules["cupy"]
+    rng = np.random.default_rng(5)
+    rows = 9
+    y = rng.integers(-300, 300, (rows, 256)).astype(np.int32)
+    y[0], y[1], y[2] = 127, -127, -1000
+    y[3, 17] = 1000
+    bias = rng.integers(-127, 128, 256).astype(np.int8)
+    tokens = rng.integers(0, 256, (rows, 2)).astype(np.uint8)
+    tokens[3, 1] = 17
+    want = arith.log_likelihood(arith.clip8(y.astype(np.int64) + bias), tokens[:, 1])
+    ll, fit = cp.zeros((rows, 1), np.int32), cp.asarray(np.full(rows, 5, np.int32))
+    grid, block = gpu_geometry().row_grid(rows)
+    gpu.launch("head_loglik", grid, block, cp.asarray(y), cp.asarray(bias), cp.zeros(16, np.int8), np.int32(0),
+               np.int32(0), cp.asarray(tokens), np.int32(2), np.int32(0), np.int32(0), cp.asarray(EXP2),
+               cp.asarray(LOG2_FRAC), np.int32(EXP2_BITS), np.int32(LOG2_MANTISSA_BITS), np.int32(3), fit, ll,
+               np.int32(1), np.int32(rows))
+    assert np.array_equal(np.asarray(ll)[:, 0], want)
+    assert np.array_equal(np.asarray(fit), want + 5)
+
+
+def test_update_sums_across_chunks(backends):
+    """update_sums_matrix over more than UPDATE_CHUNK terms at the largest |f a b|: int32 partial sums,
+    int64 total, equal to the exact sum."""
+    gpu = backends[1]
+    cp = sys.modules["cupy"]
+    rng = np.random.default_rng(6)
+    pairs, rank, m, n = 22_100, 2, 8, 8  # 44,200 terms of 48,672: two int32 runs, total > 2**31
+    f = rng.choice(np.array([-8, 8], np.int32), pairs)
+    raw = np.full((pairs, 1, (m + n) * rank), 78, np.int8)
+    raw[:, :, :m * rank] *= np.sign(f).astype(np.int8)[:, None, None]  # every term +8 * 78 * 78
+    a = raw[:, 0, :m * rank].reshape(pairs, m, rank).astype(np.int64)
+    b = raw[:, 0, m * rank:].reshape(pairs, n, rank).astype(np.int64)
+    want = np.einsum("p,pmr,pnr->mn", f.astype(np.int64), a, b)
+    assert np.abs(want).max() > (1 << 31)  # the int64 total is needed
+    z = cp.zeros((1, m, n), np.int64)
+    grid, block = gpu_geometry().update_grid(m, n, 1)
+    gpu.launch("update_sums_matrix", grid, block, cp.asarray(raw), np.int32(pairs), np.int32(1), np.int32(m),
+               np.int32(n), np.int32(rank), cp.asarray(f), z)
+    assert np.array_equal(np.asarray(z)[0], want)
+
+
+@pytest.mark.parametrize("momentum", [None, np.int32, np.int64])
+def test_update_sums_and_update_match(backends, momentum):
+    ref, gpu, _ = backends
+    cfg = Config(width=16, layers=1, mlp_ratio=2, population=12, rank=2, momentum_shift=0 if momentum is None else 3,
+                 sigma_shift=2).check()
+    rng = np.random.default_rng(7)
+    f = rng.integers(-8, 9, cfg.pairs).astype(np.int32)
+    z_ref, z_gpu = ref.update_sums(cfg, ref.make_noise(cfg, 1), f), gpu.update_sums(cfg, gpu.make_noise(cfg, 1), f)
+    assert all(np.array_equal(z_ref[k], np.asarray(z_gpu[k])) for k in z_ref)
+    params = extreme_params(cfg, rng)
+    p_ref, p_gpu = ({k: v.copy() for k, v in params.items()} for _ in range(2))
+    mom = {} if momentum is None else {k: rng.integers(-5000, 5000, v.shape).astype(momentum)
+                                       for k, v in params.items()}
+    m_ref, m_gpu = ({k: v.copy() for k, v in mom.items()} for _ in range(2))
+    assert ref.update(p_ref, cfg, 2, f, z_ref, m_ref) == gpu.update(p_gpu, cfg, 2, f, z_gpu, m_gpu)
+    assert all(np.array_equal(p_ref[k], p_gpu[k]) for k in params)
+    assert all(np.array_equal(m_ref[k], m_gpu[k]) and m_gpu[k].dtype == m_ref[k].dtype for k in mom)
+
+
+def test_training_steps_identical(backends):
+    """Whole training steps (noise, fitness, pair state, shaping, update sums, update) leave the same
+    run arrays on the emulated GPU backend as on the reference."""
+    ref, gpu, _ = backends
+    cfg = Config(width=16, layers=1, mlp_ratio=2, population=6, rank=2, window=2, momentum_shift=2).check()
+    data = np.frombuffer(b"to be or not to be, that is the question\x00whether tis nobler", np.uint8)
+    runs = [train.Run.fresh(cfg) for _ in range(2)]
+    for _ in range(2):
+        stats = [train.train_step(run, data, be) for run, be in zip(runs, (ref, gpu))]
+        assert stats[0] == stats[1]
+    a, b = (run.arrays() for run in runs)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+
+
+def test_without_cupy_the_backend_is_one_error_line(tmp_path):
+    """Where CuPy is not installed, `pretrain --backend cupy` is one error line and exit status 2 (no
+    run folder made), and auto passes over cupy."""
+    probe = subprocess.run([sys.executable, "-c", "import cupy"], capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("CuPy is installed here")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be. " * 500)
+    done = subprocess.run([sys.executable, "-m", "intlm.cli", "pretrain", str(corpus), "--out", str(tmp_path / "run"),
+                           "--steps", "1", "--backend", "cupy", "--width", "16", "--population", "4"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("error: the cupy backend"), done.stderr
+    assert not (tmp_path / "run").exists()
+    code = "from intlm.backends import get; print(get('auto').name)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() != "cupy"
+
+
+def test_gpu_check_script_runs(backends, capsys, monkeypatch):
+    """``python -m intlm.gpu_check --small`` on the emulated CuPy: every check of the GPU script runs
+    and passes at tiny sizes (so the script itself is not first run on a GPU)."""
+    from intlm import gpu_check
+
+    monkeypatch.setattr(sys, "argv", ["gpu_check", "--small"])
+    monkeypatch.setattr(gpu_check, "FAILED", [])
+    status = gpu_check.main()
+    out = capsys.readouterr().out
+    assert status == 0, out
+    lines = [line for line in out.splitlines() if line.startswith(("PASS", "FAIL"))]
+    assert len(lines) == 11 and all(line.startswith("PASS") for line in lines), out
+
+
+def test_gpu_check_bench_runs(backends, capsys):
+    """The GPU check's bench code, at a tiny size on the emulated CuPy: one line of figures."""
+    import time
+
+    from intlm import gpu_check
+
+    gpu_check.bench(backends[1], sys.modules["cupy"], time.perf_counter(), width=16, layers=1, powers=[2], window=2)
+    out = capsys.readouterr().out
+    assert "bench population 2^2: training" in out and "tokens/s" in out and "FAIL" not in out, out
+
+
+def test_pair_ranges_combine_exactly(backends):
+    """The cupy backend's fitness and carried state over pairs [0, 1) then [1, 4), each with its own
+    range's noise, equal one call over [0, 4)."""
+    _, gpu, _ = backends
+    cfg = Config(width=16, layers=1, mlp_ratio=2, population=8, rank=2, window=2).check()
+    rng = np.random.default_rng(9)
+    params = model.init_params(cfg)
+    tokens = rng.integers(0, 256, (cfg.pairs, cfg.window + 1)).astype(np.uint8)
+    state = rng.integers(-127, 128, (cfg.population, cfg.layers, cfg.width)).astype(np.int8)
+    whole_state, split_state = state.copy(), state.copy()
+    whole = gpu.population_fitness(params, cfg, gpu.make_noise(cfg, 1), tokens, whole_state)
+    parts = [gpu.population_fitness(params, cfg, gpu.make_noise(cfg, 1, p0, p1), tokens, split_state, p0, p1)
+             for p0, p1 in ((0, 1), (1, 4))]
+    assert np.array_equal(whole, np.concatenate(parts)) and np.array_equal(whole_state, split_state)
