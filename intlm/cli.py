@@ -81,9 +81,11 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
 @click.option("--resume-or-start", is_flag=True, help="As --resume, but start a fresh run when --out holds no checkpoint.")
 @click.option("--eval-seconds", type=float, default=30.0, show_default=True, help="Validation sample every N seconds.")
 @click.option("--save-seconds", type=float, default=60.0, show_default=True, help="Checkpoint every N seconds.")
+@click.option("--sample-every", type=float, default=120.0, show_default=True,
+              help="A line of text sampled from the model every N seconds of the progress output (0: never).")
 @click.pass_context
-def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start, eval_seconds, save_seconds, alpha,
-             **settings):
+def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start, eval_seconds, save_seconds,
+             sample_every, alpha, **settings):
     """Train a model on CORPUS (text file, folder or prepared store; default: Shakespeare)."""
     from . import checkpoint
     from .train import load_run, pretrain as run_pretrain
@@ -92,8 +94,8 @@ def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start,
         minutes = 10.0
     if (steps is not None and steps < 0) or (minutes is not None and not 0 < minutes < math.inf):
         raise IntlmError("--steps must be >= 0 and --minutes a finite number > 0")
-    if not (eval_seconds >= 0 and save_seconds >= 0):  # also refuses nan
-        raise IntlmError("--eval-seconds and --save-seconds must be numbers >= 0")
+    if not (eval_seconds >= 0 and save_seconds >= 0 and sample_every >= 0):  # also refuses nan
+        raise IntlmError("--eval-seconds, --save-seconds and --sample-every must be numbers >= 0")
     out = Path(out or Path("runs") / (Path(corpus).stem if corpus else "shakespeare"))
     if not 0 < alpha <= 1:
         raise IntlmError(f"--alpha must be in (0, 1], got {alpha}")
@@ -112,7 +114,8 @@ def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start,
     cfg.check()
     data = _corpus(corpus)
     run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
-                 resume_or_start=resume_or_start, eval_seconds=eval_seconds, save_seconds=save_seconds)
+                 resume_or_start=resume_or_start, eval_seconds=eval_seconds, save_seconds=save_seconds,
+                 sample_seconds=sample_every)
     click.echo(f"checkpoints in {out}", err=True)
 
 

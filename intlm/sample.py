@@ -50,6 +50,17 @@ def generate(params, cfg: Config, prompt: bytes, length: int, temperature_q4: in
             logits = read_byte(params, cfg, np.array([b]), state, members)[0]
 
 
+def preview(params, cfg: Config, length: int, seed: int) -> str:
+    """One line of text from the model, for a progress log: a document's first ``length`` bytes (or
+    fewer, up to its 0 byte) at temperature 1, controls escaped, line breaks (any splitlines knows) shown as " / ", tabs as spaces."""
+    out = bytearray()
+    for b in generate(params, cfg, b"", length, seed=seed):
+        if b == 0:
+            break
+        out.append(b)
+    return " / ".join(escape_controls(out.decode("utf-8", errors="replace")).replace("\t", " ").splitlines())
+
+
 def escape_controls(text: str) -> str:
     """Control characters other than newline and tab as visible escapes (ESC as \\x1b), so that
     a sample printed on a terminal cannot ring it, move its cursor or change its colours."""

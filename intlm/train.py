@@ -23,12 +23,14 @@ from .errors import IntlmError, Stopped
 from .lock import run_lock
 from .model import init_params
 from .runlog import open_log
+from .sample import preview
 from .signals import StopOnSignal
 
 CHECKPOINT_FORMAT = "intlm-checkpoint-1"
 STATE_ARRAY = "hidden"  # the population's recurrent state, carried across steps
 MOMENTUM_PREFIX = "momentum."  # int32 momentum arrays, when the config has momentum
 EVAL_BURN_IN = 64  # bytes each validation stream reads before it is scored
+SAMPLE_BYTES = 100  # length of the text sample in the progress output
 
 
 def data_fingerprint(data: np.ndarray) -> str:
@@ -163,6 +165,12 @@ class Progress:
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
 
+    def sample(self, step, text):
+        """A line of sampled text, above the status line on a terminal."""
+        if self.enabled:
+            sys.stderr.write(("\r\033[K" if self.tty else "") + f"sample at step {step}: {text}\n")
+            sys.stderr.flush()
+
     def show(self, step, elapsed, train_bpb, val_bpb, tok_s, final=False, fresh_val=False):
         if not self.enabled or not (self.tty or final or fresh_val):
             return  # a log file gets a line per validation, not per step
@@ -184,8 +192,10 @@ class Progress:
 
 
 def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="auto", resume=False,
-             eval_seconds=30.0, save_seconds=60.0, eval_bytes=1 << 16, progress=True, resume_or_start=False) -> Run:
-    """Train until ``steps`` or ``minutes`` (whichever first); checkpoints land in ``run_dir``.
+             eval_seconds=30.0, save_seconds=60.0, eval_bytes=1 << 16, progress=True, resume_or_start=False,
+             sample_seconds=0.0) -> Run:
+    """Train until ``steps`` or ``minutes`` (whichever first); checkpoints land in ``run_dir``; with
+    ``progress``, a line of sampled text every ``sample_seconds`` (0: none).
 
     ``resume`` continues the newest intact checkpoint and refuses a folder without one, unless
     ``resume_or_start``. One process at a time holds ``run_dir``. On SIGINT/SIGTERM the run saves
@@ -211,7 +221,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
         log, clock = open_log(run_dir, run.step, resumed)
         with log:
             _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds,
-                  save_seconds, eval_bytes, progress)
+                  save_seconds, eval_bytes, progress, sample_seconds)
     return run
 
 
@@ -232,13 +242,13 @@ def _start(run_dir: Path, cfg: Config, fingerprint: str, resume: bool) -> tuple:
 
 
 def _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
-          eval_bytes, progress):
+          eval_bytes, progress, sample_seconds):
     """The steps, each logged before it may be saved (so a checkpoint's step is always in the log),
     then the final save, evaluation and record; a signal ends it with a save and Stopped."""
     cfg = run.cfg
     bar = Progress(steps, minutes * 60 if minutes else None, progress)
     start = time.perf_counter()
-    last_eval = last_save = start
+    last_eval = last_save = last_sample = start
     tokens_done, val_bpb, train_bpb = 0, None, 0.0
     tokens_per_step = cfg.population * cfg.window
 
@@ -266,6 +276,9 @@ def _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minute
         if now - last_save >= save_seconds:
             run.save(run_dir, corpus_meta)
             last_save = time.perf_counter()
+        if progress and sample_seconds and now - last_sample >= sample_seconds:
+            bar.sample(run.step, preview(run.params, cfg, SAMPLE_BYTES, seed=run.step))
+            last_sample = time.perf_counter()
         bar.show(run.step, now - start, train_bpb, val_bpb, record["tokens_per_s"],
                  fresh_val="val_bpb_sample" in record)
     path = run.save(run_dir, corpus_meta)

@@ -271,6 +271,7 @@ def test_usage_errors_are_one_line(monkeypatch, capsys, args, fragment):
     (["--steps", "1", "--save-seconds", "-1"], "--save-seconds"),
     (["--steps", "1", "--save-seconds", "nan"], "--save-seconds"),
     (["--steps", "1", "--eval-seconds", "nan"], "--eval-seconds"),
+    (["--steps", "1", "--sample-every", "nan"], "--sample-every"),
 ])
 def test_pretrain_refuses_non_finite_and_negative_times(monkeypatch, capsys, text_file, tmp_path, args, fragment):
     """nan/inf minutes never stopped; nan or negative save/eval intervals were taken as given."""

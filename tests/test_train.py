@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import unicodedata
 import tracemalloc
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from intlm.data import Corpus
 from intlm.errors import IntlmError, Stopped
 
 from conftest import checkpoint_state, text_bytes, tiny_config
+from conftest import random_params as conftest_random_params
 
 CFG = dict(population=8, window=4, layers=1, mlp_ratio=2, alpha_q16=65536)
 
@@ -410,3 +412,27 @@ def test_evaluate_is_the_same_for_every_block_size(numpy_backend, data, streams,
     data = np.frombuffer(data, dtype=np.uint8)
     whole = train.evaluate(params, cfg, data, numpy_backend, streams=streams, max_bytes=max_bytes, block=len(data) + 64)
     assert train.evaluate(params, cfg, data, numpy_backend, streams=streams, max_bytes=max_bytes, block=block) == whole
+
+
+def test_progress_shows_samples_of_the_model(corpus, tmp_path, capsys):
+    """With sample_seconds, the progress output gets lines of sampled text: one line each, no 0 byte
+    and no raw control byte; without, none."""
+    cfg = tiny_config(**CFG)
+    train.pretrain(corpus, cfg, tmp_path / "a", steps=3, progress=True, save_seconds=0, backend="numpy",
+                   sample_seconds=1e-9)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sample at step")]
+    assert [line.split(":")[0] for line in lines] == ["sample at step 1", "sample at step 2", "sample at step 3"]
+    assert all(unicodedata.category(ch) != "Cc" for line in lines for ch in line)
+    train.pretrain(corpus, cfg, tmp_path / "b", steps=3, progress=True, save_seconds=0, backend="numpy")
+    assert "sample at step" not in capsys.readouterr().err
+
+
+@given(seed=st.integers(0, 2 ** 32))
+@settings(max_examples=20, deadline=None)
+def test_preview_is_one_printable_line(seed):
+    from intlm.sample import preview
+
+    cfg = tiny_config()
+    params = conftest_random_params(cfg, np.random.default_rng(seed))
+    text = preview(params, cfg, 60, seed=seed)
+    assert len(text.splitlines()) <= 1 and all(unicodedata.category(ch) != "Cc" for ch in text)
