@@ -81,12 +81,39 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
 @click.option("--resume-or-start", is_flag=True, help="As --resume, but start a fresh run when --out holds no checkpoint.")
 @click.option("--eval-seconds", type=float, default=30.0, show_default=True, help="Validation sample every N seconds.")
 @click.option("--save-seconds", type=float, default=60.0, show_default=True, help="Checkpoint every N seconds.")
+@click.option("--mpi", is_flag=True, help="Train as one of several MPI processes (automatic under mpirun/srun; "
+              "needs intlm[mpi]).")
 @click.pass_context
 def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start, eval_seconds, save_seconds, alpha,
-             **settings):
+             mpi, **settings):
     """Train a model on CORPUS (text file, folder or prepared store; default: Shakespeare)."""
-    from . import checkpoint
+    from . import checkpoint, distributed
     from .train import load_run, pretrain as run_pretrain
+
+    world = distributed.world(force=mpi)
+    try:
+        out, cfg, data = _pretrain_setup(ctx, corpus, out, steps, minutes, resume, resume_or_start, eval_seconds,
+                                         save_seconds, alpha, settings)
+        err = None
+    except IntlmError as e:
+        if world is None:
+            raise
+        err = e
+    if world is not None:
+        world.agree(err)  # settings every process refuses alike: one line, from the first
+    if steps is None and minutes is None:
+        minutes = 10.0
+    run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
+                 resume_or_start=resume_or_start, eval_seconds=eval_seconds, save_seconds=save_seconds, world=world)
+    if world is None or world.primary:
+        click.echo(f"checkpoints in {out}", err=True)
+
+
+def _pretrain_setup(ctx, corpus, out, steps, minutes, resume, resume_or_start, eval_seconds, save_seconds, alpha,
+                    settings):
+    """(run folder, checked Config, corpus) for pretrain, or the IntlmError that refuses them."""
+    from . import checkpoint
+    from .train import load_run
 
     if steps is None and minutes is None:
         minutes = 10.0
@@ -110,10 +137,7 @@ def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start,
     else:
         cfg = Config(**given)
     cfg.check()
-    data = _corpus(corpus)
-    run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
-                 resume_or_start=resume_or_start, eval_seconds=eval_seconds, save_seconds=save_seconds)
-    click.echo(f"checkpoints in {out}", err=True)
+    return out, cfg, _corpus(corpus)
 
 
 @cli.command()
@@ -281,20 +305,69 @@ def bench(width, layers, population, rank, window, repeats, processes, backend, 
 
 def main():
     warnings.filterwarnings("ignore", module="zarr")  # a damaged store's warnings: the error line says it
+    from . import distributed
+
+    world = distributed._WORLD
+    if distributed.launched():  # under MPI: one error line for the job, and no process left hanging
+        try:
+            _main()
+        except SystemExit as done:
+            world = distributed._WORLD
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+            if code and world is not None:
+                world.fail(code, getattr(done, "everywhere", False) or _EVERYWHERE[0])
+            raise
+        except BaseException as err:  # anything unforeseen on one process: its line, then MPI_Abort
+            world = distributed._WORLD
+            rank = f" (MPI rank {world.rank})" if world is not None else ""
+            click.echo(f"error{rank}: {type(err).__name__}: {err}", err=True)
+            if world is not None:
+                world.fail(1, False)
+            sys.exit(1)
+        return
+    _main()
+
+
+_EVERYWHERE = [False]  # the error being reported is every MPI process's alike (only rank 0 prints it)
+
+
+def _quiet(err) -> bool:
+    """Under MPI, an error every process has alike is reported by rank 0 alone."""
+    from . import distributed
+
+    world = distributed._WORLD
+    _EVERYWHERE[0] = bool(getattr(err, "everywhere", False))
+    return world is not None and not world.primary and _EVERYWHERE[0] and not getattr(err, "report", False)
+
+
+def _mpi_rank() -> int:
+    """This process's MPI rank from its launcher's environment (0 when not under MPI)."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _main():
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except Stopped as err:
-        click.echo(("\n" if sys.stderr.isatty() else "") + str(err), err=True)  # below the progress bar
+        err.everywhere = True  # every MPI process stops at the same step
+        if not _quiet(err):
+            click.echo(("\n" if sys.stderr.isatty() else "") + str(err), err=True)  # below the progress bar
         sys.exit(128 + err.signum)
     except click.ClickException as err:  # usage errors: one line too, the --help hint in it
+        if _mpi_rank() > 0:
+            sys.exit(2)  # every MPI process has the same usage error: rank 0 reports it
         hint = f" (see {err.ctx.command_path} --help)" if getattr(err, "ctx", None) else ""
         click.echo(f"error: {' '.join(err.format_message().split())}{hint}", err=True)
         sys.exit(2)
     except IntlmError as err:
-        click.echo(f"error: {err}", err=True)
+        if not _quiet(err):
+            click.echo(f"error: {err}", err=True)
         sys.exit(2)
     except BrokenPipeError:  # the reader went away (intlm sample ... | head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
