@@ -91,16 +91,18 @@ def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start,
     from .train import load_run, pretrain as run_pretrain
 
     world = distributed.world(force=mpi)
-    try:
-        out, cfg, data = _pretrain_setup(ctx, corpus, out, steps, minutes, resume, resume_or_start, eval_seconds,
-                                         save_seconds, alpha, settings)
-        err = None
-    except IntlmError as e:
-        if world is None:
-            raise
-        err = e
-    if world is not None:
-        world.agree(err)  # settings every process refuses alike: one line, from the first
+    setup = (ctx, corpus, out, steps, minutes, resume, resume_or_start, eval_seconds, save_seconds, alpha, settings)
+    if world is None:
+        out, cfg, data = _pretrain_setup(*setup)
+    else:  # rank 0 first (it may write the corpus cache), then the others; one error line for the job
+        for turn in (True, False):
+            err = None
+            if world.primary == turn:
+                try:
+                    out, cfg, data = _pretrain_setup(*setup)
+                except IntlmError as e:
+                    err = e
+            world.agree(err)
     if steps is None and minutes is None:
         minutes = 10.0
     run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,

@@ -146,9 +146,8 @@ class World:
 
     def guard(self, params, step: int):
         """Collective: every process's parameter hash must be the same (MIN == MAX)."""
+        _test_hooks(self.rank, step, params)
         h = param_hash(params)
-        if os.environ.get("INTLM_TEST_CORRUPT") == f"{self.rank}:{step}":  # test hook: one rank diverges
-            h ^= 1
         both = np.array([h, -h], dtype=np.int64)
         out = np.empty(2, dtype=np.int64)
         self.comm.Allreduce(both, out, op=self.MPI.MAX)
@@ -178,6 +177,22 @@ class World:
             sys.stderr.flush()
             self.comm.Abort(code)
         sys.exit(code)
+
+
+def _test_hooks(rank: int, step: int, params):
+    """Faults the tests inject on one process (INTLM_TEST_FAULT=kind:rank:step): ``corrupt`` flips
+    a parameter, ``raise`` raises, ``kill`` dies by SIGKILL."""
+    fault = os.environ.get("INTLM_TEST_FAULT", "").split(":")
+    if len(fault) == 3 and fault[1:] == [str(rank), str(step)]:
+        if fault[0] == "corrupt":
+            first = params[sorted(params)[0]].reshape(-1)
+            first[0] = first[0] ^ 1
+        elif fault[0] == "raise":
+            raise RuntimeError(f"injected failure at step {step}")
+        elif fault[0] == "kill":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 _WORLD = None
