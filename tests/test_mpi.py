@@ -179,3 +179,26 @@ def test_a_held_run_folder_stops_every_process(work):
     assert done.returncode == 2
     lines = error_lines(done.stderr)
     assert len(lines) == 1 and "in use" in lines[0], done.stderr
+
+
+@needs_mpi
+def test_ctrl_c_to_mpirun_saves_once_and_stops_every_process(work):
+    """SIGINT to mpirun (which passes it to every process): all stop after the same step, rank 0
+    saves it and says so once; exit status 130."""
+    import signal
+    import time
+
+    out = work / "interrupted"
+    cmd = ["mpirun", "-n", "2", sys.executable, "-m", "intlm.cli", "pretrain", str(work / "corpus.txt"), "--out",
+           str(out), *TINY[:-4], "--steps", "100000", "--save-seconds", "1000", "--eval-seconds", "1000",
+           "--backend", "numpy"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=_env(work))
+    deadline = time.time() + 30
+    while not (out / "log.jsonl").exists() or (out / "log.jsonl").stat().st_size == 0:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert stderr.count("stopped by SIGINT") == 1, stderr
+    assert len(checkpoints(out)) == 1
