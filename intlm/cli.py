@@ -83,14 +83,20 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
 @click.option("--save-seconds", type=float, default=60.0, show_default=True, help="Checkpoint every N seconds.")
 @click.option("--mpi", is_flag=True, help="Train as one of several MPI processes (automatic under mpirun/srun; "
               "needs intlm[mpi]).")
+@click.option("--mpi-reduce", type=click.Choice(["fitness", "sums"]), default="fitness", show_default=True,
+              help="Under MPI, what the processes combine each step: the fitnesses alone (each process then "
+              "regenerates all noise; bytes independent of the model) or the update sums of their own pairs "
+              "(8 bytes per parameter; for many processes). The checkpoint bytes are the same.")
 @click.pass_context
 def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start, eval_seconds, save_seconds, alpha,
-             mpi, **settings):
+             mpi, mpi_reduce, **settings):
     """Train a model on CORPUS (text file, folder or prepared store; default: Shakespeare)."""
     from . import checkpoint, distributed
     from .train import load_run, pretrain as run_pretrain
 
     world = distributed.world(force=mpi)
+    if world is not None:
+        world.reduce = mpi_reduce
     setup = (ctx, corpus, out, steps, minutes, resume, resume_or_start, eval_seconds, save_seconds, alpha, settings)
     if world is None:
         out, cfg, data = _pretrain_setup(*setup)

@@ -19,6 +19,7 @@ mpi4py is imported only when the job was launched by an MPI launcher (``world``)
 (--mpi, INTLM_MPI=1), so a plain run never touches MPI.
 """
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -85,6 +86,9 @@ class World:
         self.primary = self.rank == 0
         self.collectives_started = False
         self.p0 = self.p1 = None
+        # what the processes combine each step: "fitness" (every process regenerates all noise and
+        # sums Z itself; bytes independent of the model) or "sums" (Z of own pairs, Allreduce'd)
+        self.reduce = "fitness"
         self.bytes_sent = 0  # per process, what its collectives put on the wire (for the figures)
         self.comm_seconds = 0.0
 
@@ -100,6 +104,7 @@ class World:
                              f"each process needs at least one pair (population >= {2 * self.size})")
         self.ranges = pair_ranges(cfg.pairs, self.size)
         self.p0, self.p1 = self.ranges[self.rank]
+        self.local_cfg = dataclasses.replace(cfg, population=2 * (self.p1 - self.p0))  # for update_sums of own pairs
         return self.p0, self.p1
 
     def use_device(self, backend):
@@ -143,6 +148,25 @@ class World:
         for w in words.tolist():
             ctl |= w
         return fitness, ctl
+
+    def allreduce_sums(self, Z):
+        """Collective (reduce "sums"): every process's Z over its own pairs, summed exactly in int64
+        (each partial sum is a sum over a subset of pairs, so no order of adding overflows)."""
+        import time
+
+        t = time.perf_counter()
+        names = list(Z)
+        flat = np.concatenate([np.asarray(Z[n], dtype=np.int64).reshape(-1) for n in names])
+        total = np.empty_like(flat)
+        self.comm.Allreduce(flat, total, op=self.MPI.SUM)
+        self.bytes_sent += flat.nbytes
+        out, at = {}, 0
+        for n in names:
+            size = Z[n].size
+            out[n] = total[at:at + size].reshape(Z[n].shape)
+            at += size
+        self.comm_seconds += time.perf_counter() - t
+        return out
 
     def guard(self, params, step: int):
         """Collective: every process's parameter hash must be the same (MIN == MAX)."""

@@ -151,7 +151,8 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     lap = Laps(timings)
     tokens = stream_windows(train_data, cfg.pairs, run.step, cfg.window)
     lap("data")
-    noise = backend.make_noise(cfg, run.step)
+    sums = world is not None and world.reduce == "sums"  # Z from own pairs, summed over processes
+    noise = backend.make_noise(cfg, run.step, world.p0, world.p1) if sums else backend.make_noise(cfg, run.step)
     lap("noise")
     if world is None:
         fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
@@ -160,7 +161,8 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
         lap("forward")
     else:
         p0, p1 = world.p0, world.p1
-        local = backend.population_fitness(run.params, cfg, _pair_slice(noise, p0, p1), tokens, run.hidden, p0, p1)
+        mine = noise if sums else _pair_slice(noise, p0, p1)
+        local = backend.population_fitness(run.params, cfg, mine, tokens, run.hidden, p0, p1)
         if cfg.pair_state == "mean":
             share_pair_state(run.hidden[2 * p0:2 * p1])
         lap("forward")
@@ -168,7 +170,11 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
         lap("comm")
     f, ties = es.shape_fitness(fitness, cfg.fitness)
     lap("fitness")
-    moved = backend.update(run.params, cfg, run.step, f, backend.update_sums(cfg, noise, f), run.momentum)
+    if sums:
+        Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[world.p0:world.p1]))
+    else:
+        Z = backend.update_sums(cfg, noise, f)
+    moved = backend.update(run.params, cfg, run.step, f, Z, run.momentum)
     lap("update")
     run.step += 1
     return {"fitness_sum": int(fitness.astype(np.int64).sum()), "ties": ties, "moved": moved, "control": control}

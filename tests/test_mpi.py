@@ -99,13 +99,15 @@ def plain(work):
 
 
 @needs_mpi
-@pytest.mark.parametrize("backend,k", [("numpy", 1), ("numpy", 2), ("numpy", 3), ("numpy", 4),
-                                       ("numba", 1), ("numba", 2), ("numba", 3)])
-def test_mpi_checkpoints_are_the_single_process_bytes(work, plain, backend, k):
+@pytest.mark.parametrize("backend,k,reduce", [("numpy", 1, "fitness"), ("numpy", 2, "fitness"), ("numpy", 3, "fitness"),
+                                              ("numpy", 4, "fitness"), ("numba", 1, "fitness"), ("numba", 2, "fitness"),
+                                              ("numba", 3, "fitness"), ("numpy", 3, "sums"), ("numba", 3, "sums")])
+def test_mpi_checkpoints_are_the_single_process_bytes(work, plain, backend, k, reduce):
     """Every checkpoint (parameters, momentum, every pair's recurrent state, attrs) of K processes
-    is byte for byte the plain run's; rank 0 alone wrote the log."""
-    out = work / f"mpi-{backend}-{k}"
-    done = pretrain(work, out, k, "--steps", str(STEPS), "--backend", backend)
+    is byte for byte the plain run's, whether they combine fitnesses or update sums; rank 0 alone
+    wrote the log."""
+    out = work / f"mpi-{backend}-{k}-{reduce}"
+    done = pretrain(work, out, k, "--steps", str(STEPS), "--backend", backend, "--mpi-reduce", reduce)
     assert done.returncode == 0, done.stderr
     assert checkpoints(out) == plain[backend]
     assert done.stderr.count("checkpoints in") == 1 and f"x {k} MPI processes" in done.stderr
