@@ -204,3 +204,28 @@ def test_ctrl_c_to_mpirun_saves_once_and_stops_every_process(work):
     assert proc.returncode == 130
     assert stderr.count("stopped by SIGINT") == 1, stderr
     assert len(checkpoints(out)) == 1
+
+
+@needs_mpi
+def test_mpi_flag_without_a_launcher_is_a_world_of_one(work, plain):
+    """`intlm pretrain --mpi` started plainly (an MPI singleton) writes the plain run's bytes."""
+    out = work / "singleton"
+    done = pretrain(work, out, None, "--steps", str(STEPS), "--backend", "numpy", "--mpi")
+    assert done.returncode == 0, done.stderr
+    assert "x 1 MPI processes" in done.stderr
+    assert checkpoints(out) == plain["numpy"]
+
+
+@needs_mpi
+def test_periodic_guard_between_saves(work):
+    """Without saves, the guard still runs every GUARD_STEPS steps: a divergence found at step 16
+    stops the job there with one line, and no checkpoint is written at all."""
+    from intlm.distributed import GUARD_STEPS
+
+    out = work / "guard-periodic"
+    done = pretrain(work, out, 2, "--steps", str(GUARD_STEPS + 4), "--backend", "numpy", "--save-seconds", "1000",
+                    INTLM_TEST_FAULT=f"corrupt:0:{GUARD_STEPS}")
+    assert done.returncode == 2
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1 and f"differ at step {GUARD_STEPS}" in lines[0], done.stderr
+    assert checkpoints(out) == {}
