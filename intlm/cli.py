@@ -83,18 +83,54 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
 @click.option("--save-seconds", type=float, default=60.0, show_default=True, help="Checkpoint every N seconds.")
 @click.option("--sample-every", type=float, default=120.0, show_default=True,
               help="A line of text sampled from the model every N seconds of the progress output (0: never).")
+@click.option("--mpi", is_flag=True, help="Train as one of several MPI processes (automatic under mpirun/srun; "
+              "needs intlm[mpi]).")
+@click.option("--mpi-reduce", type=click.Choice(["fitness", "sums"]), default="fitness", show_default=True,
+              help="Under MPI, what the processes combine each step: the fitnesses alone (each process then "
+              "regenerates all noise; bytes independent of the model) or the update sums of their own pairs "
+              "(8 bytes per parameter; for many processes). The checkpoint bytes are the same.")
 @click.pass_context
 def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start, eval_seconds, save_seconds,
-             sample_every, alpha, **settings):
+             sample_every, alpha, mpi, mpi_reduce, **settings):
     """Train a model on CORPUS (text file, folder or prepared store; default: Shakespeare)."""
-    from . import checkpoint
+    from . import checkpoint, distributed
     from .train import load_run, pretrain as run_pretrain
+
+    world = distributed.world(force=mpi)
+    if world is not None:
+        world.reduce = mpi_reduce
+    setup = (ctx, corpus, out, steps, minutes, resume, resume_or_start, (eval_seconds, save_seconds, sample_every),
+             alpha, settings)
+    if world is None:
+        out, cfg, data = _pretrain_setup(*setup)
+    else:  # rank 0 first (it may write the corpus cache), then the others; one error line for the job
+        for turn in (True, False):
+            err = None
+            if world.primary == turn:
+                try:
+                    out, cfg, data = _pretrain_setup(*setup)
+                except IntlmError as e:
+                    err = e
+            world.agree(err)
+    if steps is None and minutes is None:
+        minutes = 10.0
+    run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
+                 resume_or_start=resume_or_start, eval_seconds=eval_seconds, save_seconds=save_seconds,
+                 sample_seconds=sample_every, world=world)
+    if world is None or world.primary:
+        click.echo(f"checkpoints in {out}", err=True)
+
+
+def _pretrain_setup(ctx, corpus, out, steps, minutes, resume, resume_or_start, intervals, alpha, settings):
+    """(run folder, checked Config, corpus) for pretrain, or the IntlmError that refuses them."""
+    from . import checkpoint
+    from .train import load_run
 
     if steps is None and minutes is None:
         minutes = 10.0
     if (steps is not None and steps < 0) or (minutes is not None and not 0 < minutes < math.inf):
         raise IntlmError("--steps must be >= 0 and --minutes a finite number > 0")
-    if not (eval_seconds >= 0 and save_seconds >= 0 and sample_every >= 0):  # also refuses nan
+    if not all(seconds >= 0 for seconds in intervals):  # also refuses nan
         raise IntlmError("--eval-seconds, --save-seconds and --sample-every must be numbers >= 0")
     out = Path(out or Path("runs") / (Path(corpus).stem if corpus else "shakespeare"))
     if not 0 < alpha <= 1:
@@ -112,11 +148,7 @@ def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start,
     else:
         cfg = Config(**given)
     cfg.check()
-    data = _corpus(corpus)
-    run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
-                 resume_or_start=resume_or_start, eval_seconds=eval_seconds, save_seconds=save_seconds,
-                 sample_seconds=sample_every)
-    click.echo(f"checkpoints in {out}", err=True)
+    return out, cfg, _corpus(corpus)
 
 
 @cli.command()
@@ -284,20 +316,69 @@ def bench(width, layers, population, rank, window, repeats, processes, backend, 
 
 def main():
     warnings.filterwarnings("ignore", module="zarr")  # a damaged store's warnings: the error line says it
+    from . import distributed
+
+    world = distributed._WORLD
+    if distributed.launched():  # under MPI: one error line for the job, and no process left hanging
+        try:
+            _main()
+        except SystemExit as done:
+            world = distributed._WORLD
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+            if code and world is not None:
+                world.fail(code, getattr(done, "everywhere", False) or _EVERYWHERE[0])
+            raise
+        except BaseException as err:  # anything unforeseen on one process: its line, then MPI_Abort
+            world = distributed._WORLD
+            rank = f" (MPI rank {world.rank})" if world is not None else ""
+            click.echo(f"error{rank}: {type(err).__name__}: {err}", err=True)
+            if world is not None:
+                world.fail(1, False)
+            sys.exit(1)
+        return
+    _main()
+
+
+_EVERYWHERE = [False]  # the error being reported is every MPI process's alike (only rank 0 prints it)
+
+
+def _quiet(err) -> bool:
+    """Under MPI, an error every process has alike is reported by rank 0 alone."""
+    from . import distributed
+
+    world = distributed._WORLD
+    _EVERYWHERE[0] = bool(getattr(err, "everywhere", False))
+    return world is not None and not world.primary and _EVERYWHERE[0] and not getattr(err, "report", False)
+
+
+def _mpi_rank() -> int:
+    """This process's MPI rank from its launcher's environment (0 when not under MPI)."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _main():
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except Stopped as err:
-        click.echo(("\n" if sys.stderr.isatty() else "") + str(err), err=True)  # below the progress bar
+        err.everywhere = True  # every MPI process stops at the same step
+        if not _quiet(err):
+            click.echo(("\n" if sys.stderr.isatty() else "") + str(err), err=True)  # below the progress bar
         sys.exit(128 + err.signum)
     except click.ClickException as err:  # usage errors: one line too, the --help hint in it
+        if _mpi_rank() > 0:
+            sys.exit(2)  # every MPI process has the same usage error: rank 0 reports it
         hint = f" (see {err.ctx.command_path} --help)" if getattr(err, "ctx", None) else ""
         click.echo(f"error: {' '.join(err.format_message().split())}{hint}", err=True)
         sys.exit(2)
     except IntlmError as err:
-        click.echo(f"error: {err}", err=True)
+        if not _quiet(err):
+            click.echo(f"error: {err}", err=True)
         sys.exit(2)
     except BrokenPipeError:  # the reader went away (intlm sample ... | head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -5,6 +5,7 @@ from the step number, the noise from the counter hash, so a resumed run repeats 
 bit for bit. Wall-clock time only decides *when* to log, checkpoint and stop.
 """
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -136,25 +137,49 @@ class Laps:
             self.last = now
 
 
-def train_step(run: Run, train_data: np.ndarray, backend, timings=None) -> dict:
+def _pair_slice(noise, p0, p1):
+    """The noise of pairs [p0, p1) from every pair's noise (views; the pair axis is first)."""
+    return {k: tuple(a[p0:p1] for a in v) if isinstance(v, tuple) else v[p0:p1] for k, v in noise.items()}
+
+
+def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=None, control=0) -> dict:
     """One EGGROLL step in place; returns integer statistics of it. ``timings``, a dict, collects
-    the seconds of its phases: data, noise, forward, fitness, update."""
+    the seconds of its phases: data, noise, forward, fitness, update (and comm under MPI).
+
+    ``world`` (distributed.World): this process evaluates its pairs [p0, p1) only, and one
+    Allgatherv gives every process the whole fitness vector (and the OR of the processes'
+    ``control`` words, returned as stats["control"]); the update is every process's alike."""
     cfg = run.cfg
     lap = Laps(timings)
     tokens = stream_windows(train_data, cfg.pairs, run.step, cfg.window)
     lap("data")
-    noise = backend.make_noise(cfg, run.step)
+    sums = world is not None and world.reduce == "sums"  # Z from own pairs, summed over processes
+    noise = backend.make_noise(cfg, run.step, world.p0, world.p1) if sums else backend.make_noise(cfg, run.step)
     lap("noise")
-    fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
-    if cfg.pair_state == "mean":
-        share_pair_state(run.hidden)
-    lap("forward")
+    if world is None:
+        fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
+        if cfg.pair_state == "mean":
+            share_pair_state(run.hidden)
+        lap("forward")
+    else:
+        p0, p1 = world.p0, world.p1
+        mine = noise if sums else _pair_slice(noise, p0, p1)
+        local = backend.population_fitness(run.params, cfg, mine, tokens, run.hidden, p0, p1)
+        if cfg.pair_state == "mean":
+            share_pair_state(run.hidden[2 * p0:2 * p1])
+        lap("forward")
+        fitness, control = world.allgather_fitness(local, control)
+        lap("comm")
     f, ties = es.shape_fitness(fitness, cfg.fitness)
     lap("fitness")
-    moved = backend.update(run.params, cfg, run.step, f, backend.update_sums(cfg, noise, f), run.momentum)
+    if sums:
+        Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[world.p0:world.p1]))
+    else:
+        Z = backend.update_sums(cfg, noise, f)
+    moved = backend.update(run.params, cfg, run.step, f, Z, run.momentum)
     lap("update")
     run.step += 1
-    return {"fitness_sum": int(fitness.astype(np.int64).sum()), "ties": ties, "moved": moved}
+    return {"fitness_sum": int(fitness.astype(np.int64).sum()), "ties": ties, "moved": moved, "control": control}
 
 
 class Progress:
@@ -193,35 +218,57 @@ class Progress:
 
 def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="auto", resume=False,
              eval_seconds=30.0, save_seconds=60.0, eval_bytes=1 << 16, progress=True, resume_or_start=False,
-             sample_seconds=0.0) -> Run:
+             sample_seconds=0.0, world=None) -> Run:
     """Train until ``steps`` or ``minutes`` (whichever first); checkpoints land in ``run_dir``; with
     ``progress``, a line of sampled text every ``sample_seconds`` (0: none).
 
     ``resume`` continues the newest intact checkpoint and refuses a folder without one, unless
     ``resume_or_start``. One process at a time holds ``run_dir``. On SIGINT/SIGTERM the run saves
-    after its current step and raises Stopped."""
+    after its current step and raises Stopped. ``world`` (distributed.World): this is one of
+    several MPI processes training the run together; rank 0 alone holds the lock and writes."""
     run_dir = Path(run_dir)
     resume = resume or resume_or_start
-    if resume and not resume_or_start and not checkpoint.list_checkpoints(run_dir):
-        raise IntlmError(f"--resume: {run_dir} holds no checkpoint (check --out, or pass --resume-or-start "
-                         f"to start a fresh run there)")
-    be = get_backend(backend)
+    primary = world is None or world.primary
     fingerprint = data_fingerprint(corpus.train)
     corpus_meta = {"train_sha256_16": fingerprint, "train_bytes": int(len(corpus.train)),
                    "val_bytes": int(len(corpus.val)),
                    "source": str(Path(corpus.path).resolve()) if corpus.path else None}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir), StopOnSignal() as stop:
-        clean_stale(run_dir)
-        run, resumed = _start(run_dir, cfg, fingerprint, resume)
-        if progress:
+    with contextlib.ExitStack() as stack:
+        err = None
+        try:
+            if world is not None:
+                world.split(cfg)  # refuses a population too small for the processes, before any work
+            if resume and not resume_or_start and not checkpoint.list_checkpoints(run_dir):
+                raise IntlmError(f"--resume: {run_dir} holds no checkpoint (check --out, or pass "
+                                 f"--resume-or-start to start a fresh run there)")
+            if world is not None:
+                world.use_device(backend)
+            be = get_backend(backend)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if primary:
+                stack.enter_context(run_lock(run_dir))
+            stop = stack.enter_context(StopOnSignal())
+            if primary:
+                clean_stale(run_dir)
+            run, resumed = _start(run_dir, cfg, fingerprint, resume)
+            if primary:
+                log, clock = open_log(run_dir, run.step, resumed)
+                stack.enter_context(log)
+            else:
+                log, clock = None, 0.0
+        except IntlmError as e:
+            if world is None:
+                raise
+            err = e
+        if world is not None:
+            world.agree(err)  # a process that could not start (rank 0's lock, say) stops them all
+        if progress and primary:
+            procs = f" x {world.size} MPI processes" if world is not None else ""
             print(f"training {run_dir} from step {run.step} on {corpus.path or 'the default corpus'}: "
-                  f"{len(corpus.train)} train / {len(corpus.val)} validation bytes; backend {be.name}; "
+                  f"{len(corpus.train)} train / {len(corpus.val)} validation bytes; backend {be.name}{procs}; "
                   f"{cfg.describe()}", file=sys.stderr)
-        log, clock = open_log(run_dir, run.step, resumed)
-        with log:
-            _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds,
-                  save_seconds, eval_bytes, progress, sample_seconds)
+        _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds,
+              save_seconds, eval_bytes, progress and primary, sample_seconds, world)
     return run
 
 
@@ -242,48 +289,91 @@ def _start(run_dir: Path, cfg: Config, fingerprint: str, resume: bool) -> tuple:
 
 
 def _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
-          eval_bytes, progress, sample_seconds):
+          eval_bytes, progress, sample_seconds=0.0, world=None):
     """The steps, each logged before it may be saved (so a checkpoint's step is always in the log),
-    then the final save, evaluation and record; a signal ends it with a save and Stopped."""
+    then the final save, evaluation and record; a signal ends it with a save and Stopped.
+
+    Under MPI (``world``) rank 0's clock decides saves and --minutes, a signal on any process stops
+    all, and these decisions reach every process in the control word of the step's Allgatherv;
+    rank 0 alone logs, evaluates and writes, after the state rows are gathered to it."""
+    from . import distributed
+
     cfg = run.cfg
+    primary = world is None or world.primary
     bar = Progress(steps, minutes * 60 if minutes else None, progress)
     start = time.perf_counter()
     last_eval = last_save = last_sample = start
     tokens_done, val_bpb, train_bpb = 0, None, 0.0
     tokens_per_step = cfg.population * cfg.window
+    time_up, stats_control = False, 0
 
     def total_seconds():  # training time over all sessions
         return clock + time.perf_counter() - start
 
-    while stop.signum is None:
+    def save():
+        if world is not None:
+            world.guard(run.params, run.step)  # no checkpoint from processes that disagree
+            world.gather_state(run.hidden)
+            if not primary:
+                return None
+        return run.save(run_dir, corpus_meta)
+
+    while not time_up and (world is not None or stop.signum is None):
         now = time.perf_counter()
         elapsed = now - start
-        if (steps is not None and run.step >= steps) or (minutes is not None and elapsed >= minutes * 60):
+        if steps is not None and run.step >= steps:
             break
-        stats = train_step(run, corpus.train, be)
+        if world is None and minutes is not None and elapsed >= minutes * 60:
+            break
+        if world is not None and stop.signum is not None and stats_control >> distributed.SIGNAL_SHIFT:
+            break  # every process has seen the signal in the last step's control word
+        control = 0
+        if world is not None:  # what this process asks of all after this step
+            if stop.signum is not None:
+                control |= stop.signum << distributed.SIGNAL_SHIFT
+            if primary:
+                if now - last_save >= save_seconds:
+                    control |= distributed.SAVE
+                if minutes is not None and elapsed >= minutes * 60:
+                    control |= distributed.TIME_UP
+        stats = train_step(run, corpus.train, be, world=world, control=control)
         tokens_done += tokens_per_step
         train_bpb = -stats["fitness_sum"] / LL_ONE_BIT / tokens_per_step
         now = time.perf_counter()
-        record = {"step": run.step, "elapsed_s": round(total_seconds(), 3), "train_bpb": round(train_bpb, 4),
-                  "ties": stats["ties"], "moved": stats["moved"],
-                  "tokens_per_s": round(tokens_done / max(now - start, 1e-9))}
-        if now - last_eval >= eval_seconds:
-            val_bpb = evaluate(run.params, cfg, corpus.val, be, max_bytes=eval_bytes)
-            record["val_bpb_sample"] = round(val_bpb, 4)
-            last_eval = time.perf_counter()
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if now - last_save >= save_seconds:
-            run.save(run_dir, corpus_meta)
+        if world is not None:
+            control = stats_control = stats["control"]
+            if control >> distributed.SIGNAL_SHIFT and stop.signum is None:
+                stop.signum = control >> distributed.SIGNAL_SHIFT
+            time_up = bool(control & distributed.TIME_UP)
+            save_due = bool(control & distributed.SAVE)
+            if run.step % distributed.GUARD_STEPS == 0 and not save_due:
+                world.guard(run.params, run.step)
+        else:
+            save_due = now - last_save >= save_seconds
+        if primary:
+            record = {"step": run.step, "elapsed_s": round(total_seconds(), 3), "train_bpb": round(train_bpb, 4),
+                      "ties": stats["ties"], "moved": stats["moved"],
+                      "tokens_per_s": round(tokens_done / max(now - start, 1e-9))}
+            if now - last_eval >= eval_seconds:
+                val_bpb = evaluate(run.params, cfg, corpus.val, be, max_bytes=eval_bytes)
+                record["val_bpb_sample"] = round(val_bpb, 4)
+                last_eval = time.perf_counter()
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if save_due:
+            save()
             last_save = time.perf_counter()
-        if progress and sample_seconds and now - last_sample >= sample_seconds:
+        if progress and sample_seconds and now - last_sample >= sample_seconds:  # progress: rank 0 only
             bar.sample(run.step, preview(run.params, cfg, SAMPLE_BYTES, seed=run.step))
             last_sample = time.perf_counter()
-        bar.show(run.step, now - start, train_bpb, val_bpb, record["tokens_per_s"],
-                 fresh_val="val_bpb_sample" in record)
-    path = run.save(run_dir, corpus_meta)
+        if primary:
+            bar.show(run.step, now - start, train_bpb, val_bpb, record["tokens_per_s"],
+                     fresh_val="val_bpb_sample" in record)
+    path = save()
     if stop.signum is not None:
         raise Stopped(stop.signum, path)
+    if not primary:
+        return
     val_bpb = evaluate(run.params, cfg, corpus.val, be)
     elapsed = time.perf_counter() - start
     log.write(json.dumps({"step": run.step, "elapsed_s": round(total_seconds(), 3), "val_bpb": round(val_bpb, 4),
