@@ -93,8 +93,8 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
 def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start, eval_seconds, save_seconds,
              sample_every, alpha, mpi, mpi_reduce, **settings):
     """Train a model on CORPUS (text file, folder or prepared store; default: Shakespeare)."""
-    from . import checkpoint, distributed
-    from .train import load_run, pretrain as run_pretrain
+    from . import distributed
+    from .train import pretrain as run_pretrain
 
     world = distributed.world(force=mpi)
     if world is not None:

@@ -31,7 +31,7 @@ class Config:
     width: int = 32
     layers: int = 1
     mlp_ratio: int = 4
-    population: int = 2048
+    population: int = 8192
     rank: int = 1
     window: int = 64
     sigma_shift: int = 3  # perturbation scale sigma = 2**-sigma_shift

@@ -5,7 +5,6 @@ the whole suite, Numba compilation included, runs in a few minutes on two busy c
 """
 
 import dataclasses
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +113,19 @@ def corpus(tmp_path_factory, text_folder):
 
     path = data.prepare([str(text_folder)], tmp_path_factory.mktemp("store") / "corpus.zarr")
     return data.open_store(path)
+
+
+def run_main(monkeypatch, capsys, *args):
+    """Call cli.main() as the console script would; return (exit code, stdout, stderr).
+
+    main() returns on success and exits on errors."""
+    from intlm import cli
+
+    monkeypatch.setattr(sys, "argv", ["intlm", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -11,7 +11,8 @@ from intlm import bench
 from intlm.cli import cli
 from intlm.config import Config
 
-from test_cli import assert_one_error_line, run_main
+from conftest import run_main
+from test_cli import assert_one_error_line
 
 TINY = dict(width=16, layers=1, population=8, window=4)
 

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from intlm import cli as cli_module
 from intlm.cli import cli
 from intlm.errors import IntlmError
 from intlm.sample import escape_controls
 
-from conftest import text_bytes
+from conftest import run_main, text_bytes
 
 TINY = ["--population", "8", "--width", "16", "--window", "4"]
 
@@ -64,16 +63,6 @@ def trained(tmp_path_factory):
     return out, text
 
 
-def run_main(monkeypatch, capsys, *args):
-    """Call cli.main() as the console script would; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["intlm", *map(str, args)])
-    try:
-        cli_module.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def assert_one_error_line(err, *fragments):

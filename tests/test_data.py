@@ -478,6 +478,7 @@ def test_baselines_memory_is_bounded():
     finally:
         tracemalloc.stop()
     assert peak < 3_000_000, peak
+    assert got["unigram"] == pytest.approx(8, abs=0.01) and got["bigram"] == pytest.approx(8, abs=0.05)  # uniform bytes
     uni, big = direct_baselines(train[:20_000].tobytes(), val[:2000].tobytes())
     small = baselines(train[:20_000], val[:2000])
     assert small["unigram"] == pytest.approx(uni, rel=1e-12) and small["bigram"] == pytest.approx(big, rel=1e-12)

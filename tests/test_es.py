@@ -10,7 +10,6 @@ from hypothesis.extra import numpy as hnp
 
 from intlm import es, model
 from intlm.arith import TAIL_Q31
-from intlm.errors import IntlmError
 from intlm.config import INT32_MAX, RANK_LEVELS, UPDATE_CHUNK, Config, worst_case_bounds
 from intlm.noise import rank_mult
 

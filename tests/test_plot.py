@@ -12,13 +12,12 @@ import pytest
 
 import intlm
 from intlm import checkpoint
-from intlm import cli as cli_module
 from intlm.data import compressor_baselines, load_corpus
 from intlm.errors import IntlmError
 from intlm.plot import DPI, FIGSIZE, TRAIN_POINTS, Curve, curve_of_run, draw
 from intlm.train import data_fingerprint
 
-from conftest import text_bytes
+from conftest import run_main, text_bytes
 
 BASELINES = {"unigram": 4.77, "bigram": 3.66, "gzip -9": 3.22, "xz -9": 2.81}
 
@@ -188,18 +187,6 @@ def text_file(tmp_path):
     return path
 
 
-def run_main(monkeypatch, capsys, *args):
-    """Call cli.main() as the console script would; return (exit code, stdout, stderr).
-
-    main() returns on success and exits on errors."""
-    monkeypatch.setattr(sys, "argv", ["intlm", *map(str, args)])
-    try:
-        cli_module.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_plot_two_runs_with_a_corpus(monkeypatch, capsys, tmp_path, text_file):
