@@ -115,16 +115,6 @@ def load_run(path, quiet=False) -> tuple:
     return Run(cfg, params, loaded[STATE_ARRAY], momentum, int(ck.attrs["step"])), ck.attrs
 
 
-def share_pair_state(hidden):
-    """Both members of each pair continue from their mean state (rounded half up), so the next
-    step's F+ - F- measures the perturbation alone, not two diverged histories; to first order the
-    mean of an antithetic pair is the unperturbed model's state."""
-    pairs = hidden.reshape(hidden.shape[0] // 2, 2, -1)  # a view: writes land in hidden
-    mean = (pairs[:, 0].astype(np.int16) + pairs[:, 1] + 1) >> 1  # in [-127, 127]; int16 holds the sum
-    pairs[:, 0] = mean
-    pairs[:, 1] = mean
-
-
 def _pair_slice(noise, p0, p1):
     """The noise of pairs [p0, p1) from every pair's noise (views; the pair axis is first)."""
     return {k: tuple(a[p0:p1] for a in v) if isinstance(v, tuple) else v[p0:p1] for k, v in noise.items()}
@@ -147,14 +137,14 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     if world is None:
         fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
         if cfg.pair_state == "mean":
-            share_pair_state(run.hidden)
+            es.share_pair_state(run.hidden)
         lap("forward")
     else:
         p0, p1 = world.p0, world.p1
         mine = noise if sums else _pair_slice(noise, p0, p1)
         local = backend.population_fitness(run.params, cfg, mine, tokens, run.hidden, p0, p1)
         if cfg.pair_state == "mean":
-            share_pair_state(run.hidden[2 * p0:2 * p1])
+            es.share_pair_state(run.hidden[2 * p0:2 * p1])
         lap("forward")
         fitness, control = world.allgather_fitness(local, control)
         lap("comm")

@@ -18,7 +18,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from intlm import train
+from intlm import es, train
 from intlm.data import Corpus
 from intlm.errors import IntlmError, Stopped
 
@@ -36,7 +36,7 @@ def test_share_pair_state_is_the_rounded_mean(values, layers):
     int8; the extremes (+-127 twice) stay in range and pairs do not mix."""
     hidden = np.array(values * layers, dtype=np.int8).reshape(len(values), layers, 1)
     before = hidden.astype(np.int64)
-    train.share_pair_state(hidden)
+    es.share_pair_state(hidden)
     want = (before[0::2] + before[1::2] + 1) // 2
     assert hidden.dtype == np.int8
     assert np.array_equal(hidden[0::2], want) and np.array_equal(hidden[1::2], want)
