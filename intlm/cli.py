@@ -124,7 +124,7 @@ def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start,
 def _pretrain_setup(ctx, corpus, out, steps, minutes, resume, resume_or_start, intervals, alpha, settings):
     """(run folder, checked Config, corpus) for pretrain, or the IntlmError that refuses them."""
     from . import checkpoint
-    from .train import load_run
+    from .run import load_run
 
     if steps is None and minutes is None:
         minutes = 10.0
@@ -165,8 +165,8 @@ def sample(checkpoint_path, prompt, length, temperature, top_k, seed, raw):
 
     The sample ends at the first 0 byte (the end of a document), and control bytes other than
     newline and tab are shown escaped (\\x1b), unless --raw."""
+    from .run import load_run
     from .sample import TextOut, generate
-    from .train import load_run
 
     if length < 0 or top_k < 0 or not 0 <= temperature <= 64 or not 0 <= seed < 1 << 63:
         raise IntlmError("--length and --top-k must be >= 0, --seed in [0, 2**63), --temperature between 0 and 64")
@@ -189,7 +189,8 @@ def eval_cmd(checkpoint_path, corpus, backend):
     """Validation bits/byte of a checkpoint, beside the unigram and bigram baselines."""
     from .backends import get
     from .data import baselines
-    from .train import evaluate, load_run
+    from .run import load_run
+    from .train import evaluate
 
     run, attrs = load_run(checkpoint_path)
     source = corpus or attrs.get("corpus", {}).get("source")
@@ -211,7 +212,7 @@ def _reference_lines(run_dir, corpus):
     """
     from . import checkpoint
     from .data import baselines, compressor_baselines
-    from .train import data_fingerprint
+    from .run import data_fingerprint
 
     if corpus is not None:
         data = _corpus(corpus)

@@ -3,10 +3,13 @@
 Everything that decides the trained bytes is a function of (config, corpus, step): the windows come
 from the step number, the noise from the counter hash, so a resumed run repeats an uninterrupted one
 bit for bit. Wall-clock time only decides *when* to log, checkpoint and stop.
+
+The run's integer state and its checkpoint format are in run.py, the progress line and phase timers
+in progress.py. ``evaluate`` stays here: it is the validation figure the loop logs (and ``intlm
+eval`` prints), a loop over the backend's forward and nothing else.
 """
 
 import contextlib
-import hashlib
 import json
 import sys
 import time
@@ -22,21 +25,14 @@ from .config import Config
 from .data import stream_windows
 from .errors import IntlmError, Stopped
 from .lock import run_lock
-from .model import init_params
 from .progress import Laps, Progress
+from .run import Run, corpus_meta, load_run
 from .runlog import open_log
 from .sample import preview
 from .signals import StopOnSignal
 
-CHECKPOINT_FORMAT = "intlm-checkpoint-1"
-STATE_ARRAY = "hidden"  # the population's recurrent state, carried across steps
-MOMENTUM_PREFIX = "momentum."  # int32 momentum arrays, when the config has momentum
 EVAL_BURN_IN = 64  # bytes each validation stream reads before it is scored
 SAMPLE_BYTES = 100  # length of the text sample in the progress output
-
-
-def data_fingerprint(data: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()[:16]
 
 
 def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256, max_bytes: int = 0,
@@ -63,56 +59,6 @@ def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256,
         total += int(ll[scored].sum(dtype=np.int64))
         scored_count += int(scored.sum())
     return float(-np.int64(total) / LL_ONE_BIT / scored_count)
-
-
-class Run:
-    """A training run's integer state: parameters, population state, momentum, step."""
-
-    def __init__(self, cfg: Config, params, hidden, momentum, step: int):
-        self.cfg, self.params, self.hidden, self.momentum, self.step = cfg, params, hidden, momentum, step
-
-    @classmethod
-    def fresh(cls, cfg: Config):
-        hidden = np.zeros((cfg.population, cfg.layers, cfg.width), dtype=np.int8)
-        params = init_params(cfg)
-        return cls(cfg, params, hidden, es.init_momentum(cfg, params), 0)
-
-    def arrays(self) -> dict:
-        """Everything integer a checkpoint holds, by checkpoint array name."""
-        arrays = dict(self.params)
-        arrays[STATE_ARRAY] = self.hidden
-        arrays.update({MOMENTUM_PREFIX + k: v for k, v in self.momentum.items()})
-        return arrays
-
-    def save(self, run_dir: Path, corpus_meta: dict) -> Path:
-        """Nothing wall-clock goes in (the log holds the times), so identical runs write identical bytes."""
-        arrays = self.arrays()
-        attrs = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_json(), "step": self.step,
-                 "cursor": {"step": self.step, "rows": self.cfg.pairs, "window": self.cfg.window},
-                 "corpus": corpus_meta}
-        return checkpoint.save(run_dir, self.step, arrays, attrs)
-
-
-def load_run(path, quiet=False) -> tuple:
-    """(Run, attrs) from a checkpoint folder or a run folder (its newest intact checkpoint; unless
-    ``quiet``, one line on stderr names the damaged ones passed over)."""
-    ck = checkpoint.load(path)
-    if ck.damaged and not quiet:
-        more = f" (and {len(ck.damaged) - 1} more damaged)" if len(ck.damaged) > 1 else ""
-        print(f"warning: passed over a damaged checkpoint ({ck.damaged[0]}){more}; using {ck.path}", file=sys.stderr)
-    if ck.attrs.get("format") != CHECKPOINT_FORMAT or "config" not in ck.attrs:
-        raise IntlmError(f"{ck.path} is not an intlm training checkpoint")
-    cfg = Config.from_json(ck.attrs["config"]).check()
-    fresh = Run.fresh(cfg)
-    loaded = {}
-    for name, want in fresh.arrays().items():
-        got = ck.arrays.get(name)
-        if got is None or got.shape != want.shape or got.dtype != want.dtype:
-            raise IntlmError(f"checkpoint {ck.path} does not match its config: array {name!r}")
-        loaded[name] = np.array(got)
-    momentum = {name: loaded[MOMENTUM_PREFIX + name] for name in fresh.momentum}
-    params = {name: loaded[name] for name in fresh.params}
-    return Run(cfg, params, loaded[STATE_ARRAY], momentum, int(ck.attrs["step"])), ck.attrs
 
 
 def _pair_slice(noise, p0, p1):
@@ -173,10 +119,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
     run_dir = Path(run_dir)
     resume = resume or resume_or_start
     primary = world is None or world.primary
-    fingerprint = data_fingerprint(corpus.train)
-    corpus_meta = {"train_sha256_16": fingerprint, "train_bytes": int(len(corpus.train)),
-                   "val_bytes": int(len(corpus.val)),
-                   "source": str(Path(corpus.path).resolve()) if corpus.path else None}
+    meta = corpus_meta(corpus)
     with contextlib.ExitStack() as stack:
         err = None
         try:
@@ -194,7 +137,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             stop = stack.enter_context(StopOnSignal())
             if primary:
                 clean_stale(run_dir)
-            run, resumed = _start(run_dir, cfg, fingerprint, resume)
+            run, resumed = _start(run_dir, cfg, meta["train_sha256_16"], resume)
             if primary:
                 log, clock = open_log(run_dir, run.step, resumed)
                 stack.enter_context(log)
@@ -211,7 +154,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             print(f"training {run_dir} from step {run.step} on {corpus.path or 'the default corpus'}: "
                   f"{len(corpus.train)} train / {len(corpus.val)} validation bytes; backend {be.name}{procs}; "
                   f"{cfg.describe()}", file=sys.stderr)
-        _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds,
+        _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds,
               save_seconds, eval_bytes, progress and primary, sample_seconds, world)
     return run
 
@@ -232,7 +175,7 @@ def _start(run_dir: Path, cfg: Config, fingerprint: str, resume: bool) -> tuple:
     return run, True
 
 
-def _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
+def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
           eval_bytes, progress, sample_seconds=0.0, world=None):
     """The steps, each logged before it may be saved (so a checkpoint's step is always in the log),
     then the final save, evaluation and record; a signal ends it with a save and Stopped.
@@ -260,7 +203,7 @@ def _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minute
             world.gather_state(run.hidden)
             if not primary:
                 return None
-        return run.save(run_dir, corpus_meta)
+        return run.save(run_dir, meta)
 
     while not time_up and (world is not None or stop.signum is None):
         now = time.perf_counter()
