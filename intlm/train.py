@@ -4,9 +4,9 @@ Everything that decides the trained bytes is a function of (config, corpus, step
 from the step number, the noise from the counter hash, so a resumed run repeats an uninterrupted one
 bit for bit. Wall-clock time only decides *when* to log, checkpoint and stop.
 
-The run's integer state and its checkpoint format are in run.py, the progress line and phase timers
-in progress.py. ``evaluate`` stays here: it is the validation figure the loop logs (and ``intlm
-eval`` prints), a loop over the backend's forward and nothing else.
+The run's integer state, its checkpoint format and the fresh-or-resume decision are in run.py, the
+progress line and phase timers in progress.py. ``evaluate`` stays here: it is the validation figure
+the loop logs (and ``intlm eval`` prints), a loop over the backend's forward and nothing else.
 """
 
 import contextlib
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, es
+from . import es
 from .arith import LL_ONE_BIT
 from .atomic import clean_stale
 from .backends import get as get_backend
@@ -26,7 +26,7 @@ from .data import stream_windows
 from .errors import IntlmError, Stopped
 from .lock import run_lock
 from .progress import Laps, Progress
-from .run import Run, corpus_meta, load_run
+from .run import Run, corpus_meta, refuse_missing, resume_or_fresh
 from .runlog import open_log
 from .sample import preview
 from .signals import StopOnSignal
@@ -117,7 +117,6 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
     after its current step and raises Stopped. ``world`` (distributed.World): this is one of
     several MPI processes training the run together; rank 0 alone holds the lock and writes."""
     run_dir = Path(run_dir)
-    resume = resume or resume_or_start
     primary = world is None or world.primary
     meta = corpus_meta(corpus)
     with contextlib.ExitStack() as stack:
@@ -125,9 +124,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
         try:
             if world is not None:
                 world.split(cfg)  # refuses a population too small for the processes, before any work
-            if resume and not resume_or_start and not checkpoint.list_checkpoints(run_dir):
-                raise IntlmError(f"--resume: {run_dir} holds no checkpoint (check --out, or pass "
-                                 f"--resume-or-start to start a fresh run there)")
+            refuse_missing(run_dir, resume, resume_or_start)  # before anything is written
             if world is not None:
                 world.use_device(backend)
             be = get_backend(backend)
@@ -137,7 +134,8 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             stop = stack.enter_context(StopOnSignal())
             if primary:
                 clean_stale(run_dir)
-            run, resumed = _start(run_dir, cfg, meta["train_sha256_16"], resume)
+            run, _, resumed = resume_or_fresh(run_dir, cfg, resume, resume_or_start,
+                                              fingerprint=meta["train_sha256_16"])
             if primary:
                 log, clock = open_log(run_dir, run.step, resumed)
                 stack.enter_context(log)
@@ -157,22 +155,6 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
         _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds,
               save_seconds, eval_bytes, progress and primary, sample_seconds, world)
     return run
-
-
-def _start(run_dir: Path, cfg: Config, fingerprint: str, resume: bool) -> tuple:
-    """(Run, resumed?): the checkpoint's when resuming, else a fresh run."""
-    if not checkpoint.list_checkpoints(run_dir):
-        return Run.fresh(cfg), False
-    if not resume:
-        raise IntlmError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose another --out")
-    run, attrs = load_run(run_dir)
-    if run.cfg != cfg:
-        diff = [k for k, v in cfg.to_json().items() if attrs["config"][k] != v]
-        raise IntlmError(f"--resume: settings differ from the checkpoint's ({', '.join(diff)}); "
-                         f"leave them out to keep the checkpoint's")
-    if attrs["corpus"]["train_sha256_16"] != fingerprint:
-        raise IntlmError("--resume: the corpus differs from the one this run was trained on")
-    return run, True
 
 
 def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
