@@ -4,7 +4,6 @@ User mistakes (bad corpus, bad checkpoint, impossible settings) print one ``erro
 and exit with status 2; nothing a user can cause ends in a traceback.
 """
 
-import dataclasses
 import math
 import os
 import sys
@@ -123,8 +122,7 @@ def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start,
 
 def _pretrain_setup(ctx, corpus, out, steps, minutes, resume, resume_or_start, intervals, alpha, settings):
     """(run folder, checked Config, corpus) for pretrain, or the IntlmError that refuses them."""
-    from . import checkpoint
-    from .train import load_run
+    from .run import resume_or_fresh
 
     if steps is None and minutes is None:
         minutes = 10.0
@@ -137,16 +135,11 @@ def _pretrain_setup(ctx, corpus, out, steps, minutes, resume, resume_or_start, i
         raise IntlmError(f"--alpha must be in (0, 1], got {alpha}")
     given = {f: settings[o] for o, f in CONFIG_OPTIONS.items()}
     given["alpha_q16"] = max(1, round(alpha * 65536))
-    if (resume or resume_or_start) and checkpoint.latest(out) is not None:
-        # settings the user did not type are the checkpoint's, not the defaults
-        base = load_run(out, quiet=True)[0].cfg
-        explicit = {f for o, f in CONFIG_OPTIONS.items()
-                    if ctx.get_parameter_source(o) != ParameterSource.DEFAULT}
-        if ctx.get_parameter_source("alpha") != ParameterSource.DEFAULT:
-            explicit.add("alpha_q16")
-        cfg = dataclasses.replace(base, **{k: v for k, v in given.items() if k in explicit})
-    else:
-        cfg = Config(**given)
+    typed = {f for o, f in CONFIG_OPTIONS.items() if ctx.get_parameter_source(o) != ParameterSource.DEFAULT}
+    if ctx.get_parameter_source("alpha") != ParameterSource.DEFAULT:
+        typed.add("alpha_q16")
+    # resuming, the settings the user did not type are the checkpoint's, not the defaults
+    cfg = resume_or_fresh(out, Config(**given), resume, resume_or_start, typed=typed, peek=True).cfg
     cfg.check()
     return out, cfg, _corpus(corpus)
 
@@ -165,8 +158,8 @@ def sample(checkpoint_path, prompt, length, temperature, top_k, seed, raw):
 
     The sample ends at the first 0 byte (the end of a document), and control bytes other than
     newline and tab are shown escaped (\\x1b), unless --raw."""
+    from .run import load_run
     from .sample import TextOut, generate
-    from .train import load_run
 
     if length < 0 or top_k < 0 or not 0 <= temperature <= 64 or not 0 <= seed < 1 << 63:
         raise IntlmError("--length and --top-k must be >= 0, --seed in [0, 2**63), --temperature between 0 and 64")
@@ -189,7 +182,8 @@ def eval_cmd(checkpoint_path, corpus, backend):
     """Validation bits/byte of a checkpoint, beside the unigram and bigram baselines."""
     from .backends import get
     from .data import baselines
-    from .train import evaluate, load_run
+    from .run import load_run
+    from .train import evaluate
 
     run, attrs = load_run(checkpoint_path)
     source = corpus or attrs.get("corpus", {}).get("source")
@@ -211,7 +205,7 @@ def _reference_lines(run_dir, corpus):
     """
     from . import checkpoint
     from .data import baselines, compressor_baselines
-    from .train import data_fingerprint
+    from .run import data_fingerprint
 
     if corpus is not None:
         data = _corpus(corpus)

@@ -117,3 +117,13 @@ def update(params, cfg: Config, step: int, f, Z, momentum=None) -> int:
             Z[t.name] -= move * thr  # spend the evidence that moved the weight
         moved += int(np.count_nonzero(move))
     return moved
+
+
+def share_pair_state(hidden):
+    """Both members of each pair continue from their mean state (rounded half up), so the next
+    step's F+ - F- measures the perturbation alone, not two diverged histories; to first order the
+    mean of an antithetic pair is the unperturbed model's state."""
+    pairs = hidden.reshape(hidden.shape[0] // 2, 2, -1)  # a view: writes land in hidden
+    mean = (pairs[:, 0].astype(np.int16) + pairs[:, 1] + 1) >> 1  # in [-127, 127]; int16 holds the sum
+    pairs[:, 0] = mean
+    pairs[:, 1] = mean

@@ -196,6 +196,7 @@ def kernel_checks(gpu, gpu_dp4a, cp):
 
 def training_check(gpu):
     from . import checkpoint, train
+    from .run import Run
     from .backends.numba import NumbaBackend
     from .backends.numpy import NumpyBackend
     from .config import Config
@@ -210,7 +211,7 @@ def training_check(gpu):
         data = np.frombuffer(b"".join(words[i] for i in rng.integers(0, len(words), 20000)), np.uint8)
         hashes, trees, arrays = [], [], []
         for be in (NumpyBackend(), gpu) if SMALL else (NumpyBackend(), NumbaBackend(), gpu):
-            run = train.Run.fresh(cfg)
+            run = Run.fresh(cfg)
             for _ in range(n_steps):
                 train.train_step(run, data, be)
             arrays.append(run.arrays())
@@ -240,6 +241,7 @@ def shared_macs(cfg) -> int:
 def bench(gpu, cp, t0, width=256, layers=6, powers=range(12, 19), window=64):
     from . import train
     from .config import Config
+    from .run import Run
     from .data import stream_windows
 
     pool = cp.get_default_memory_pool()
@@ -256,7 +258,7 @@ def bench(gpu, cp, t0, width=256, layers=6, powers=range(12, 19), window=64):
             continue
         try:
             pool.free_all_blocks()
-            run = train.Run.fresh(cfg)
+            run = Run.fresh(cfg)
             train.train_step(run, data, gpu)  # warm-up (first compile at 2^12)
             cp.cuda.Device().synchronize()
             pool.free_all_blocks()

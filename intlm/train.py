@@ -3,10 +3,13 @@
 Everything that decides the trained bytes is a function of (config, corpus, step): the windows come
 from the step number, the noise from the counter hash, so a resumed run repeats an uninterrupted one
 bit for bit. Wall-clock time only decides *when* to log, checkpoint and stop.
+
+The run's integer state, its checkpoint format and the fresh-or-resume decision are in run.py, the
+progress line and phase timers in progress.py. ``evaluate`` stays here: it is the validation figure
+the loop logs (and ``intlm eval`` prints), a loop over the backend's forward and nothing else.
 """
 
 import contextlib
-import hashlib
 import json
 import sys
 import time
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, es
+from . import es
 from .arith import LL_ONE_BIT
 from .atomic import clean_stale
 from .backends import get as get_backend
@@ -22,20 +25,14 @@ from .config import Config
 from .data import stream_windows
 from .errors import IntlmError, Stopped
 from .lock import run_lock
-from .model import init_params
+from .progress import Laps, Progress
+from .run import Run, corpus_meta, refuse_missing, resume_or_fresh
 from .runlog import open_log
 from .sample import preview
 from .signals import StopOnSignal
 
-CHECKPOINT_FORMAT = "intlm-checkpoint-1"
-STATE_ARRAY = "hidden"  # the population's recurrent state, carried across steps
-MOMENTUM_PREFIX = "momentum."  # int32 momentum arrays, when the config has momentum
 EVAL_BURN_IN = 64  # bytes each validation stream reads before it is scored
 SAMPLE_BYTES = 100  # length of the text sample in the progress output
-
-
-def data_fingerprint(data: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()[:16]
 
 
 def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256, max_bytes: int = 0,
@@ -64,79 +61,6 @@ def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256,
     return float(-np.int64(total) / LL_ONE_BIT / scored_count)
 
 
-class Run:
-    """A training run's integer state: parameters, population state, momentum, step."""
-
-    def __init__(self, cfg: Config, params, hidden, momentum, step: int):
-        self.cfg, self.params, self.hidden, self.momentum, self.step = cfg, params, hidden, momentum, step
-
-    @classmethod
-    def fresh(cls, cfg: Config):
-        hidden = np.zeros((cfg.population, cfg.layers, cfg.width), dtype=np.int8)
-        params = init_params(cfg)
-        return cls(cfg, params, hidden, es.init_momentum(cfg, params), 0)
-
-    def arrays(self) -> dict:
-        """Everything integer a checkpoint holds, by checkpoint array name."""
-        arrays = dict(self.params)
-        arrays[STATE_ARRAY] = self.hidden
-        arrays.update({MOMENTUM_PREFIX + k: v for k, v in self.momentum.items()})
-        return arrays
-
-    def save(self, run_dir: Path, corpus_meta: dict) -> Path:
-        """Nothing wall-clock goes in (the log holds the times), so identical runs write identical bytes."""
-        arrays = self.arrays()
-        attrs = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_json(), "step": self.step,
-                 "cursor": {"step": self.step, "rows": self.cfg.pairs, "window": self.cfg.window},
-                 "corpus": corpus_meta}
-        return checkpoint.save(run_dir, self.step, arrays, attrs)
-
-
-def load_run(path, quiet=False) -> tuple:
-    """(Run, attrs) from a checkpoint folder or a run folder (its newest intact checkpoint; unless
-    ``quiet``, one line on stderr names the damaged ones passed over)."""
-    ck = checkpoint.load(path)
-    if ck.damaged and not quiet:
-        more = f" (and {len(ck.damaged) - 1} more damaged)" if len(ck.damaged) > 1 else ""
-        print(f"warning: passed over a damaged checkpoint ({ck.damaged[0]}){more}; using {ck.path}", file=sys.stderr)
-    if ck.attrs.get("format") != CHECKPOINT_FORMAT or "config" not in ck.attrs:
-        raise IntlmError(f"{ck.path} is not an intlm training checkpoint")
-    cfg = Config.from_json(ck.attrs["config"]).check()
-    fresh = Run.fresh(cfg)
-    loaded = {}
-    for name, want in fresh.arrays().items():
-        got = ck.arrays.get(name)
-        if got is None or got.shape != want.shape or got.dtype != want.dtype:
-            raise IntlmError(f"checkpoint {ck.path} does not match its config: array {name!r}")
-        loaded[name] = np.array(got)
-    momentum = {name: loaded[MOMENTUM_PREFIX + name] for name in fresh.momentum}
-    params = {name: loaded[name] for name in fresh.params}
-    return Run(cfg, params, loaded[STATE_ARRAY], momentum, int(ck.attrs["step"])), ck.attrs
-
-
-def share_pair_state(hidden):
-    """Both members of each pair continue from their mean state (rounded half up), so the next
-    step's F+ - F- measures the perturbation alone, not two diverged histories; to first order the
-    mean of an antithetic pair is the unperturbed model's state."""
-    pairs = hidden.reshape(hidden.shape[0] // 2, 2, -1)  # a view: writes land in hidden
-    mean = (pairs[:, 0].astype(np.int16) + pairs[:, 1] + 1) >> 1  # in [-127, 127]; int16 holds the sum
-    pairs[:, 0] = mean
-    pairs[:, 1] = mean
-
-
-class Laps:
-    """Seconds spent in each phase of a step, summed into ``totals`` (when given) by phase name."""
-
-    def __init__(self, totals=None):
-        self.totals, self.last = totals, time.perf_counter()
-
-    def __call__(self, phase):
-        if self.totals is not None:
-            now = time.perf_counter()
-            self.totals[phase] = self.totals.get(phase, 0.0) + now - self.last
-            self.last = now
-
-
 def _pair_slice(noise, p0, p1):
     """The noise of pairs [p0, p1) from every pair's noise (views; the pair axis is first)."""
     return {k: tuple(a[p0:p1] for a in v) if isinstance(v, tuple) else v[p0:p1] for k, v in noise.items()}
@@ -159,14 +83,14 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     if world is None:
         fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
         if cfg.pair_state == "mean":
-            share_pair_state(run.hidden)
+            es.share_pair_state(run.hidden)
         lap("forward")
     else:
         p0, p1 = world.p0, world.p1
         mine = noise if sums else _pair_slice(noise, p0, p1)
         local = backend.population_fitness(run.params, cfg, mine, tokens, run.hidden, p0, p1)
         if cfg.pair_state == "mean":
-            share_pair_state(run.hidden[2 * p0:2 * p1])
+            es.share_pair_state(run.hidden[2 * p0:2 * p1])
         lap("forward")
         fitness, control = world.allgather_fitness(local, control)
         lap("comm")
@@ -182,40 +106,6 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     return {"fitness_sum": int(fitness.astype(np.int64).sum()), "ties": ties, "moved": moved, "control": control}
 
 
-class Progress:
-    """One status line on stderr: a bar, step, train/validation bits per byte, tokens/s."""
-
-    def __init__(self, total_steps, total_seconds, enabled=True):
-        self.total_steps, self.total_seconds = total_steps, total_seconds
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-
-    def sample(self, step, text):
-        """A line of sampled text, above the status line on a terminal."""
-        if self.enabled:
-            sys.stderr.write(("\r\033[K" if self.tty else "") + f"sample at step {step}: {text}\n")
-            sys.stderr.flush()
-
-    def show(self, step, elapsed, train_bpb, val_bpb, tok_s, final=False, fresh_val=False):
-        if not self.enabled or not (self.tty or final or fresh_val):
-            return  # a log file gets a line per validation, not per step
-        fracs = []
-        if self.total_steps:
-            fracs.append(step / self.total_steps)
-        if self.total_seconds:
-            fracs.append(elapsed / self.total_seconds)
-        frac = min(1.0, max(fracs)) if fracs else 0.0
-        bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20))
-        val = f"{val_bpb:.3f}" if val_bpb is not None else "-"
-        line = (f"[{bar}] step {step} | train {train_bpb:.3f} | val {val} bits/byte | "
-                f"{tok_s / 1000:.0f}k tok/s | {int(elapsed) // 60}:{int(elapsed) % 60:02d}")
-        if self.tty:
-            sys.stderr.write("\r" + line + ("\n" if final else ""))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-
 def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="auto", resume=False,
              eval_seconds=30.0, save_seconds=60.0, eval_bytes=1 << 16, progress=True, resume_or_start=False,
              sample_seconds=0.0, world=None) -> Run:
@@ -227,20 +117,14 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
     after its current step and raises Stopped. ``world`` (distributed.World): this is one of
     several MPI processes training the run together; rank 0 alone holds the lock and writes."""
     run_dir = Path(run_dir)
-    resume = resume or resume_or_start
     primary = world is None or world.primary
-    fingerprint = data_fingerprint(corpus.train)
-    corpus_meta = {"train_sha256_16": fingerprint, "train_bytes": int(len(corpus.train)),
-                   "val_bytes": int(len(corpus.val)),
-                   "source": str(Path(corpus.path).resolve()) if corpus.path else None}
+    meta = corpus_meta(corpus)
     with contextlib.ExitStack() as stack:
         err = None
         try:
             if world is not None:
                 world.split(cfg)  # refuses a population too small for the processes, before any work
-            if resume and not resume_or_start and not checkpoint.list_checkpoints(run_dir):
-                raise IntlmError(f"--resume: {run_dir} holds no checkpoint (check --out, or pass "
-                                 f"--resume-or-start to start a fresh run there)")
+            refuse_missing(run_dir, resume, resume_or_start)  # before anything is written
             if world is not None:
                 world.use_device(backend)
             be = get_backend(backend)
@@ -250,7 +134,8 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             stop = stack.enter_context(StopOnSignal())
             if primary:
                 clean_stale(run_dir)
-            run, resumed = _start(run_dir, cfg, fingerprint, resume)
+            run, _, resumed = resume_or_fresh(run_dir, cfg, resume, resume_or_start,
+                                              fingerprint=meta["train_sha256_16"])
             if primary:
                 log, clock = open_log(run_dir, run.step, resumed)
                 stack.enter_context(log)
@@ -267,28 +152,12 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             print(f"training {run_dir} from step {run.step} on {corpus.path or 'the default corpus'}: "
                   f"{len(corpus.train)} train / {len(corpus.val)} validation bytes; backend {be.name}{procs}; "
                   f"{cfg.describe()}", file=sys.stderr)
-        _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds,
+        _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds,
               save_seconds, eval_bytes, progress and primary, sample_seconds, world)
     return run
 
 
-def _start(run_dir: Path, cfg: Config, fingerprint: str, resume: bool) -> tuple:
-    """(Run, resumed?): the checkpoint's when resuming, else a fresh run."""
-    if not checkpoint.list_checkpoints(run_dir):
-        return Run.fresh(cfg), False
-    if not resume:
-        raise IntlmError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose another --out")
-    run, attrs = load_run(run_dir)
-    if run.cfg != cfg:
-        diff = [k for k, v in cfg.to_json().items() if attrs["config"][k] != v]
-        raise IntlmError(f"--resume: settings differ from the checkpoint's ({', '.join(diff)}); "
-                         f"leave them out to keep the checkpoint's")
-    if attrs["corpus"]["train_sha256_16"] != fingerprint:
-        raise IntlmError("--resume: the corpus differs from the one this run was trained on")
-    return run, True
-
-
-def _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
+def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
           eval_bytes, progress, sample_seconds=0.0, world=None):
     """The steps, each logged before it may be saved (so a checkpoint's step is always in the log),
     then the final save, evaluation and record; a signal ends it with a save and Stopped.
@@ -316,7 +185,7 @@ def _loop(run, corpus, be, run_dir, corpus_meta, log, clock, stop, steps, minute
             world.gather_state(run.hidden)
             if not primary:
                 return None
-        return run.save(run_dir, corpus_meta)
+        return run.save(run_dir, meta)
 
     while not time_up and (world is not None or stop.signum is None):
         now = time.perf_counter()

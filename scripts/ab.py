@@ -8,7 +8,7 @@ slows both versions alike. It also checks that both versions compute the same bi
 
     python scripts/ab.py HEAD~1 --width 128 --rounds 60
 
-Both versions must share the backend interface (train.train_step, backends.get, Run.fresh). Numba
+Both versions must share the backend interface (train.train_step, backends.get, train.Run.fresh). Numba
 compiles both afresh into a temporary cache (its on-disk cache would not see an edit to
 backends/numba/gemm.py alone, see that module), which takes a minute before the rounds start.
 """

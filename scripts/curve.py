@@ -13,7 +13,8 @@ from pathlib import Path
 from intlm import checkpoint
 from intlm.backends import get
 from intlm.data import baselines, cache_dir_default, load_corpus
-from intlm.train import evaluate, load_run
+from intlm.run import load_run
+from intlm.train import evaluate
 
 
 def main(run_dir, corpus=None):

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from intlm import distributed  # noqa: E402
 from intlm.backends import get  # noqa: E402
 from intlm.config import Config  # noqa: E402
-from intlm.train import Run, train_step  # noqa: E402
+from intlm.run import Run  # noqa: E402
+from intlm.train import train_step  # noqa: E402
 
 
 def main():

@@ -27,7 +27,8 @@ from pathlib import Path
 from intlm.backends import get
 from intlm.config import Config
 from intlm.data import baselines, cache_dir_default, load_corpus
-from intlm.train import Run, evaluate, train_step
+from intlm.run import Run
+from intlm.train import evaluate, train_step
 
 RECORD = Path(__file__).with_name("study.jsonl")
 

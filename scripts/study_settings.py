@@ -16,7 +16,8 @@ import time
 from intlm.backends import get
 from intlm.config import Config
 from intlm.data import cache_dir_default, load_corpus
-from intlm.train import Run, evaluate, train_step
+from intlm.run import Run
+from intlm.train import evaluate, train_step
 
 
 def main(budget_million, *specs):

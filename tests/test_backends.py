@@ -16,6 +16,7 @@ from intlm import backends, es, train
 from intlm.backends import AUTO, NAMES, REGISTRY, Backend
 from intlm.config import INT32_MAX, worst_case_bounds
 from intlm.errors import IntlmError
+from intlm.run import Run
 
 from conftest import random_params, random_state, random_tokens, text_bytes, tiny_config
 
@@ -178,7 +179,7 @@ def test_training_steps_identical(numpy_backend, numba_backend):
     for changes in (dict(population=8, window=5, fitness="sign"),
                     dict(population=8, window=3, rank=3, layers=2, fitness="rank", sigma_shift=2)):
         cfg = tiny_config(alpha_q16=65536, **changes)
-        runs = {be.name: train.Run.fresh(cfg) for be in (numpy_backend, numba_backend)}
+        runs = {be.name: Run.fresh(cfg) for be in (numpy_backend, numba_backend)}
         start = {k: v.copy() for k, v in runs["numpy"].params.items()}
         for _ in range(3):
             stats = {be.name: train.train_step(runs[be.name], text, be) for be in (numpy_backend, numba_backend)}

@@ -398,7 +398,7 @@ def test_sample_deterministic(runner, trained):
 def test_sample_generates_requested_length(trained):
     """generate() returns exactly the requested number of bytes, identical for a seed."""
     from intlm.sample import generate
-    from intlm.train import load_run
+    from intlm.run import load_run
 
     out, _ = trained
     run, _ = load_run(out)
@@ -435,7 +435,7 @@ def test_sample_shows_control_bytes_escaped_and_stops_at_a_document_end(trained)
     those bytes up to the first 0 (the end of a document) with every control byte but newline and
     tab escaped, so nothing reaches the terminal raw."""
     from intlm.sample import generate
-    from intlm.train import load_run
+    from intlm.run import load_run
 
     run, _ = load_run(trained[0])
     raw = bytes(generate(run.params, run.cfg, b"", 3000, 16, 0, 1))
@@ -515,7 +515,7 @@ def test_signal_saves_a_checkpoint_and_says_where(tmp_path, text_file, signum):
     saved = out / f"step-{steps[-1]:08d}"
     assert err.splitlines()[-1] == f"stopped by {signal.Signals(signum).name}: checkpoint saved in {saved}"
     assert [p.name for p in out.glob("step-*")] == [saved.name]
-    from intlm.train import load_run
+    from intlm.run import load_run
 
     assert load_run(out)[0].step == steps[-1]
 

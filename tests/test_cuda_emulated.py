@@ -15,6 +15,7 @@ from intlm import arith, model, train
 from intlm.arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from intlm.backends.numpy import NumpyBackend
 from intlm.config import Config
+from intlm.run import Run
 
 pytestmark = pytest.mark.skipif(not emu.available(), reason="g++ is needed to emulate the CUDA kernels")
 
@@ -189,7 +190,7 @@ def test_training_steps_identical(backends):
     ref, gpu, _ = backends
     cfg = Config(width=16, layers=1, mlp_ratio=2, population=6, rank=2, window=2, momentum_shift=2).check()
     data = np.frombuffer(b"to be or not to be, that is the question\x00whether tis nobler", np.uint8)
-    runs = [train.Run.fresh(cfg) for _ in range(2)]
+    runs = [Run.fresh(cfg) for _ in range(2)]
     for _ in range(2):
         stats = [train.train_step(run, data, be) for run, be in zip(runs, (ref, gpu))]
         assert stats[0] == stats[1]

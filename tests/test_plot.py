@@ -15,7 +15,7 @@ from intlm import checkpoint
 from intlm.data import compressor_baselines, load_corpus
 from intlm.errors import IntlmError
 from intlm.plot import DPI, FIGSIZE, TRAIN_POINTS, Curve, curve_of_run, draw
-from intlm.train import data_fingerprint
+from intlm.run import data_fingerprint
 
 from conftest import run_main, text_bytes
 

@@ -18,9 +18,10 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from intlm import train
+from intlm import es, train
 from intlm.data import Corpus
 from intlm.errors import IntlmError, Stopped
+from intlm.run import Run, load_run
 
 from conftest import checkpoint_state, text_bytes, tiny_config
 from conftest import random_params as conftest_random_params
@@ -36,7 +37,7 @@ def test_share_pair_state_is_the_rounded_mean(values, layers):
     int8; the extremes (+-127 twice) stay in range and pairs do not mix."""
     hidden = np.array(values * layers, dtype=np.int8).reshape(len(values), layers, 1)
     before = hidden.astype(np.int64)
-    train.share_pair_state(hidden)
+    es.share_pair_state(hidden)
     want = (before[0::2] + before[1::2] + 1) // 2
     assert hidden.dtype == np.int8
     assert np.array_equal(hidden[0::2], want) and np.array_equal(hidden[1::2], want)
@@ -63,7 +64,7 @@ def test_pretrain_writes_checkpoints_and_log(reference_run):
     lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 4]
     assert lines[-1]["final"] is True and 0 < lines[-1]["val_bpb"] < 20
-    loaded, attrs = train.load_run(run_dir)
+    loaded, attrs = load_run(run_dir)
     assert loaded.step == 4 and loaded.cfg == run.cfg
     for k in run.params:
         assert np.array_equal(loaded.params[k], run.params[k])
@@ -143,7 +144,7 @@ def test_evaluate_untrained_near_8_bits_then_learns(numba_backend, numpy_backend
     cycle = np.frombuffer(b"\0" + b"abc" * 4000, dtype=np.uint8)
     val = np.frombuffer(b"\0" + b"abc" * 400, dtype=np.uint8)
     cfg = tiny_config(population=256, window=8, mlp_ratio=1, alpha_q16=32768)
-    run = train.Run.fresh(cfg)
+    run = Run.fresh(cfg)
     before = train.evaluate(run.params, cfg, val, numba_backend, streams=16)
     assert 7.5 < before < 8.5
     # the reference backend agrees exactly on the figure
@@ -158,7 +159,7 @@ def test_evaluate_uses_every_prediction_once(numpy_backend):
     """With one stream, evaluate is the mean bits of every prediction of a direct forward over the
     data (the padding after the end is not scored)."""
     cfg = tiny_config()
-    params = train.Run.fresh(cfg).params
+    params = Run.fresh(cfg).params
     data = np.frombuffer(b"\0" + b"hello world, " * 30, dtype=np.uint8)
     got = train.evaluate(params, cfg, data, numpy_backend, streams=1)
     state = np.zeros((1, 1, cfg.width), dtype=np.int8)
@@ -174,7 +175,7 @@ def test_resume_with_momentum_equals_uninterrupted(corpus, tmp_path):
     run = train.pretrain(corpus, cfg, tmp_path / "split", steps=4, progress=False, save_seconds=1e9,
                          backend="numba", resume=True)
     assert checkpoint_state(tmp_path / "split" / "step-00000004") == checkpoint_state(tmp_path / "whole" / "step-00000004")
-    loaded, _ = train.load_run(tmp_path / "whole")
+    loaded, _ = load_run(tmp_path / "whole")
     assert set(loaded.momentum) == set(loaded.params)
     assert any(np.any(m) for m in loaded.momentum.values())
     for k in run.momentum:
@@ -195,7 +196,7 @@ def test_arrays_equal_the_pinned_hash(backend):
                       mlp_ratio=2)
     data = (np.arange(5000, dtype=np.int64) * 7919 % 251 + 1).astype(np.uint8)
     data[::97] = 0
-    run = train.Run.fresh(cfg)
+    run = Run.fresh(cfg)
     for _ in range(12):
         train.train_step(run, data, get(backend))
     assert checkpoint.content_hash(run.arrays(), {}) == PINNED_ARRAYS_SHA256
@@ -204,11 +205,11 @@ def test_arrays_equal_the_pinned_hash(backend):
 def test_int64_momentum_round_trips(tmp_path):
     """A population whose momentum needs int64 saves and loads it as int64, values intact."""
     cfg = tiny_config(population=1 << 16, momentum_shift=3, fitness="rank")
-    run = train.Run.fresh(cfg)
+    run = Run.fresh(cfg)
     assert all(m.dtype == np.int64 for m in run.momentum.values())
     run.momentum["head"].flat[:2] = [(1 << 40) + 3, -(1 << 40)]
     run.save(tmp_path, {"train_sha256_16": "0"})
-    loaded, _ = train.load_run(tmp_path)
+    loaded, _ = load_run(tmp_path)
     for name, m in run.momentum.items():
         assert loaded.momentum[name].dtype == np.int64 and np.array_equal(loaded.momentum[name], m)
 
@@ -255,7 +256,7 @@ def test_checkpoint_names_the_corpus_by_absolute_path(corpus, tmp_path, monkeypa
     monkeypatch.chdir(corpus.path.parent)
     relative = Corpus(train=corpus.train, val=corpus.val, meta=corpus.meta, path=Path(corpus.path.name))
     train.pretrain(relative, tiny_config(**CFG), tmp_path / "r", steps=1, progress=False, backend="numpy")
-    assert train.load_run(tmp_path / "r")[1]["corpus"]["source"] == str(corpus.path.resolve())
+    assert load_run(tmp_path / "r")[1]["corpus"]["source"] == str(corpus.path.resolve())
 
 
 def test_resume_repairs_the_log_and_continues_its_clock(corpus, tmp_path):
@@ -358,7 +359,7 @@ def test_sigint_saves_after_the_current_step(corpus, tmp_path, monkeypatch):
                        backend="numpy")
     assert stopped.value.signum == signal.SIGINT and stopped.value.path == tmp_path / "r" / "step-00000002"
     assert "SIGINT" in str(stopped.value) and str(stopped.value.path) in str(stopped.value)
-    assert train.load_run(tmp_path / "r")[0].step == 2
+    assert load_run(tmp_path / "r")[0].step == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -379,7 +380,7 @@ def test_a_second_signal_abandons_the_save_and_keeps_the_previous_checkpoint(cor
         train.pretrain(corpus, tiny_config(**CFG), run_dir, steps=10, progress=False, save_seconds=0,
                        backend="numpy")
     assert stopped.value.signum == signal.SIGTERM and stopped.value.path is None
-    assert train.load_run(run_dir)[0].step == 2
+    assert load_run(run_dir)[0].step == 2
     assert not (run_dir / "step-00000003").exists() and no_leftovers(run_dir) == []
 
 
@@ -388,7 +389,7 @@ def test_evaluate_in_blocks_gives_the_same_figure_in_bounded_memory(numba_backen
     memory it allocates is set by the block, not by the data (the one-pass index array alone took 8
     bytes per byte)."""
     cfg = tiny_config()
-    params = train.Run.fresh(cfg).params
+    params = Run.fresh(cfg).params
     data = np.frombuffer(b"\0" + text_bytes(300_000, seed=1), dtype=np.uint8)
     whole = train.evaluate(params, cfg, data, numba_backend, block=len(data))
     tracemalloc.start()
@@ -408,7 +409,7 @@ def test_evaluate_is_the_same_for_every_block_size(numpy_backend, data, streams,
     """The streams' integer state carried from block to block: any block size scores exactly the
     bytes, with exactly the states, of one pass over the whole chunk."""
     cfg = tiny_config()
-    params = train.Run.fresh(cfg).params
+    params = Run.fresh(cfg).params
     data = np.frombuffer(data, dtype=np.uint8)
     whole = train.evaluate(params, cfg, data, numpy_backend, streams=streams, max_bytes=max_bytes, block=len(data) + 64)
     assert train.evaluate(params, cfg, data, numpy_backend, streams=streams, max_bytes=max_bytes, block=block) == whole

@@ -1,0 +1,144 @@
+"""A run's integer state and its checkpoint format, and the one place that decides whether a run
+starts fresh or resumes.
+
+A checkpoint holds everything integer that decides the next step: the parameters, the population's
+recurrent state (STATE_ARRAY), the momentum (MOMENTUM_PREFIX + parameter name), and in its attrs
+the config, the step and the corpus's fingerprint. Nothing wall-clock goes in, so identical runs
+write identical bytes.
+"""
+
+import dataclasses
+import hashlib
+import sys
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from . import checkpoint, es
+from .config import Config
+from .errors import IntlmError
+from .model import init_params
+
+CHECKPOINT_FORMAT = "intlm-checkpoint-1"
+STATE_ARRAY = "hidden"  # the population's recurrent state, carried across steps
+MOMENTUM_PREFIX = "momentum."  # int32 momentum arrays, when the config has momentum
+
+
+def data_fingerprint(data: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()[:16]
+
+
+def corpus_meta(corpus) -> dict:
+    """What a checkpoint records of the corpus it was trained on (the fingerprint guards resumes)."""
+    return {"train_sha256_16": data_fingerprint(corpus.train), "train_bytes": int(len(corpus.train)),
+            "val_bytes": int(len(corpus.val)),
+            "source": str(Path(corpus.path).resolve()) if corpus.path else None}
+
+
+class Run:
+    """A training run's integer state: parameters, population state, momentum, step."""
+
+    def __init__(self, cfg: Config, params, hidden, momentum, step: int):
+        self.cfg, self.params, self.hidden, self.momentum, self.step = cfg, params, hidden, momentum, step
+
+    @classmethod
+    def fresh(cls, cfg: Config):
+        hidden = np.zeros((cfg.population, cfg.layers, cfg.width), dtype=np.int8)
+        params = init_params(cfg)
+        return cls(cfg, params, hidden, es.init_momentum(cfg, params), 0)
+
+    def arrays(self) -> dict:
+        """Everything integer a checkpoint holds, by checkpoint array name."""
+        arrays = dict(self.params)
+        arrays[STATE_ARRAY] = self.hidden
+        arrays.update({MOMENTUM_PREFIX + k: v for k, v in self.momentum.items()})
+        return arrays
+
+    def save(self, run_dir: Path, corpus_meta: dict) -> Path:
+        """Nothing wall-clock goes in (the log holds the times), so identical runs write identical bytes."""
+        arrays = self.arrays()
+        attrs = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_json(), "step": self.step,
+                 "cursor": {"step": self.step, "rows": self.cfg.pairs, "window": self.cfg.window},
+                 "corpus": corpus_meta}
+        return checkpoint.save(run_dir, self.step, arrays, attrs)
+
+
+def load_run(path, quiet=False) -> tuple:
+    """(Run, attrs) from a checkpoint folder or a run folder (its newest intact checkpoint; unless
+    ``quiet``, one line on stderr names the damaged ones passed over)."""
+    ck = checkpoint.load(path)
+    if ck.damaged and not quiet:
+        more = f" (and {len(ck.damaged) - 1} more damaged)" if len(ck.damaged) > 1 else ""
+        print(f"warning: passed over a damaged checkpoint ({ck.damaged[0]}){more}; using {ck.path}", file=sys.stderr)
+    if ck.attrs.get("format") != CHECKPOINT_FORMAT or "config" not in ck.attrs:
+        raise IntlmError(f"{ck.path} is not an intlm training checkpoint")
+    cfg = Config.from_json(ck.attrs["config"]).check()
+    fresh = Run.fresh(cfg)
+    loaded = {}
+    for name, want in fresh.arrays().items():
+        got = ck.arrays.get(name)
+        if got is None or got.shape != want.shape or got.dtype != want.dtype:
+            raise IntlmError(f"checkpoint {ck.path} does not match its config: array {name!r}")
+        loaded[name] = np.array(got)
+    momentum = {name: loaded[MOMENTUM_PREFIX + name] for name in fresh.momentum}
+    params = {name: loaded[name] for name in fresh.params}
+    return Run(cfg, params, loaded[STATE_ARRAY], momentum, int(ck.attrs["step"])), ck.attrs
+
+
+class Start(NamedTuple):
+    run: Optional[Run]  # None when only peeking
+    cfg: Config
+    resumed: bool
+
+
+def refuse_missing(run_dir, resume=False, resume_or_start=False):
+    """--resume (without --resume-or-start) of a folder that holds no checkpoint is refused: a
+    mistyped --out. train.pretrain asks this before it writes anything."""
+    if resume and not resume_or_start and not checkpoint.list_checkpoints(run_dir):
+        raise IntlmError(f"--resume: {run_dir} holds no checkpoint (check --out, or pass "
+                         f"--resume-or-start to start a fresh run there)")
+
+
+def resume_or_fresh(run_dir, cfg: Config, resume=False, resume_or_start=False, typed=None, fingerprint=None,
+                    peek=False) -> Start:
+    """Whether the run in ``run_dir`` starts fresh or resumes: the one place that decides, for the
+    CLI and train.pretrain alike. Returns Start(run, cfg, resumed).
+
+    A folder without checkpoints starts fresh (refused under ``resume`` alone, see refuse_missing).
+    A folder with checkpoints resumes its newest intact one when ``resume`` or ``resume_or_start``
+    asks, and is refused otherwise. On resume, the Config fields named in ``typed`` (the settings
+    the user typed; None: all) are ``cfg``'s and the others the checkpoint's; that config must be
+    the checkpoint's, and ``fingerprint`` (when given) the fingerprint of its training corpus.
+
+    ``peek`` (the CLI, before the run folder is locked): only the config the run will train with,
+    as Start(None, cfg, resumed?), the checkpoint read quietly and nothing refused; train.pretrain
+    decides again under the lock, where the run is loaded (every MPI process loads it).
+    """
+    asked = resume or resume_or_start
+    found = checkpoint.list_checkpoints(run_dir)
+    if peek:
+        if not (asked and found):
+            return Start(None, cfg, False)
+        base = load_run(run_dir, quiet=True)[0].cfg
+        return Start(None, cfg if typed is None else _typed_over(base, cfg, typed), True)
+    if not found:
+        refuse_missing(run_dir, resume, resume_or_start)
+        return Start(Run.fresh(cfg), cfg, False)
+    if not asked:
+        raise IntlmError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose another --out")
+    run, attrs = load_run(run_dir)
+    if typed is not None:
+        cfg = _typed_over(run.cfg, cfg, typed)
+    if run.cfg != cfg:
+        diff = [k for k, v in cfg.to_json().items() if attrs["config"][k] != v]
+        raise IntlmError(f"--resume: settings differ from the checkpoint's ({', '.join(diff)}); "
+                         f"leave them out to keep the checkpoint's")
+    if fingerprint is not None and attrs["corpus"]["train_sha256_16"] != fingerprint:
+        raise IntlmError("--resume: the corpus differs from the one this run was trained on")
+    return Start(run, run.cfg, True)
+
+
+def _typed_over(base: Config, cfg: Config, typed) -> Config:
+    """``base`` with the fields named in ``typed`` taken from ``cfg``."""
+    return dataclasses.replace(base, **{k: getattr(cfg, k) for k in typed})
