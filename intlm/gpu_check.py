@@ -27,6 +27,26 @@ FAILED = []
 SMALL = False  # --small: tiny sizes, no Numba, no bench (the CPU-emulated smoke test of this script)
 
 
+def worst_case_linear(rng, rows, n, m, rank, sigma):
+    """Inputs of one perturbed linear at its extremes (saturated rows, +-127 weights, noise at its
+    rank-scaled maximum, mixed with random values) and model.Members.linear's result on them:
+    (x, w, raw noise in make_noise's layout for one block, want)."""
+    from . import model
+    from .config import Config
+    from .noise import NOISE_MAX, NOISE_MULT, rank_mult
+
+    cfg = Config(width=16, rank=rank, sigma_shift=sigma, population=rows).check()
+    x = rng.choice(np.array([-127, 127, 0, 1, -1], np.int8), (rows, n))
+    x[:32] = 127
+    w = rng.choice(np.array([-127, 127, 5], np.int8), (m, n))
+    top = -(-NOISE_MAX * rank_mult(rank) // NOISE_MULT)
+    raw = rng.integers(-top, top + 1, (rows // 2, 1, (m + n) * rank)).astype(np.int8)
+    raw[:8] = top
+    a = raw[:, 0, :m * rank].reshape(rows // 2, m, rank)
+    b = raw[:, 0, m * rank:].reshape(rows // 2, n, rank)
+    return x, w, raw, model.Members({"t": (a, b)}, cfg, rows).linear("t", w, x.astype(np.int64))
+
+
 def verdict(name: str, ok: bool, detail: str = ""):
     print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
     if not ok:
@@ -63,7 +83,6 @@ def kernel_checks(gpu, gpu_dp4a, cp):
     from .backends.numba import NumbaBackend
     from .backends.numpy import NumpyBackend
     from .config import Config
-    from .noise import NOISE_MAX, rank_mult
 
     ref, nb = NumpyBackend(), None if SMALL else NumbaBackend()
     rng = np.random.default_rng(12)
@@ -86,16 +105,7 @@ def kernel_checks(gpu, gpu_dp4a, cp):
             shapes = ((48, 16, 16, 0), (64, 40, 1, 8)) if SMALL else (
                 (48, 16, 16, 0), (256, 1024, 4, 3), (1024, 256, 1, 8), (256, 256, 16, 0))
             for n, m, rank, sigma in shapes:
-                cfg = Config(width=16, rank=rank, sigma_shift=sigma, population=rows).check()
-                x = rng.choice(np.array([-127, 127, 0, 1, -1], np.int8), (rows, n))
-                x[:32] = 127
-                w = rng.choice(np.array([-127, 127, 5], np.int8), (m, n))
-                top = -(-NOISE_MAX * rank_mult(rank) // 78)
-                raw = rng.integers(-top, top + 1, (rows // 2, 1, (m + n) * rank)).astype(np.int8)
-                raw[:8] = top
-                a = raw[:, 0, :m * rank].reshape(rows // 2, m, rank)
-                b = raw[:, 0, m * rank:].reshape(rows // 2, n, rank)
-                want = model.Members({"t": (a, b)}, cfg, rows).linear("t", w, x.astype(np.int64))
+                x, w, raw, want = worst_case_linear(rng, rows, n, m, rank, sigma)
                 grid, block = geometry.linear_grid(rows, m)
                 for mode in (0, 1):
                     y32, y8 = cp.zeros((rows, m), cp.int32), cp.zeros((rows, m), cp.int8)

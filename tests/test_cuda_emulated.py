@@ -15,6 +15,7 @@ from intlm import arith, model, train
 from intlm.arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from intlm.backends.numpy import NumpyBackend
 from intlm.config import Config
+from intlm.gpu_check import worst_case_linear
 from intlm.run import Run
 
 pytestmark = pytest.mark.skipif(not emu.available(), reason="g++ is needed to emulate the CUDA kernels")
@@ -89,19 +90,7 @@ def test_linear_at_worst_case_values(backends, kernel, n, m, rank, sigma):
     cp = sys.modules["cupy"]
     rng = np.random.default_rng(n + m + rank)
     rows = 70  # two row tiles, the second partial
-    cfg = Config(width=16, rank=rank, sigma_shift=sigma, population=rows).check()
-    x = rng.choice(np.array([-127, 127, 0, 1, -1], np.int8), (rows, n))
-    x[:8] = 127
-    w = rng.choice(np.array([-127, 127, 3], np.int8), (m, n))
-    from intlm.noise import NOISE_MAX, rank_mult
-
-    top = -(-NOISE_MAX * rank_mult(rank) // 78)
-    raw = rng.integers(-top, top + 1, (rows // 2, 1, (m + n) * rank)).astype(np.int8)
-    raw[0] = top
-    a = raw[:, 0, :m * rank].reshape(rows // 2, m, rank)
-    b = raw[:, 0, m * rank:].reshape(rows // 2, n, rank)
-    members = model.Members({"t": (a, b)}, cfg, rows)
-    want = members.linear("t", w, x.astype(np.int64))
+    x, w, raw, want = worst_case_linear(rng, rows, n, m, rank, sigma)
     shift = matmul_shift(n)
     grid, block = gpu_geometry().linear_grid(rows, m)
     for mode in (0, 1):
