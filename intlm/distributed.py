@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -130,8 +131,6 @@ class World:
     # -- per step --------------------------------------------------------------------------------
     def allgather_fitness(self, local, control: int):
         """(every member's fitness, int32 population, in pair order; the OR of the control words)."""
-        import time
-
         t = time.perf_counter()
         send = np.empty(local.shape[0] + 1, dtype=np.int32)
         send[:-1] = local
@@ -152,8 +151,6 @@ class World:
     def allreduce_sums(self, Z):
         """Collective (reduce "sums"): every process's Z over its own pairs, summed exactly in int64
         (each partial sum is a sum over a subset of pairs, so no order of adding overflows)."""
-        import time
-
         t = time.perf_counter()
         names = list(Z)
         flat = np.concatenate([np.asarray(Z[n], dtype=np.int64).reshape(-1) for n in names])
@@ -199,6 +196,8 @@ class World:
         else MPI_Abort, so a failure on one process ends the whole job instead of hanging it."""
         if self.size > 1 and self.collectives_started and not everywhere:
             sys.stderr.flush()
+            # the launcher forwards output asynchronously; aborting at once can drop the error line
+            time.sleep(1.0)
             self.comm.Abort(code)
         sys.exit(code)
 
