@@ -9,6 +9,7 @@ import json
 
 from .errors import IntlmError
 from .noise import NOISE_MAX, NOISE_MULT, rank_mult
+from .optimizers import NAMES as OPTIMIZERS
 
 FITNESS_MODES = ("sign", "rank")
 PAIR_STATES = ("mean", "own")
@@ -41,6 +42,11 @@ class Config:
     momentum_shift: int = 3  # 0: plain EGGROLL; k: threshold M = M - M/2**k + Z instead of Z
     pair_state: str = "mean"  # "mean": both members of a pair start each step from their mean state
     seed: int = 0
+    # the optimiser (intlm/optimizers/) and the settings only some optimisers read
+    optimizer: str = "eggroll"
+    shared_rows: int = 8  # sepcma, cem: streams every member reads (ranked members must see the same bytes)
+    step_shift: int = 8  # spsa: a weight moves by f * noise / 2**step_shift (stochastically rounded)
+    elite_shift: int = 2  # cem: the elite is population >> elite_shift members
 
     @property
     def pairs(self) -> int:
@@ -85,6 +91,12 @@ class Config:
         need(self.pair_state in PAIR_STATES, f"pair state must be one of {PAIR_STATES}, got {self.pair_state!r}")
         need(0 <= self.momentum_shift <= 8, f"momentum shift must be between 0 and 8, got {self.momentum_shift}")
         need(0 <= self.seed < (1 << 63), f"seed must be between 0 and 2**63-1, got {self.seed}")
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        need(1 <= self.shared_rows <= 4096, f"shared rows must be between 1 and 4096, got {self.shared_rows}")
+        need(0 <= self.step_shift <= 16, f"step shift must be between 0 and 16, got {self.step_shift}")
+        need(1 <= self.elite_shift <= 8, f"elite shift must be between 1 and 8, got {self.elite_shift}")
+        need(self.optimizer != "cem" or self.population >> self.elite_shift >= 1,
+             f"cem keeps population >> elite shift members: {self.population} >> {self.elite_shift} is none")
         for what, bound in worst_case_bounds(self).items():
             bits, limit = (64, INT64_MAX) if what in INT64_ACCUMULATORS else (32, INT32_MAX)
             need(bound <= limit, f"settings overflow int{bits} in {what} (worst case {bound}): "

@@ -2,7 +2,8 @@
 starts fresh or resumes.
 
 A checkpoint holds everything integer that decides the next step: the parameters, the population's
-recurrent state (STATE_ARRAY), the momentum (MOMENTUM_PREFIX + parameter name), and in its attrs
+recurrent state (STATE_ARRAY), the momentum (MOMENTUM_PREFIX + parameter name), the optimiser's own
+state (optimizers.STATE_PREFIX + name; the optimiser is a config field), and in its attrs
 the config, the step and the corpus's fingerprint. Nothing wall-clock goes in, so identical runs
 write identical bytes.
 """
@@ -15,7 +16,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import checkpoint, es
+from . import checkpoint, optimizers
 from .config import Config
 from .errors import IntlmError
 from .model import init_params
@@ -37,22 +38,26 @@ def corpus_meta(corpus) -> dict:
 
 
 class Run:
-    """A training run's integer state: parameters, population state, momentum, step."""
+    """A training run's integer state: parameters, population state, momentum, optimiser state, step."""
 
-    def __init__(self, cfg: Config, params, hidden, momentum, step: int):
+    def __init__(self, cfg: Config, params, hidden, momentum, step: int, state=None):
         self.cfg, self.params, self.hidden, self.momentum, self.step = cfg, params, hidden, momentum, step
+        self.state = {} if state is None else state
 
     @classmethod
     def fresh(cls, cfg: Config):
-        hidden = np.zeros((cfg.population, cfg.layers, cfg.width), dtype=np.int8)
+        opt = optimizers.get(cfg.optimizer)
+        hidden = np.zeros((opt.state_rows(cfg), cfg.layers, cfg.width), dtype=np.int8)
         params = init_params(cfg)
-        return cls(cfg, params, hidden, es.init_momentum(cfg, params), 0)
+        momentum, state = opt.init_state(cfg, params)
+        return cls(cfg, params, hidden, momentum, 0, state)
 
     def arrays(self) -> dict:
         """Everything integer a checkpoint holds, by checkpoint array name."""
         arrays = dict(self.params)
         arrays[STATE_ARRAY] = self.hidden
         arrays.update({MOMENTUM_PREFIX + k: v for k, v in self.momentum.items()})
+        arrays.update({optimizers.STATE_PREFIX + k: v for k, v in self.state.items()})
         return arrays
 
     def save(self, run_dir: Path, corpus_meta: dict) -> Path:
@@ -83,7 +88,8 @@ def load_run(path, quiet=False) -> tuple:
         loaded[name] = np.array(got)
     momentum = {name: loaded[MOMENTUM_PREFIX + name] for name in fresh.momentum}
     params = {name: loaded[name] for name in fresh.params}
-    return Run(cfg, params, loaded[STATE_ARRAY], momentum, int(ck.attrs["step"])), ck.attrs
+    state = {name: loaded[optimizers.STATE_PREFIX + name] for name in fresh.state}
+    return Run(cfg, params, loaded[STATE_ARRAY], momentum, int(ck.attrs["step"]), state), ck.attrs
 
 
 class Start(NamedTuple):
@@ -130,6 +136,9 @@ def resume_or_fresh(run_dir, cfg: Config, resume=False, resume_or_start=False, t
     run, attrs = load_run(run_dir)
     if typed is not None:
         cfg = _typed_over(run.cfg, cfg, typed)
+    if run.cfg.optimizer != cfg.optimizer:
+        raise IntlmError(f"--resume: this run was trained with --optimizer {run.cfg.optimizer}, not "
+                         f"{cfg.optimizer}; leave --optimizer out to continue it, or choose another --out")
     if run.cfg != cfg:
         diff = [k for k, v in cfg.to_json().items() if attrs["config"][k] != v]
         raise IntlmError(f"--resume: settings differ from the checkpoint's ({', '.join(diff)}); "

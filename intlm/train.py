@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import es
+from . import es, optimizers
 from .arith import LL_ONE_BIT
 from .atomic import clean_stale
 from .backends import get as get_backend
@@ -123,6 +123,8 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
         err = None
         try:
             if world is not None:
+                if cfg.optimizer != "eggroll":
+                    raise IntlmError(f"--optimizer {cfg.optimizer} runs in one process: only eggroll runs under MPI")
                 world.split(cfg)  # refuses a population too small for the processes, before any work
             refuse_missing(run_dir, resume, resume_or_start)  # before anything is written
             if world is not None:
@@ -173,7 +175,8 @@ def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval
     start = time.perf_counter()
     last_eval = last_save = last_sample = start
     tokens_done, val_bpb, train_bpb = 0, None, 0.0
-    tokens_per_step = cfg.population * cfg.window
+    optimizer = optimizers.get(cfg.optimizer)
+    tokens_per_step = optimizer.member_bytes(cfg)
     time_up, stats_control = False, 0
 
     def total_seconds():  # training time over all sessions
@@ -205,7 +208,10 @@ def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval
                     control |= distributed.SAVE
                 if minutes is not None and elapsed >= minutes * 60:
                     control |= distributed.TIME_UP
-        stats = train_step(run, corpus.train, be, world=world, control=control)
+        if world is None:
+            stats = optimizer.step(run, corpus.train, be)
+        else:
+            stats = train_step(run, corpus.train, be, world=world, control=control)
         tokens_done += tokens_per_step
         train_bpb = -stats["fitness_sum"] / LL_ONE_BIT / tokens_per_step
         now = time.perf_counter()

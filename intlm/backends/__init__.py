@@ -2,7 +2,7 @@
 
 A backend computes the hot operations of a training step and of evaluation: the noise of a range of
 pairs, the population's fitness over a range of pairs, the unperturbed forward, the update sums and
-the update. ``numpy`` (backends/numpy.py) is the reference: it calls the readable spec in model.py,
+the update (and, with defaults from the reference, the full-rank noise of the other optimisers). ``numpy`` (backends/numpy.py) is the reference: it calls the readable spec in model.py,
 es.py and noise.py. Every other backend equals it bit for bit, and tests hold them to it.
 
 Pair ranges: noise and fitness take pairs [p0, p1) of the population, so that a process can evaluate
@@ -69,6 +69,19 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def update(self, params, cfg, step: int, f, Z, momentum=None) -> int:
         """``es.update``: the thresholded +-1 steps (and momentum) in place; returns weights moved."""
+
+    # Full-rank noise, for the optimisers other than EGGROLL; the reference unless a backend has faster.
+    def dense_noise(self, cfg, t, step: int, member: int):
+        """``dense_noise.dense_noise``: one member's full-rank noise of tensor t, int8 of t's shape."""
+        from ..dense_noise import dense_noise
+
+        return dense_noise(cfg, t, step, member)
+
+    def dither(self, cfg, t, step: int, member: int, bits: int):
+        """``dense_noise.dither``: uniform integers in [0, 2**bits), int64 of t's shape."""
+        from ..dense_noise import dither
+
+        return dither(cfg, t, step, member, bits)
 
 
 def load(name: str) -> Backend:

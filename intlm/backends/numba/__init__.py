@@ -1,5 +1,5 @@
 """The Numba CPU backend: the reference's operations bit for bit, in parallel, one module per
-operation beside the name of its reference: noise.py (``model.make_noise``), forward.py
+operation beside the name of its reference: noise.py (``model.make_noise``, ``dense_noise``), forward.py
 (``model.forward``, ``model.population_fitness``), update.py (``es.update_sums``, ``es.update``),
 with the int8 products in gemm.py and the scalar integer arithmetic of ``intlm.arith`` in arith.py.
 Importing this package imports Numba and compiles (or loads from Numba's cache) on first use."""
@@ -26,3 +26,9 @@ class NumbaBackend(Backend):
 
     def update(self, params, cfg, step: int, f, Z, momentum=None) -> int:
         return _update.update(params, cfg, step, f, Z, momentum)
+
+    def dense_noise(self, cfg, t, step: int, member: int):
+        return _noise.dense_noise(cfg, t, step, member)
+
+    def dither(self, cfg, t, step: int, member: int, bits: int):
+        return _noise.dither(cfg, t, step, member, bits)
