@@ -10,6 +10,7 @@ import json
 from .errors import IntlmError
 from .noise import NOISE_MAX, NOISE_MULT, rank_mult
 from .optimizers import NAMES as OPTIMIZERS
+from .optimizers.units import PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX
 
 FITNESS_MODES = ("sign", "rank")
 PAIR_STATES = ("mean", "own")
@@ -22,7 +23,7 @@ POPULATION_MAX = 1 << 30
 UPDATE_CHUNK = 1 << 15
 # The accumulators whose worst case is held to int64 rather than int32: they live in the update only
 # (once per step, not per token), so the wider type costs nothing that matters and no population caps them.
-INT64_ACCUMULATORS = ("update sum Z", "momentum M")
+INT64_ACCUMULATORS = ("update sum Z", "momentum M", "sepcma weighted sums", "cem elite sums", "sepcma path norm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,4 +130,16 @@ def worst_case_bounds(cfg: Config) -> dict:
         # spending the threshold only shrinks |M|
         "momentum M": (z_max + 1) << cfg.momentum_shift,
         "window log-likelihood": cfg.window * 256 * 64,
+        # sepcma and cem (optimizers/units.py): a member's offset z * scale / 16, sepcma's sums of it,
+        # of z and of z**2 weighted by recombination weights summing to RANK_WEIGHT_ONE, cem's sums of
+        # it and its square over the elite, the squared norm of sepcma's path
+        "member offset": (NOISE_MAX * SCALE_MAX + 8) >> 4,
+        "sepcma weighted sums": RANK_WEIGHT_ONE * max((NOISE_MAX * SCALE_MAX + 8) >> 4, NOISE_MAX ** 2),
+        "cem elite sums": (cfg.population >> cfg.elite_shift) * ((NOISE_MAX * SCALE_MAX + 8) >> 4) ** 2,
+        "sepcma path norm": PATH_MAX ** 2 * _parameter_count(cfg),
     }
+
+
+def _parameter_count(cfg: Config) -> int:
+    d, h, L = cfg.width, cfg.hidden, cfg.layers
+    return 2 * 256 * d + L * (4 * d * d + 4 * d + 2 * h * d) + d + 256
