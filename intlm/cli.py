@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from .backends import NAMES as BACKENDS
-from .config import FITNESS_MODES, PAIR_STATES, Config
+from .config import FITNESS_MODES, OPTIMIZERS, PAIR_STATES, Config
 from .errors import IntlmError, Stopped
 
 DEFAULTS = Config()
@@ -49,6 +49,7 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
     "rank": "rank", "window": "window", "sigma_shift": "sigma_shift", "fitness": "fitness",
     "alpha_halflife": "alpha_halflife", "momentum_shift": "momentum_shift", "pair_state": "pair_state",
     "seed": "seed",
+    "optimizer": "optimizer", "shared_rows": "shared_rows", "step_shift": "step_shift", "elite_shift": "elite_shift",
 }
 
 
@@ -74,6 +75,15 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
 @click.option("--pair-state", type=click.Choice(PAIR_STATES), default=DEFAULTS.pair_state, show_default=True,
               help="mean: a pair's members continue from their mean state; own: each keeps its own.")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True,
+              help="eggroll: low-rank pairs; openes: full-rank pairs, same update; spsa: MeZO-style, a pair or "
+              "a handful per step; sepcma: separable CMA-ES; cem: the cross-entropy method (README).")
+@click.option("--shared-rows", type=int, default=DEFAULTS.shared_rows, show_default=True,
+              help="sepcma, cem: streams every member reads per step.")
+@click.option("--step-shift", type=int, default=DEFAULTS.step_shift, show_default=True,
+              help="spsa: learning rate 2**-K per unit of noise.")
+@click.option("--elite-shift", type=int, default=DEFAULTS.elite_shift, show_default=True,
+              help="cem: keep the best population >> K members.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the newest intact checkpoint in --out (settings left out "
               "are kept); refused when --out holds none.")

@@ -1,6 +1,7 @@
 """Wall-clock learning study: validation bits/byte (the full split) at fixed minutes of training.
 
     python scripts/study.py run NAME [--minutes 10] [--at 1,2,5,10] [--record FILE] [FIELD=VALUE ...]
+    python scripts/study.py run NAME --member-bytes 1,4,16 [--eval-bytes N] [FIELD=VALUE ...]
     python scripts/study.py table [--record FILE]
     python scripts/study.py plot [--record FILE] --out study.png
 
@@ -13,6 +14,11 @@ run them one after another, never two at once. The training clock stops while th
 (a full evaluation takes a second or two) and starts after a warm-up step that compiles the backend
 on a throwaway copy of the run, so the minutes are training minutes. `table` prints every record of
 FILE (the latest record per name) with the baselines of the split; `plot` draws them.
+
+Any optimiser (FIELD optimizer=...) trains through its own step. With --member-bytes the marks are
+millions of member-bytes instead of minutes: training is deterministic, so those figures do not
+depend on the machine or its load (only the times beside them do); --eval-bytes evaluates a fixed
+spread-out sample of that many validation bytes instead of the whole split.
 """
 
 import argparse
@@ -24,11 +30,12 @@ import sys
 import time
 from pathlib import Path
 
+from intlm import optimizers
 from intlm.backends import get
 from intlm.config import Config
 from intlm.data import baselines, cache_dir_default, load_corpus
 from intlm.run import Run
-from intlm.train import evaluate, train_step
+from intlm.train import evaluate
 
 RECORD = Path(__file__).with_name("study.jsonl")
 
@@ -56,25 +63,32 @@ def run(args):
     cfg = Config(**parse_changes(args.changes)).check()
     corpus = load_corpus(None, cache_dir_default())
     backend = get(args.backend)
-    train_step(Run.fresh(cfg), corpus.train, backend)  # compiles the backend; the result is thrown away
+    opt = optimizers.get(cfg.optimizer)
+    per_step = opt.member_bytes(cfg)
+    opt.step(Run.fresh(cfg), corpus.train, backend)  # compiles the backend; the result is thrown away
     evaluate(Run.fresh(cfg).params, cfg, corpus.val[:4096], backend)
-    marks = sorted(float(m) for m in args.at.split(",") if float(m) <= args.minutes)
-    if not marks or marks[-1] != args.minutes:
-        marks.append(args.minutes)
+    if args.member_bytes:
+        marks = sorted(round(float(m) * 1e6) for m in args.member_bytes.split(","))
+    else:
+        marks = sorted(float(m) for m in args.at.split(",") if float(m) <= args.minutes)
+        if not marks or marks[-1] != args.minutes:
+            marks.append(args.minutes)
     r = Run.fresh(cfg)
     points, trained = [], 0.0
     for mark in marks:
         start = time.perf_counter()
-        while trained + time.perf_counter() - start < mark * 60:
-            train_step(r, corpus.train, backend)
+        while (r.step * per_step < mark if args.member_bytes else trained + time.perf_counter() - start < mark * 60):
+            opt.step(r, corpus.train, backend)
         trained += time.perf_counter() - start
-        bpb = evaluate(r.params, cfg, corpus.val, backend)
-        points.append({"minutes": mark, "step": r.step, "member_bytes": r.step * cfg.population * cfg.window,
+        bpb = evaluate(r.params, cfg, corpus.val, backend, max_bytes=args.eval_bytes)
+        points.append({"minutes": round(trained / 60, 3) if args.member_bytes else mark, "step": r.step, "member_bytes": r.step * per_step,
                        "val_bpb": round(bpb, 4)})
-        print(f"{args.name}: {mark:g} min, step {r.step}, validation {bpb:.4f} bits/byte", flush=True)
+        print(f"{args.name}: {trained / 60:.2f} min, step {r.step}, {r.step * per_step / 1e6:g} M member-bytes, "
+              f"validation {bpb:.4f} bits/byte, {r.step * per_step / trained:,.0f} member-bytes/s", flush=True)
     record = {"name": args.name, "command": "python scripts/study.py " + shlex.join(sys.argv[1:]),
               "config": cfg.to_json(), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "points": points, "steps_per_s": round(r.step / trained, 3),
+              "member_bytes_per_s": round(r.step * per_step / trained),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
     with open(args.record, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -131,6 +145,8 @@ def main():
     p.add_argument("changes", nargs="*", help="FIELD=VALUE changes to the default Config")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--at", default="1,2,5,10,20,30,60", help="minutes at which to evaluate")
+    p.add_argument("--member-bytes", help="millions of member-bytes at which to evaluate (instead of minutes)")
+    p.add_argument("--eval-bytes", type=int, default=0, help="validation bytes to evaluate (0: the whole split)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--record", type=Path, default=RECORD)
     p.set_defaults(fn=run)

@@ -10,6 +10,7 @@ Each kernel names the reference it equals: _layer_norm (model.layer_norm), _line
 (arith.log_likelihood).
 """
 
+import functools
 from collections import namedtuple
 
 import numpy as np
@@ -277,10 +278,13 @@ def _matrix_noise(cfg: Config, noise) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=8)
 def _no_noise(cfg: Config) -> dict:
-    """A zero perturbation with one pair, for the unperturbed forward (never read: sign 0)."""
-    return {t.name: split_streams(cfg, t, np.zeros((1, t.blocks, noise_layout(cfg, t)[0]), np.int8))
-            for t in tensors(cfg)}
+    """A zero perturbation with one pair, for the unperturbed forward (never read: sign 0), in the
+    layout _operands makes of noise; made once per config, since the optimisers other than EGGROLL
+    call the unperturbed forward once per member."""
+    return _matrix_noise(cfg, {t.name: split_streams(cfg, t, np.zeros((1, t.blocks, noise_layout(cfg, t)[0]), np.int8))
+                               for t in tensors(cfg)})
 
 
 def _corrections(params, names) -> dict:
@@ -310,7 +314,7 @@ Operands = namedtuple("Operands", [
 
 def _operands(params, cfg: Config, noise, perturbed: bool) -> Operands:
     c = _corrections(params, PACKED)
-    nz = _matrix_noise(cfg, noise)
+    nz = _matrix_noise(cfg, noise) if perturbed else noise
     fields = {"perturbed": perturbed, "sigma": cfg.sigma_shift, "shift_d": matmul_shift(cfg.width),
               "shift_h": matmul_shift(cfg.hidden), "exp2": EXP2, "log2_frac": LOG2_FRAC, "exp2_bits": EXP2_BITS,
               "mant_bits": LOG2_MANTISSA_BITS, "embed": params["embed"]}
@@ -329,7 +333,11 @@ def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
     assert token_div == 2 or not perturbed
     ll = np.zeros((state.shape[0], tokens.shape[1] - 1), dtype=np.int32)
     work = state.astype(np.int32)
-    _run_blocks(tokens, token_div, work, ll, _operands(params, cfg, noise, perturbed))
+    m = _operands(params, cfg, noise, perturbed)
+    if state.shape[0] <= BLOCK_ROWS:  # one block: on this thread (waking the others costs more than it)
+        _run_block(0, state.shape[0], tokens, token_div, work, ll, m)
+    else:
+        _run_blocks(tokens, token_div, work, ll, m)
     state[...] = work
     return ll
 

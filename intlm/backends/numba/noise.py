@@ -74,14 +74,14 @@ def factors(cfg: Config, t, noise):
     return tuple(v.reshape(v.shape[0], t.blocks, size, cfg.rank) for v, size in zip(noise[t.name], (m, n)))
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _fill_dense(seed, tensor_ids, step, member, bits, out):
     """out[b, i] = element i of block b of ``dense_noise.dense_noise`` (bits 0), or of
-    ``dense_noise.dither`` (the top ``bits`` bits of the dither stream's hash i); parallel over i,
-    since one member's tensor is all there is to share out."""
+    ``dense_noise.dither`` (the top ``bits`` bits of the dither stream's hash i). One thread: a
+    member's tensor is tens of microseconds of work, less than waking the other threads costs."""
     for b in range(tensor_ids.shape[0]):
         k = _key(seed, tensor_ids[b] | (DITHER_TENSOR_BIT if bits else 0), step, member)
-        for i in prange(out.shape[1]):
+        for i in range(out.shape[1]):
             h = mix(k ^ mix(U64(i) + U64(GOLDEN)))
             out[b, i] = np.int64(h >> U64(64 - bits)) if bits else _gaussian(h, NOISE_MULT)
 
