@@ -16,13 +16,19 @@ from ..model import tensors
 from . import Optimizer, antithetic
 
 
+def stochastic_shift(x, u, k: int):
+    """floor((x + u) / 2**k): x / 2**k rounded down or up, up with probability (x mod 2**k) / 2**k
+    when u is uniform in [0, 2**k), so that its mean is exactly x / 2**k."""
+    return (x + u) >> k
+
+
 def apply_step(params, cfg, backend, step: int, f) -> int:
     """The stochastically rounded step of every pair with f_p != 0, in place; returns weights moved."""
     k, moved = cfg.step_shift, 0
     for p in np.flatnonzero(f):
         for t in tensors(cfg):
             x = int(f[p]) * backend.dense_noise(cfg, t, step, int(p)).astype(np.int64)
-            delta = (x + backend.dither(cfg, t, step, int(p), k)) >> k
+            delta = stochastic_shift(x, backend.dither(cfg, t, step, int(p), k), k)
             w = params[t.name]
             w[...] = clip8(w + delta)
             moved += int(np.count_nonzero(delta))

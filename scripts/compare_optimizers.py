@@ -1,0 +1,142 @@
+"""Every optimiser on the same model, corpus and budgets: EGGROLL, OpenES, SPSA, sep-CMA-ES, CEM.
+
+    python scripts/compare_optimizers.py commands [--minutes 2,10,30 | --member-bytes 1,4,16]
+    python scripts/compare_optimizers.py run [--minutes 2,10,30 | --member-bytes 1,4,16] [--only NAME...]
+    python scripts/compare_optimizers.py table [--record FILE]
+    python scripts/compare_optimizers.py plot --out FILE [--record FILE]
+
+Each row is one scripts/study.py run (one process, from scratch, on the default Shakespeare split,
+the full validation split evaluated at every budget, peak memory recorded) appended to FILE
+(default scripts/compare_optimizers.jsonl). The rows are every optimiser at two model sizes (width
+32 x 1 and 64 x 2), each with a small sweep of its own main setting, so no method is compared at a
+bad setting. ``commands`` prints one command per row (to run by hand, one at a time, on a quiet
+machine); ``run`` runs them in turn (--only: rows whose name contains any of the given strings).
+Budgets are training minutes (--minutes, wall time: the comparison) or millions of member-bytes
+(--member-bytes: deterministic, to check results on any machine). ``table`` prints every row and,
+per optimiser and size, the best of its sweep at each budget; ``plot`` draws the best rows.
+"""
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RECORD = HERE / "compare_optimizers.jsonl"
+SIZES = {"w32": {"width": 32, "layers": 1}, "w64x2": {"width": 64, "layers": 2}}
+# optimiser -> (its main setting, the values swept, other settings it runs with)
+SWEEPS = {
+    "eggroll": ("population", (2048, 8192), {}),
+    "openes": ("population", (64, 256), {}),
+    "spsa": ("step_shift", (6, 8, 10), {"population": 2}),
+    "sepcma": ("population", (16, 64), {}),
+    "cem": ("elite_shift", (1, 2, 3), {"population": 32}),
+}
+BACKPROP = "float32 GRU 128 x 1 by backprop (Adam), same data and machine kind: 2.54 / 2.43 / 2.36 bits/byte at 1 / 2 / 5 min"
+
+
+def rows() -> list:
+    """(name, FIELD=VALUE changes) of every row."""
+    out = []
+    for size, shape in SIZES.items():
+        for opt, (setting, values, fixed) in SWEEPS.items():
+            for value in values:
+                changes = {"optimizer": opt, **shape, **fixed, setting: value}
+                out.append((f"{opt}-{size}-{setting}{value}", [f"{k}={v}" for k, v in changes.items()]))
+    return out
+
+
+def command(name, changes, args) -> list:
+    budget = (["--member-bytes", args.member_bytes] if args.member_bytes else
+              ["--minutes", str(max(float(m) for m in args.minutes.split(","))), "--at", args.minutes])
+    return [sys.executable, str(HERE / "study.py"), "run", name, *changes, *budget, "--record", str(args.record)]
+
+
+def commands(args):
+    for name, changes in rows():
+        print(shlex.join(command(name, changes, args)[1:]).replace(str(HERE) + "/", "scripts/"))
+
+
+def run(args):
+    for name, changes in rows():
+        if args.only and not any(s in name for s in args.only):
+            continue
+        subprocess.run(command(name, changes, args), check=True)
+
+
+def _budget(point, by_bytes):
+    return round(point["member_bytes"] / 1e6, 1) if by_bytes else point["minutes"]
+
+
+def table(args):
+    sys.path.insert(0, str(HERE))
+    from study import latest_records
+
+    records = latest_records(args.record)
+    by_bytes = any("--member-bytes" in r["command"] for r in records)
+    unit = "M member-bytes" if by_bytes else "min"
+    budgets = sorted({_budget(p, by_bytes) for r in records for p in r["points"]})
+    head = " | ".join(f"{b:g} {unit}" for b in budgets)
+    print(f"| row | {head} | member-bytes/s | steps/s | peak MB |")
+    print("|---|" + "---|" * (len(budgets) + 3))
+    best = {}
+    for r in records:
+        at = {_budget(p, by_bytes): p["val_bpb"] for p in r["points"]}
+        print(f"| {r['name']} | " + " | ".join(f"{at[b]:.3f}" if b in at else "" for b in budgets)
+              + f" | {r.get('member_bytes_per_s', 0):,} | {r['steps_per_s']:.2f} | {r['peak_rss_mb']} |")
+        opt, size = r["name"].split("-")[:2]
+        for b, v in at.items():
+            key = (opt, size, b)
+            if key not in best or v < best[key][0]:
+                best[key] = (v, r["name"])
+    print(f"\nBest of each sweep (bits/byte, row):\n\n| optimiser | size | {head} |")
+    print("|---|---|" + "---|" * len(budgets))
+    for opt, size in dict.fromkeys((o, s) for o, s, _ in best):
+        cells = [f"{best[(opt, size, b)][0]:.3f} ({best[(opt, size, b)][1].split('-', 2)[2]})"
+                 if (opt, size, b) in best else "" for b in budgets]
+        print(f"| {opt} | {size} | " + " | ".join(cells) + " |")
+    print(f"\nCPU: {', '.join(sorted({r['cpu'] for r in records}))}. {BACKPROP}.")
+
+
+def plot(args):
+    sys.path.insert(0, str(HERE))
+    from study import latest_records
+
+    from intlm.data import baselines, cache_dir_default, compressor_baselines, load_corpus
+    from intlm.plot import Curve, draw
+
+    records = latest_records(args.record)
+    best = {}  # per optimiser and size, the row with the lowest last figure
+    for r in records:
+        key = tuple(r["name"].split("-")[:2])
+        if key not in best or r["points"][-1]["val_bpb"] < best[key]["points"][-1]["val_bpb"]:
+            best[key] = r
+    corpus = load_corpus(None, cache_dir_default())
+    lines = {**baselines(corpus.train, corpus.val), **compressor_baselines(corpus.val)}
+    curves = [Curve(label=r["name"], minutes=[p["minutes"] for p in r["points"]],
+                    steps=[p["step"] for p in r["points"]], val_bpb=[p["val_bpb"] for p in r["points"]])
+              for r in best.values()]
+    print(draw(curves, lines, Path(args.out), title="optimisers: validation bits/byte, best of each sweep"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, fn in (("commands", commands), ("run", run), ("table", table), ("plot", plot)):
+        p = sub.add_parser(name)
+        p.add_argument("--record", type=Path, default=RECORD)
+        if name in ("commands", "run"):
+            p.add_argument("--minutes", default="2,10,30", help="training minutes at which to evaluate")
+            p.add_argument("--member-bytes", help="millions of member-bytes at which to evaluate, instead")
+        if name == "run":
+            p.add_argument("--only", nargs="*", help="rows whose name contains one of these")
+        if name == "plot":
+            p.add_argument("--out", required=True)
+        p.set_defaults(fn=fn)
+    args = ap.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
