@@ -81,7 +81,7 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
 @click.option("--shared-rows", type=int, default=DEFAULTS.shared_rows, show_default=True,
               help="sepcma, cem: streams every member reads per step.")
 @click.option("--step-shift", type=int, default=DEFAULTS.step_shift, show_default=True,
-              help="spsa: learning rate 2**-K per unit of noise.")
+              help="spsa: learning rate 2**-K per unit of noise; cem: the mean and spread move 2**-K of the way to the refit.")
 @click.option("--elite-shift", type=int, default=DEFAULTS.elite_shift, show_default=True,
               help="cem: keep the best population >> K members.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)

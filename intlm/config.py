@@ -46,7 +46,7 @@ class Config:
     # the optimiser (intlm/optimizers/) and the settings only some optimisers read
     optimizer: str = "eggroll"
     shared_rows: int = 8  # sepcma, cem: streams every member reads (ranked members must see the same bytes)
-    step_shift: int = 8  # spsa: a weight moves by f * noise / 2**step_shift (stochastically rounded)
+    step_shift: int = 8  # spsa: learning rate 2**-step_shift per unit of noise; cem: refit rate 2**-step_shift
     elite_shift: int = 2  # cem: the elite is population >> elite_shift members
 
     @property

@@ -23,6 +23,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from study import add_report_commands, draw_records, latest_records  # noqa: E402  (a script beside this one)
+
 RECORD = HERE / "compare_optimizers.jsonl"
 SIZES = {"w32": {"width": 32, "layers": 1}, "w64x2": {"width": 64, "layers": 2}}
 # optimiser -> (its main setting, the values swept, other settings it runs with)
@@ -31,7 +34,7 @@ SWEEPS = {
     "openes": ("population", (64, 256), {}),
     "spsa": ("step_shift", (6, 8, 10), {"population": 2}),
     "sepcma": ("population", (16, 64), {}),
-    "cem": ("elite_shift", (1, 2, 3), {"population": 32}),
+    "cem": ("step_shift", (2, 4, 6), {"population": 16}),
 }
 BACKPROP = "float32 GRU 128 x 1 by backprop (Adam), same data and machine kind: 2.54 / 2.43 / 2.36 bits/byte at 1 / 2 / 5 min"
 
@@ -55,7 +58,7 @@ def command(name, changes, args) -> list:
 
 def commands(args):
     for name, changes in rows():
-        print(shlex.join(command(name, changes, args)[1:]).replace(str(HERE) + "/", "scripts/"))
+        print("python " + shlex.join(command(name, changes, args)[1:]).replace(str(HERE) + "/", "scripts/"))
 
 
 def run(args):
@@ -70,9 +73,6 @@ def _budget(point, by_bytes):
 
 
 def table(args):
-    sys.path.insert(0, str(HERE))
-    from study import latest_records
-
     records = latest_records(args.record)
     by_bytes = any("--member-bytes" in r["command"] for r in records)
     unit = "M member-bytes" if by_bytes else "min"
@@ -93,47 +93,32 @@ def table(args):
     print(f"\nBest of each sweep (bits/byte, row):\n\n| optimiser | size | {head} |")
     print("|---|---|" + "---|" * len(budgets))
     for opt, size in dict.fromkeys((o, s) for o, s, _ in best):
-        cells = [f"{best[(opt, size, b)][0]:.3f} ({best[(opt, size, b)][1].split('-', 2)[2]})"
+        cells = [f"{best[(opt, size, b)][0]:.3f} ({best[(opt, size, b)][1].split('-', 2)[-1]})"
                  if (opt, size, b) in best else "" for b in budgets]
         print(f"| {opt} | {size} | " + " | ".join(cells) + " |")
     print(f"\nCPU: {', '.join(sorted({r['cpu'] for r in records}))}. {BACKPROP}.")
 
 
 def plot(args):
-    sys.path.insert(0, str(HERE))
-    from study import latest_records
-
-    from intlm.data import baselines, cache_dir_default, compressor_baselines, load_corpus
-    from intlm.plot import Curve, draw
-
-    records = latest_records(args.record)
     best = {}  # per optimiser and size, the row with the lowest last figure
-    for r in records:
+    for r in latest_records(args.record):
         key = tuple(r["name"].split("-")[:2])
         if key not in best or r["points"][-1]["val_bpb"] < best[key]["points"][-1]["val_bpb"]:
             best[key] = r
-    corpus = load_corpus(None, cache_dir_default())
-    lines = {**baselines(corpus.train, corpus.val), **compressor_baselines(corpus.val)}
-    curves = [Curve(label=r["name"], minutes=[p["minutes"] for p in r["points"]],
-                    steps=[p["step"] for p in r["points"]], val_bpb=[p["val_bpb"] for p in r["points"]])
-              for r in best.values()]
-    print(draw(curves, lines, Path(args.out), title="optimisers: validation bits/byte, best of each sweep"))
+    draw_records(list(best.values()), Path(args.out), "optimisers: validation bits/byte, best of each sweep")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    for name, fn in (("commands", commands), ("run", run), ("table", table), ("plot", plot)):
+    for name, fn in (("commands", commands), ("run", run)):
         p = sub.add_parser(name)
         p.add_argument("--record", type=Path, default=RECORD)
-        if name in ("commands", "run"):
-            p.add_argument("--minutes", default="2,10,30", help="training minutes at which to evaluate")
-            p.add_argument("--member-bytes", help="millions of member-bytes at which to evaluate, instead")
-        if name == "run":
-            p.add_argument("--only", nargs="*", help="rows whose name contains one of these")
-        if name == "plot":
-            p.add_argument("--out", required=True)
+        p.add_argument("--minutes", default="2,10,30", help="training minutes at which to evaluate")
+        p.add_argument("--member-bytes", help="millions of member-bytes at which to evaluate, instead")
         p.set_defaults(fn=fn)
+    p.add_argument("--only", nargs="*", help="rows whose name contains one of these")
+    add_report_commands(sub, RECORD, table, plot)
     args = ap.parse_args()
     args.fn(args)
 

@@ -125,7 +125,8 @@ def table(args):
         print(f"    {r['command']}")
 
 
-def plot(args):
+def draw_records(records, out: Path, title: str):
+    """Each record's validation points against minutes and steps, over the split's baselines."""
     from intlm.data import compressor_baselines
     from intlm.plot import Curve, draw
 
@@ -133,8 +134,22 @@ def plot(args):
     lines = {**baselines(corpus.train, corpus.val), **compressor_baselines(corpus.val)}
     curves = [Curve(label=r["name"], minutes=[p["minutes"] for p in r["points"]],
                     steps=[p["step"] for p in r["points"]], val_bpb=[p["val_bpb"] for p in r["points"]])
-              for r in latest_records(args.record)]
-    print(draw(curves, lines, Path(args.out), title="validation bits/byte, 2-core CPU"))
+              for r in records]
+    print(draw(curves, lines, out, title=title))
+
+
+def plot(args):
+    draw_records(latest_records(args.record), Path(args.out), "validation bits/byte, 2-core CPU")
+
+
+def add_report_commands(sub, record: Path, table_fn, plot_fn):
+    """The ``table`` and ``plot`` subcommands, reading FILE (--record, default ``record``)."""
+    for name, fn in (("table", table_fn), ("plot", plot_fn)):
+        p = sub.add_parser(name)
+        p.add_argument("--record", type=Path, default=record)
+        if name == "plot":
+            p.add_argument("--out", required=True)
+        p.set_defaults(fn=fn)
 
 
 def main():
@@ -150,12 +165,7 @@ def main():
     p.add_argument("--backend", default="auto")
     p.add_argument("--record", type=Path, default=RECORD)
     p.set_defaults(fn=run)
-    for name, fn in (("table", table), ("plot", plot)):
-        p = sub.add_parser(name)
-        p.add_argument("--record", type=Path, default=RECORD)
-        if name == "plot":
-            p.add_argument("--out", required=True)
-        p.set_defaults(fn=fn)
+    add_report_commands(sub, RECORD, table, plot)
     args = ap.parse_args()
     args.fn(args)
 

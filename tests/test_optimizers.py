@@ -25,7 +25,7 @@ SETTINGS = {  # tiny, and each exercising its optimiser's own settings
     "openes": dict(population=6, momentum_shift=2, fitness="rank"),
     "spsa": dict(population=4, step_shift=3, fitness="rank"),
     "sepcma": dict(population=6, shared_rows=2),
-    "cem": dict(population=6, shared_rows=2, elite_shift=1),
+    "cem": dict(population=6, shared_rows=2, elite_shift=1, step_shift=1),
 }
 DATA = (np.arange(3000, dtype=np.int64) * 7919 % 251 + 1).astype(np.uint8)
 DATA[::53] = 0
@@ -118,8 +118,8 @@ def test_isqrt_array_is_exact(x):
 
 
 @settings(max_examples=40)
-@given(st.integers(1, 8), st.data())
-def test_cem_refit_stays_in_bounds_and_flips_with_the_noise(mu, data):
+@given(st.integers(1, 8), st.integers(0, 16), st.data())
+def test_cem_refit_stays_in_bounds_and_flips_with_the_noise(mu, k, data):
     n = 6
     z = np.array(data.draw(st.lists(st.lists(st.integers(-NOISE_MAX, NOISE_MAX), min_size=n, max_size=n),
                                     min_size=mu, max_size=mu)), np.int64)
@@ -129,7 +129,7 @@ def test_cem_refit_stays_in_bounds_and_flips_with_the_noise(mu, data):
     for sign in (1, -1):
         mean, spread = mean0.copy(), spread0.copy()
         d = [ranked.offset(sign * zk, spread0) for zk in z]
-        cem.refit(mean, spread, sum(d), sum(x * x for x in d), mu)
+        cem.refit(mean, spread, sum(d), sum(x * x for x in d), mu, k)
         assert np.all(np.abs(mean) <= MEAN_MAX) and np.all((spread >= SCALE_MIN) & (spread <= SCALE_MAX))
         results.append((mean.astype(np.int64) - mean0, spread))
     (step_plus, spread_plus), (step_minus, spread_minus) = results

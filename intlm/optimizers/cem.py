@@ -5,11 +5,13 @@ member's offset, same units), starting at 2**(4 - sigma_shift) int8 units, EGGRO
 scale. Each step the best population >> elite_shift members (ranked.py) are kept; their offsets d_k
 (regenerated from the hash) give the refit, exact in integers:
 
-    mean   += sum_k d_k / mu                          (rounded half away from 0)
-    spread  = (spread + isqrt(sum_k d_k**2 / mu - (sum_k d_k / mu)**2)) / 2
+    mean   += sum_k d_k / mu                                            (rounded half away from 0)
+    spread += (isqrt(sum_k d_k**2 / mu - (sum_k d_k / mu)**2) - spread) / 2**k
 
-the spread smoothed by 1/2 and held in [SCALE_MIN, SCALE_MAX], so a small elite cannot collapse it
-in one step. Flipping the sign of every z flips the mean's step and leaves the spread alone.
+k = step_shift smooths the spread: a few members' variance per weight is noisy and biased low, and
+unsmoothed (k = 0, the plain method) it collapses the spread within tens of steps. The spread is
+held in [SCALE_MIN, SCALE_MAX]. Flipping the sign of every z flips the mean's step and leaves the
+spread alone.
 """
 
 import numpy as np
@@ -34,12 +36,13 @@ def isqrt_array(x):
     return root
 
 
-def refit(mean, spread, s1, s2, mu: int):
-    """The refit of one tensor in place from its elite's sums of offsets ``s1`` and squared offsets ``s2``."""
+def refit(mean, spread, s1, s2, mu: int, k: int):
+    """The refit of one tensor in place from its elite's sums of offsets ``s1`` and squared offsets
+    ``s2``: the mean to the elite's, the spread 2**-k of the way to the elite's."""
     step = div_round(s1, mu)
     var = np.maximum(div_round(s2, mu) - step * step, 0)
     ranked.move_mean(mean, step)
-    spread[...] = np.clip(div_round(spread.astype(np.int64) + isqrt_array(var), 2), SCALE_MIN, SCALE_MAX)
+    spread[...] = np.clip(spread + div_round(isqrt_array(var) - spread, 1 << k), SCALE_MIN, SCALE_MAX)
 
 
 class CEM(ranked.Ranked):
@@ -63,6 +66,6 @@ class CEM(ranked.Ranked):
                     d = ranked.offset(backend.dense_noise(cfg, t, run.step, int(k)), spread[t.name])
                     s1 += d
                     s2 += d * d
-                refit(mean[t.name], spread[t.name], s1, s2, len(elite))
+                refit(mean[t.name], spread[t.name], s1, s2, len(elite), cfg.step_shift)
 
         return ranked.step(run, train_data, backend, mean, spread, update)
