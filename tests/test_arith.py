@@ -377,7 +377,19 @@ def independent_bounds(cfg):
             "update partial sum": min(cfg.pairs * cfg.rank, 1 << 15) * f * a * a,
             "update sum Z (vectors)": cfg.pairs * f * max_noise(NOISE_MULT),
             "momentum M": (cfg.pairs * cfg.rank * f * a * a + 1) << cfg.momentum_shift,
-            "window log-likelihood": cfg.window * 4066}
+            "window log-likelihood": cfg.window * 4066,
+            **optimizer_bounds(cfg, max_noise(NOISE_MULT))}
+
+
+def optimizer_bounds(cfg, noise_max):
+    """sepcma's and cem's sums (optimizers/units.py), from the extremes of their inputs."""
+    from intlm.optimizers.units import PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX
+
+    offset = -(-noise_max * SCALE_MAX // 16)  # |z| * scale / 16, rounded away from 0 at worst
+    weights = sum(math.prod(t.shape) for t in model.tensors(cfg))
+    return {"member offset": offset, "sepcma weighted sums": RANK_WEIGHT_ONE * max(offset, noise_max ** 2),
+            "cem elite sums": (cfg.population >> cfg.elite_shift) * offset ** 2,
+            "sepcma path norm": PATH_MAX ** 2 * weights}
 
 
 @settings(max_examples=300, deadline=None)
