@@ -131,7 +131,7 @@ def machine_limit(rows: int = 512, inner: int = 256, cols: int = 256, repeats: i
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-        return round(rows * inner * cols / float(np.median(times)) / 1e9, 1)
+        return float(f"{rows * inner * cols / float(np.median(times)) / 1e9:.3g}")  # never rounds to 0
 
     result = {f"int8 tile kernel ({cpu_gemm.KERNEL})": rate(tiled),
               "int8 plain Numba dot": rate(lambda: plain_int8_product(x, w, plain)),
