@@ -100,7 +100,7 @@ def measure(cfg: Config, repeats: int = 10, backend: str = "auto") -> dict:
         "width": cfg.width, "layers": cfg.layers, "population": cfg.population, "rank": cfg.rank,
         "window": cfg.window, "backend": be.name,
         "train_tokens_per_s": round(train), "inference_tokens_per_s": round(inference),
-        "ratio": round(ratio, 3),
+        "ratio": float(f"{ratio:.3g}"),  # significant digits: a step slowed by a busy machine is not 0
         "train_gmacs": round(train * macs_per_token(cfg) / 1e9, 1),
         "inference_gmacs": round(inference * macs_per_token(cfg) / 1e9, 1),
         "step_s": round(step, 6),
