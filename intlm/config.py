@@ -22,6 +22,11 @@ UPDATE_CHUNK = 1 << 15
 # The accumulators whose worst case is held to int64 rather than int32: they live in the update only
 # (once per step, not per token), so the wider type costs nothing that matters and no population caps them.
 INT64_ACCUMULATORS = ("update sum Z", "momentum M")
+# Fields added after the first checkpoint format, with the value that means "off": left out of a
+# config's JSON while off, so a run that does not use them writes the bytes it always did, and a
+# checkpoint written before them reads as "off".
+LATER_FIELDS = {"anchor_decay": 0}
+ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negligible
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Config:
     momentum_shift: int = 3  # 0: plain EGGROLL; k: threshold M = M - M/2**k + Z instead of Z
     pair_state: str = "mean"  # "mean": both members of a pair start each step from their mean state
     seed: int = 0
+    anchor_decay: int = 0  # 0: off; K: pull weights toward their anchor at rate 2**-K (anchor.py)
 
     @property
     def pairs(self) -> int:
@@ -51,7 +57,8 @@ class Config:
         return self.width * self.mlp_ratio
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     @classmethod
     def from_json(cls, d: dict) -> "Config":
@@ -85,6 +92,8 @@ class Config:
         need(self.pair_state in PAIR_STATES, f"pair state must be one of {PAIR_STATES}, got {self.pair_state!r}")
         need(0 <= self.momentum_shift <= 8, f"momentum shift must be between 0 and 8, got {self.momentum_shift}")
         need(0 <= self.seed < (1 << 63), f"seed must be between 0 and 2**63-1, got {self.seed}")
+        need(0 <= self.anchor_decay <= ANCHOR_DECAY_MAX,
+             f"anchor decay must be between 0 (off) and {ANCHOR_DECAY_MAX}, got {self.anchor_decay}")
         for what, bound in worst_case_bounds(self).items():
             bits, limit = (64, INT64_MAX) if what in INT64_ACCUMULATORS else (32, INT32_MAX)
             need(bound <= limit, f"settings overflow int{bits} in {what} (worst case {bound}): "
