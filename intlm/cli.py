@@ -1,4 +1,4 @@
-"""The ``intlm`` command: prepare, pretrain, sample, eval, bench, plot.
+"""The ``intlm`` command: prepare, pretrain, evolve, sample, eval, bench, plot.
 
 User mistakes (bad corpus, bad checkpoint, impossible settings) print one ``error:`` line on stderr
 and exit with status 2; nothing a user can cause ends in a traceback.

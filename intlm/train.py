@@ -7,6 +7,8 @@ bit for bit. Wall-clock time only decides *when* to log, checkpoint and stop.
 The run's integer state, its checkpoint format and the fresh-or-resume decision are in run.py, the
 progress line and phase timers in progress.py. ``evaluate`` stays here: it is the validation figure
 the loop logs (and ``intlm eval`` prints), a loop over the backend's forward and nothing else.
+What a step optimises is a task: CorpusFitness (pretraining) here, evolve.Objective for ``intlm
+evolve``; both end in ``apply_fitness``, the one EGGROLL update.
 """
 
 import contextlib
