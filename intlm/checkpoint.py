@@ -32,6 +32,7 @@ class Checkpoint:
     attrs: dict  # as saved (including "step"), without content_hash
     path: Path
     step: int
+    content_hash: str  # as stored, and verified
     damaged: list[str] = field(default_factory=list)  # why each newer checkpoint was passed over
 
 
@@ -110,7 +111,7 @@ def latest(run_dir) -> Path | None:
 
 def _intact_hash(path: Path) -> str | None:
     try:
-        return content_hash(*_read(path)[:2])
+        return _read(path)[2]
     except IntlmError:
         return None
 
@@ -124,8 +125,8 @@ def load(path) -> Checkpoint:
     if not path.exists():
         raise IntlmError(f"checkpoint path {path} does not exist")
     if not path.is_dir() or (path / "zarr.json").exists() or STEP_DIR.fullmatch(path.name):
-        arrays, attrs = _read(path)
-        return Checkpoint(arrays=arrays, attrs=attrs, path=path, step=attrs["step"])
+        arrays, attrs, digest = _read(path)
+        return Checkpoint(arrays=arrays, attrs=attrs, path=path, step=attrs["step"], content_hash=digest)
     clean_stale(path)
     found = list_checkpoints(path)
     if not found:
@@ -133,17 +134,18 @@ def load(path) -> Checkpoint:
     damaged, first_error = [], None
     for candidate in reversed(found):
         try:
-            arrays, attrs = _read(candidate)
+            arrays, attrs, digest = _read(candidate)
         except IntlmError as err:
             damaged.append(str(err))
             first_error = first_error or err
             continue
-        return Checkpoint(arrays=arrays, attrs=attrs, path=candidate, step=attrs["step"], damaged=damaged)
+        return Checkpoint(arrays=arrays, attrs=attrs, path=candidate, step=attrs["step"], content_hash=digest,
+                          damaged=damaged)
     raise first_error
 
 
-def _read(path: Path) -> tuple[dict, dict]:
-    """(arrays, attrs without content_hash) of one checkpoint folder, its hash verified."""
+def _read(path: Path) -> tuple[dict, dict, str]:
+    """(arrays, attrs without content_hash, content_hash) of one checkpoint folder, its hash verified."""
     if not (path / "zarr.json").exists():
         raise IntlmError(f"{path} is not a checkpoint (no zarr.json)")
     try:
@@ -167,4 +169,4 @@ def _read(path: Path) -> tuple[dict, dict]:
         raise IntlmError(f"checkpoint {path} is corrupt: cannot read its arrays ({type(err).__name__})") from None
     if content_hash(arrays, stored) != expected:
         raise IntlmError(f"checkpoint {path} is corrupt: content hash mismatch")
-    return arrays, stored
+    return arrays, stored, expected

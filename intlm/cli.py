@@ -1,4 +1,4 @@
-"""The ``intlm`` command: prepare, pretrain, sample, eval, bench, plot.
+"""The ``intlm`` command: prepare, pretrain, evolve, sample, eval, bench, plot.
 
 User mistakes (bad corpus, bad checkpoint, impossible settings) print one ``error:`` line on stderr
 and exit with status 2; nothing a user can cause ends in a traceback.
@@ -48,33 +48,70 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
     "population": "population", "width": "width", "layers": "layers", "mlp_ratio": "mlp_ratio",
     "rank": "rank", "window": "window", "sigma_shift": "sigma_shift", "fitness": "fitness",
     "alpha_halflife": "alpha_halflife", "momentum_shift": "momentum_shift", "pair_state": "pair_state",
-    "seed": "seed",
+    "seed": "seed", "anchor_decay": "anchor_decay",
     "optimizer": "optimizer", "shared_rows": "shared_rows", "step_shift": "step_shift", "elite_shift": "elite_shift",
 }
+
+
+def _options(*options):
+    """Several click options as one decorator, listed by --help in this order."""
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
+# how long a run trains, on what, and how it reports: pretrain and evolve alike
+RUN_OPTIONS = _options(
+    click.option("--steps", type=int, help="Stop after this many steps (total, counting resumed ones)."),
+    click.option("--minutes", type=float, help="Stop after this many minutes of wall time [10 if --steps is not given]."),
+    click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True),
+    click.option("--resume", is_flag=True, help="Continue the newest intact checkpoint in --out (settings left out "
+                 "are kept); refused when --out holds none."),
+    click.option("--eval-seconds", type=float, default=30.0, show_default=True, help="Validation sample every N seconds."),
+    click.option("--save-seconds", type=float, default=60.0, show_default=True, help="Checkpoint every N seconds."),
+    click.option("--sample-every", type=float, default=120.0, show_default=True,
+                 help="A line of text sampled from the model every N seconds of the progress output (0: never)."),
+)
+# the update's settings: a run started from a checkpoint (--init) may change them
+UPDATE_OPTIONS = _options(
+    click.option("--population", type=int, default=DEFAULTS.population, show_default=True,
+                 help="Members (even: antithetic pairs)."),
+    click.option("--rank", type=int, default=DEFAULTS.rank, show_default=True, help="Rank of each perturbation."),
+    click.option("--sigma-shift", type=int, default=DEFAULTS.sigma_shift, show_default=True,
+                 help="Perturbation scale 2**-S."),
+    click.option("--fitness", type=click.Choice(FITNESS_MODES), default=DEFAULTS.fitness, show_default=True),
+    click.option("--alpha", type=float, default=DEFAULTS.alpha_q16 / 65536, show_default=True,
+                 help="Fraction of weights a step moves at the start."),
+    click.option("--alpha-halflife", type=int, default=DEFAULTS.alpha_halflife, show_default=True,
+                 help="Steps until that fraction halves."),
+    click.option("--momentum-shift", type=int, default=DEFAULTS.momentum_shift, show_default=True,
+                 help="Integer momentum over about 2**K steps (0: none)."),
+    click.option("--anchor-decay", type=int, default=DEFAULTS.anchor_decay, show_default=True,
+                 help="Anchored Weight Decay: pull each weight toward the run's starting weights (the --init "
+                 "checkpoint's) at rate 2**-K per step (0: off)."),
+    click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True),
+)
+INIT_OPTION = click.option("--init", type=click.Path(), metavar="CHECKPOINT_OR_RUN_DIR",
+                           help="Start a new run (step 0, its own log and checkpoints) from this checkpoint's "
+                           "weights (a run folder: its newest intact one), keeping its model shape; settings "
+                           "left out are its own. The run records the checkpoint's path and content hash.")
 
 
 @cli.command()
 @click.argument("corpus", required=False)
 @click.option("--out", type=click.Path(), help="Run folder for checkpoints and log.jsonl [runs/<corpus name>].")
-@click.option("--steps", type=int, help="Stop after this many steps (total, counting resumed ones).")
-@click.option("--minutes", type=float, help="Stop after this many minutes of wall time [10 if --steps is not given].")
-@click.option("--population", type=int, default=DEFAULTS.population, show_default=True, help="Members (even: antithetic pairs).")
+@INIT_OPTION
+@RUN_OPTIONS
+@click.option("--resume-or-start", is_flag=True, help="As --resume, but start a fresh run when --out holds no checkpoint.")
 @click.option("--width", type=int, default=DEFAULTS.width, show_default=True)
 @click.option("--layers", type=int, default=DEFAULTS.layers, show_default=True)
 @click.option("--mlp-ratio", type=int, default=DEFAULTS.mlp_ratio, show_default=True)
-@click.option("--rank", type=int, default=DEFAULTS.rank, show_default=True, help="Rank of each perturbation.")
 @click.option("--window", type=int, default=DEFAULTS.window, show_default=True, help="Bytes per member per step.")
-@click.option("--sigma-shift", type=int, default=DEFAULTS.sigma_shift, show_default=True, help="Perturbation scale 2**-S.")
-@click.option("--fitness", type=click.Choice(FITNESS_MODES), default=DEFAULTS.fitness, show_default=True)
-@click.option("--alpha", type=float, default=DEFAULTS.alpha_q16 / 65536, show_default=True,
-              help="Fraction of weights a step moves at the start.")
-@click.option("--alpha-halflife", type=int, default=DEFAULTS.alpha_halflife, show_default=True,
-              help="Steps until that fraction halves.")
-@click.option("--momentum-shift", type=int, default=DEFAULTS.momentum_shift, show_default=True,
-              help="Integer momentum over about 2**K steps (0: none).")
 @click.option("--pair-state", type=click.Choice(PAIR_STATES), default=DEFAULTS.pair_state, show_default=True,
               help="mean: a pair's members continue from their mean state; own: each keeps its own.")
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@UPDATE_OPTIONS
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True,
               help="eggroll: low-rank pairs; openes: full-rank pairs, same update; spsa: MeZO-style, a pair or "
               "a handful per step; sepcma: separable CMA-ES; cem: the cross-entropy method (README).")
@@ -84,14 +121,6 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
               help="spsa: learning rate 2**-K per unit of noise; cem: the mean and spread move 2**-K of the way to the refit.")
 @click.option("--elite-shift", type=int, default=DEFAULTS.elite_shift, show_default=True,
               help="cem: keep the best population >> K members.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the newest intact checkpoint in --out (settings left out "
-              "are kept); refused when --out holds none.")
-@click.option("--resume-or-start", is_flag=True, help="As --resume, but start a fresh run when --out holds no checkpoint.")
-@click.option("--eval-seconds", type=float, default=30.0, show_default=True, help="Validation sample every N seconds.")
-@click.option("--save-seconds", type=float, default=60.0, show_default=True, help="Checkpoint every N seconds.")
-@click.option("--sample-every", type=float, default=120.0, show_default=True,
-              help="A line of text sampled from the model every N seconds of the progress output (0: never).")
 @click.option("--mpi", is_flag=True, help="Train as one of several MPI processes (automatic under mpirun/srun; "
               "needs intlm[mpi]).")
 @click.option("--mpi-reduce", type=click.Choice(["fitness", "sums"]), default="fitness", show_default=True,
@@ -99,7 +128,7 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
               "regenerates all noise; bytes independent of the model) or the update sums of their own pairs "
               "(8 bytes per parameter; for many processes). The checkpoint bytes are the same.")
 @click.pass_context
-def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start, eval_seconds, save_seconds,
+def pretrain(ctx, corpus, out, init, steps, minutes, backend, resume, resume_or_start, eval_seconds, save_seconds,
              sample_every, alpha, mpi, mpi_reduce, **settings):
     """Train a model on CORPUS (text file, folder or prepared store; default: Shakespeare)."""
     from . import distributed
@@ -108,16 +137,17 @@ def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start,
     world = distributed.world(force=mpi)
     if world is not None:
         world.reduce = mpi_reduce
-    setup = (ctx, corpus, out, steps, minutes, resume, resume_or_start, (eval_seconds, save_seconds, sample_every),
-             alpha, settings)
+    out = Path(out or Path("runs") / (Path(corpus).stem if corpus else "shakespeare"))
+    setup = (ctx, out, steps, minutes, resume, resume_or_start, (eval_seconds, save_seconds, sample_every), alpha,
+             settings, init)
     if world is None:
-        out, cfg, data = _pretrain_setup(*setup)
+        cfg, data = _run_setup(*setup), _corpus(corpus)
     else:  # rank 0 first (it may write the corpus cache), then the others; one error line for the job
         for turn in (True, False):
             err = None
             if world.primary == turn:
                 try:
-                    out, cfg, data = _pretrain_setup(*setup)
+                    cfg, data = _run_setup(*setup), _corpus(corpus)
                 except IntlmError as e:
                     err = e
             world.agree(err)
@@ -125,33 +155,92 @@ def pretrain(ctx, corpus, out, steps, minutes, backend, resume, resume_or_start,
         minutes = 10.0
     run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
                  resume_or_start=resume_or_start, eval_seconds=eval_seconds, save_seconds=save_seconds,
-                 sample_seconds=sample_every, world=world)
+                 sample_seconds=sample_every, world=world, init=init)
     if world is None or world.primary:
         click.echo(f"checkpoints in {out}", err=True)
 
 
-def _pretrain_setup(ctx, corpus, out, steps, minutes, resume, resume_or_start, intervals, alpha, settings):
-    """(run folder, checked Config, corpus) for pretrain, or the IntlmError that refuses them."""
+def _run_setup(ctx, out, steps, minutes, resume, resume_or_start, intervals, alpha, settings, init) -> Config:
+    """The checked Config a run in ``out`` will train with, or the IntlmError that refuses it: the
+    settings typed, over the checkpoint's when resuming or starting from ``init``."""
     from .run import resume_or_fresh
 
-    if steps is None and minutes is None:
-        minutes = 10.0
     if (steps is not None and steps < 0) or (minutes is not None and not 0 < minutes < math.inf):
         raise IntlmError("--steps must be >= 0 and --minutes a finite number > 0")
     if not all(seconds >= 0 for seconds in intervals):  # also refuses nan
         raise IntlmError("--eval-seconds, --save-seconds and --sample-every must be numbers >= 0")
-    out = Path(out or Path("runs") / (Path(corpus).stem if corpus else "shakespeare"))
     if not 0 < alpha <= 1:
         raise IntlmError(f"--alpha must be in (0, 1], got {alpha}")
-    given = {f: settings[o] for o, f in CONFIG_OPTIONS.items()}
+    options = {o: f for o, f in CONFIG_OPTIONS.items() if o in settings}
+    given = {f: settings[o] for o, f in options.items()}
     given["alpha_q16"] = max(1, round(alpha * 65536))
-    typed = {f for o, f in CONFIG_OPTIONS.items() if ctx.get_parameter_source(o) != ParameterSource.DEFAULT}
+    typed = {f for o, f in options.items() if ctx.get_parameter_source(o) != ParameterSource.DEFAULT}
     if ctx.get_parameter_source("alpha") != ParameterSource.DEFAULT:
         typed.add("alpha_q16")
-    # resuming, the settings the user did not type are the checkpoint's, not the defaults
-    cfg = resume_or_fresh(out, Config(**given), resume, resume_or_start, typed=typed, peek=True).cfg
-    cfg.check()
-    return out, cfg, _corpus(corpus)
+    # resuming or starting from a checkpoint, the settings the user did not type are the checkpoint's
+    cfg = resume_or_fresh(out, Config(**given), resume, resume_or_start, typed=typed, peek=True, init=init).cfg
+    return cfg.check()
+
+
+@cli.command()
+@click.option("--objective", metavar="PACKAGE.MODULE:FUNCTION",
+              help="objective(samples: list[bytes]) -> list[int], one integer score per sample (higher is better); "
+              "its module may define PROMPTS, the texts the members continue. Shipped: intlm.objectives:lipogram, "
+              "intlm.objectives:lipogram_shakespeare. Resuming: the run's unless given.")
+@INIT_OPTION
+@click.option("--out", type=click.Path(), required=True, help="Run folder for checkpoints and log.jsonl.")
+@click.option("--corpus", help="Corpus whose validation split the run is validated on [the one the --init run "
+              "was trained on].")
+@click.option("--length", type=int, default=32, show_default=True, help="Bytes each member writes per step.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature (0: greedy).")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Sample from the K likeliest bytes (0: all).")
+@RUN_OPTIONS
+@UPDATE_OPTIONS
+@click.pass_context
+def evolve(ctx, objective, init, out, corpus, length, temperature, top_k, steps, minutes, backend, resume,
+           eval_seconds, save_seconds, sample_every, alpha, **settings):
+    """Train a model on a score of the text it writes: each member samples from its own perturbation,
+    the objective scores the samples, and EGGROLL updates on the scores as on log-likelihoods.
+    Resuming, the objective and sampling settings left out are the run's."""
+    from .evolve import Objective
+    from .run import load_run
+    from .train import pretrain as run_training
+
+    if init is None and not resume:
+        raise IntlmError("intlm evolve starts from a trained model: pass --init CHECKPOINT_OR_RUN_DIR (or --resume)")
+    if backend == "cupy":
+        raise IntlmError("intlm evolve runs on the numpy and numba backends (its sampling is NumPy)")
+    if not 0 <= temperature <= 64:
+        raise IntlmError("--temperature must be between 0 and 64")
+    out = Path(out)
+    sampling = {"length": length, "temperature_q4": round(temperature * 16), "top_k": top_k}
+    if resume and init is None:
+        recorded = load_run(out, quiet=True)[1].get("objective") or {}  # no checkpoint in out: one error line
+        objective = objective or recorded.get("objective")
+        for key, option in (("length", "length"), ("temperature_q4", "temperature"), ("top_k", "top_k")):
+            if key in recorded and ctx.get_parameter_source(option) == ParameterSource.DEFAULT:
+                sampling[key] = recorded[key]
+    if objective is None:
+        raise IntlmError("pass --objective package.module:function")
+    task = Objective(objective, **sampling)
+    settings["optimizer"] = "eggroll"  # evolve's update is EGGROLL's, whatever trained the --init checkpoint
+    cfg = _run_setup(ctx, out, steps, minutes, resume, False, (eval_seconds, save_seconds, sample_every), alpha,
+                     settings, init)
+    data = _corpus(corpus) if corpus else _recorded_corpus(load_run(init or out, quiet=True)[1], "pass --corpus")
+    if steps is None and minutes is None:
+        minutes = 10.0
+    run_training(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
+                 eval_seconds=eval_seconds, save_seconds=save_seconds, sample_seconds=sample_every, init=init, task=task)
+    click.echo(f"checkpoints in {out}", err=True)
+
+
+def _recorded_corpus(attrs, hint):
+    """The corpus a checkpoint's run was trained on (stored as an absolute path; none: the default
+    corpus); ``hint`` says how to name another when it is gone."""
+    source = attrs.get("corpus", {}).get("source")
+    if source is not None and not Path(source).exists():
+        raise IntlmError(f"the corpus this run was trained on, {source}, is gone: {hint}")
+    return _corpus(source)
 
 
 @cli.command()
@@ -186,24 +275,27 @@ def sample(checkpoint_path, prompt, length, temperature, top_k, seed, raw):
 
 @cli.command(name="eval")
 @click.argument("checkpoint_path", metavar="CHECKPOINT_OR_RUN_DIR")
-@click.argument("corpus", required=False)
+@click.argument("corpora", nargs=-1, metavar="[CORPUS]...")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-def eval_cmd(checkpoint_path, corpus, backend):
-    """Validation bits/byte of a checkpoint, beside the unigram and bigram baselines."""
+def eval_cmd(checkpoint_path, corpora, backend):
+    """Validation bits/byte of a checkpoint on each CORPUS (default: the one it was trained on), a
+    line each, beside the unigram and bigram baselines."""
     from .backends import get
     from .data import baselines
     from .run import load_run
     from .train import evaluate
 
     run, attrs = load_run(checkpoint_path)
-    source = corpus or attrs.get("corpus", {}).get("source")
-    if source is not None and not Path(source).exists():
-        raise IntlmError(f"the corpus this run was trained on, {source}, is gone: name one (intlm eval RUN CORPUS)")
-    data = _corpus(source)
-    bpb = evaluate(run.params, run.cfg, data.val, get(backend))
-    base = baselines(data.train, data.val)
-    click.echo(f"step {run.step}: validation {bpb:.4f} bits/byte | unigram {base['unigram']:.4f} | "
-               f"bigram {base['bigram']:.4f} | {len(data.val)} validation bytes")
+    named = [(source, _corpus(source)) for source in corpora]  # every corpus checked before any figure
+    if not named:
+        named = [(None, _recorded_corpus(attrs, "name one (intlm eval RUN CORPUS)"))]
+    be = get(backend)
+    for source, data in named:
+        bpb = evaluate(run.params, run.cfg, data.val, be)
+        base = baselines(data.train, data.val)
+        click.echo(f"step {run.step}: validation {bpb:.4f} bits/byte | unigram {base['unigram']:.4f} | "
+                   f"bigram {base['bigram']:.4f} | {len(data.val)} validation bytes | "
+                   f"{source or data.path or 'the default corpus'}")
 
 
 def _reference_lines(run_dir, corpus):

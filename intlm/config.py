@@ -24,6 +24,11 @@ UPDATE_CHUNK = 1 << 15
 # The accumulators whose worst case is held to int64 rather than int32: they live in the update only
 # (once per step, not per token), so the wider type costs nothing that matters and no population caps them.
 INT64_ACCUMULATORS = ("update sum Z", "momentum M", "sepcma weighted sums", "cem elite sums", "sepcma path norm")
+# Fields added after the first checkpoint format, with the value that means "as before": left out of
+# a config's JSON while they have it, so a run that does not use them writes the bytes it always did,
+# and a checkpoint written before them reads as before.
+LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0}
+ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negligible
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Config:
     shared_rows: int = 8  # sepcma, cem: streams every member reads (ranked members must see the same bytes)
     step_shift: int = 8  # spsa: learning rate 2**-step_shift per unit of noise; cem: refit rate 2**-step_shift
     elite_shift: int = 2  # cem: the elite is population >> elite_shift members
+    anchor_decay: int = 0  # 0: off; K: pull weights toward their anchor at rate 2**-K (anchor.py)
 
     @property
     def pairs(self) -> int:
@@ -58,7 +64,8 @@ class Config:
         return self.width * self.mlp_ratio
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     @classmethod
     def from_json(cls, d: dict) -> "Config":
@@ -98,6 +105,10 @@ class Config:
         need(1 <= self.elite_shift <= 8, f"elite shift must be between 1 and 8, got {self.elite_shift}")
         need(self.optimizer != "cem" or self.population >> self.elite_shift >= 1,
              f"cem keeps population >> elite shift members: {self.population} >> {self.elite_shift} is none")
+        need(0 <= self.anchor_decay <= ANCHOR_DECAY_MAX,
+             f"anchor decay must be between 0 (off) and {ANCHOR_DECAY_MAX}, got {self.anchor_decay}")
+        need(not self.anchor_decay or self.optimizer == "eggroll",
+             f"--anchor-decay pulls EGGROLL's weights: --optimizer {self.optimizer} keeps its own mean")
         for what, bound in worst_case_bounds(self).items():
             bits, limit = (64, INT64_MAX) if what in INT64_ACCUMULATORS else (32, INT32_MAX)
             need(bound <= limit, f"settings overflow int{bits} in {what} (worst case {bound}): "

@@ -63,13 +63,18 @@ def gaussian_from_hash(h: np.ndarray, mult: int) -> np.ndarray:
     return np.where(c < 0, -mag, mag).astype(np.int32)
 
 
+def hashes(key: int, count: int, start: int = 0) -> np.ndarray:
+    """The uint64 hashes behind elements start .. start+count-1 of the stream with this key."""
+    idx = np.arange(start, start + count, dtype=np.uint64) + np.uint64(GOLDEN)
+    return mix_array(np.uint64(key) ^ mix_array(idx))
+
+
 def stream(key: int, count: int, mult: int = NOISE_MULT, start: int = 0) -> np.ndarray:
     """Elements start .. start+count-1 of the noise stream with this key (int8)."""
-    idx = np.arange(start, start + count, dtype=np.uint64) + np.uint64(GOLDEN)
-    h = mix_array(np.uint64(key) ^ mix_array(idx))
-    return gaussian_from_hash(h, mult).astype(np.int8)
+    return gaussian_from_hash(hashes(key, count, start), mult).astype(np.int8)
 
 
-def uniform32(key: int, index: int) -> int:
-    """One uniform 32-bit integer from a stream (used by sampling)."""
-    return mix(key ^ mix(index + GOLDEN)) >> 32
+def uniform32(keys, index: int) -> np.ndarray:
+    """Element ``index`` of each stream in ``keys`` (uint64) as a uniform 32-bit integer (int64; used by
+    sampling): the top half of mix(key ^ mix(index + GOLDEN))."""
+    return (mix_array(np.asarray(keys, dtype=np.uint64) ^ np.uint64(mix(index + GOLDEN))) >> np.uint64(32)).astype(np.int64)

@@ -237,3 +237,35 @@ def draw(curves: list[Curve], baselines: dict[str, float], out: Path, title: str
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=DPI)
     return out
+
+
+def draw_panels(panels: list, out: Path, title: str = "", xlabel: str = "step") -> Path:
+    """Write a PNG of side-by-side panels against one x axis (``xlabel``): each panel is (title, y
+    label, {curve label: (xs, ys)}), a line with markers per curve; a label has the same colour in
+    every panel, and the first panel's legend names them. For experiments measured at fixed steps
+    (scripts/forgetting.py, scripts/blackbox.py). Returns ``out`` (parent folders are created)."""
+    from matplotlib import rcParams
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not panels or not any(curves for _, _, curves in panels):
+        raise IntlmError("nothing to plot: no panel has any curve")
+    out = Path(out)
+    fig = Figure(figsize=(FIGSIZE[0] * len(panels) / 2, FIGSIZE[1]), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colours = rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    labels = list(dict.fromkeys(label for _, _, curves in panels for label in curves))
+    for ax, (name, ylabel, curves) in zip(axes, panels):
+        for label, (x, y) in curves.items():
+            ax.plot(x, y, color=colours[labels.index(label) % len(colours)], lw=1.8, marker="o", ms=3.5, label=label)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, color="0.9", lw=0.6)
+    axes[0].legend(fontsize=8, framealpha=0.9)
+    if title:
+        fig.suptitle(title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=DPI)
+    return out

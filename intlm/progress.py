@@ -19,11 +19,12 @@ class Laps:
 
 
 class Progress:
-    """One status line on stderr: a bar, step, train/validation bits per byte, tokens/s."""
+    """One status line on stderr: a bar, step, the step's figure (``figure``: training bits per byte,
+    or an objective's mean score), validation bits per byte, tokens/s."""
 
-    def __init__(self, total_steps, total_seconds, enabled=True):
+    def __init__(self, total_steps, total_seconds, enabled=True, figure="train"):
         self.total_steps, self.total_seconds = total_steps, total_seconds
-        self.enabled = enabled
+        self.enabled, self.figure = enabled, figure
         self.tty = sys.stderr.isatty()
 
     def sample(self, step, text):
@@ -32,7 +33,7 @@ class Progress:
             sys.stderr.write(("\r\033[K" if self.tty else "") + f"sample at step {step}: {text}\n")
             sys.stderr.flush()
 
-    def show(self, step, elapsed, train_bpb, val_bpb, tok_s, final=False, fresh_val=False):
+    def show(self, step, elapsed, value, val_bpb, tok_s, final=False, fresh_val=False):
         if not self.enabled or not (self.tty or final or fresh_val):
             return  # a log file gets a line per validation, not per step
         fracs = []
@@ -43,7 +44,7 @@ class Progress:
         frac = min(1.0, max(fracs)) if fracs else 0.0
         bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20))
         val = f"{val_bpb:.3f}" if val_bpb is not None else "-"
-        line = (f"[{bar}] step {step} | train {train_bpb:.3f} | val {val} bits/byte | "
+        line = (f"[{bar}] step {step} | {self.figure} {value:.3f} | val {val} bits/byte | "
                 f"{tok_s / 1000:.0f}k tok/s | {int(elapsed) // 60}:{int(elapsed) % 60:02d}")
         if self.tty:
             sys.stderr.write("\r" + line + ("\n" if final else ""))

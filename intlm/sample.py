@@ -19,18 +19,20 @@ from .noise import stream_key, uniform32
 SAMPLE_TENSOR = (1 << 32) - 2  # a noise-key tensor id no parameter uses
 
 
-def choose(logits, temperature_q4: int, top_k: int, key: int, position: int) -> int:
-    """Draw one byte from int8 logits (1/16 bits); temperature 0 means greedy."""
+def choose(logits, temperature_q4: int, top_k: int, keys, position: int) -> np.ndarray:
+    """Draw one byte for each row of int8 logits (rows, 256) (1/16 bits), row r with the draw at
+    ``position`` of the stream keys[r]; temperature 0 means greedy."""
     u = np.asarray(logits, dtype=np.int64)
-    order = np.argsort(-u, kind="stable")  # best first, ties by byte value
+    order = np.argsort(-u, axis=-1, kind="stable")  # best first, ties by byte value
     if temperature_q4 <= 0:
-        return int(order[0])
-    kept = order[: top_k] if top_k > 0 else order
-    q = (u[order[0]] - u[kept]) * 16 // temperature_q4
-    w = np.where(q < len(EXP2_NEG), EXP2_NEG[np.minimum(q, len(EXP2_NEG) - 1)], 0).astype(np.int64)
-    total = int(w.sum())
-    r = (uniform32(key, position) * total) >> 32
-    return int(kept[np.searchsorted(np.cumsum(w), r, side="right")])
+        return order[:, 0]
+    kept = order[:, :top_k] if top_k > 0 else order
+    gap = (u.max(axis=-1, keepdims=True) - np.take_along_axis(u, kept, axis=-1)) * 16 // temperature_q4
+    w = np.where(gap < len(EXP2_NEG), EXP2_NEG[np.minimum(gap, len(EXP2_NEG) - 1)], 0).astype(np.int64)
+    cumulative = np.cumsum(w, axis=-1)
+    r = (uniform32(keys, position) * cumulative[:, -1]) >> 32  # < the total: 2**32 * 2**24 fits int64
+    picked = np.count_nonzero(cumulative <= r[:, None], axis=-1)  # searchsorted(cumulative, r, "right")
+    return np.take_along_axis(kept, picked[:, None], axis=-1)[:, 0]
 
 
 def generate(params, cfg: Config, prompt: bytes, length: int, temperature_q4: int = 16,
@@ -39,15 +41,15 @@ def generate(params, cfg: Config, prompt: bytes, length: int, temperature_q4: in
     soon as it is drawn."""
     members = Members(None, cfg, 1)
     state = np.zeros((1, cfg.layers, cfg.width), dtype=np.int64)
-    key = stream_key(seed, SAMPLE_TENSOR, 0, 0)
+    keys = [stream_key(seed, SAMPLE_TENSOR, 0, 0)]
     logits = None
     for b in b"\0" + prompt:
-        logits = read_byte(params, cfg, np.array([b]), state, members)[0]
+        logits = read_byte(params, cfg, np.array([b]), state, members)
     for i in range(length):
-        b = choose(logits, temperature_q4, top_k, key, i)
+        b = int(choose(logits, temperature_q4, top_k, keys, i)[0])
         yield b
         if i + 1 < length:
-            logits = read_byte(params, cfg, np.array([b]), state, members)[0]
+            logits = read_byte(params, cfg, np.array([b]), state, members)
 
 
 def preview(params, cfg: Config, length: int, seed: int) -> str:

@@ -7,6 +7,8 @@ bit for bit. Wall-clock time only decides *when* to log, checkpoint and stop.
 The run's integer state, its checkpoint format and the fresh-or-resume decision are in run.py, the
 progress line and phase timers in progress.py. ``evaluate`` stays here: it is the validation figure
 the loop logs (and ``intlm eval`` prints), a loop over the backend's forward and nothing else.
+What a step optimises is a task: CorpusFitness (pretraining) here, evolve.Objective for ``intlm
+evolve``; both end in ``apply_fitness``, the one EGGROLL update.
 """
 
 import contextlib
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import es, optimizers
+from . import anchor, es, optimizers
 from .arith import LL_ONE_BIT
 from .atomic import clean_stale
 from .backends import get as get_backend
@@ -94,31 +96,73 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
         lap("forward")
         fitness, control = world.allgather_fitness(local, control)
         lap("comm")
+    stats = apply_fitness(run, backend, noise, fitness, lap, world)
+    return {"fitness_sum": int(fitness.astype(np.int64).sum()), **stats, "control": control}
+
+
+def apply_fitness(run: Run, backend, noise, fitness, lap, world=None) -> dict:
+    """The EGGROLL update from the members' fitnesses, whatever scored them (the corpus here, an
+    objective in evolve.py): shaping, the sums Z, the thresholded steps, the anchor's pull; then the
+    step is done. ``noise``: this step's (under ``world`` with reduce "sums", this process's pairs').
+    Returns the tie count, the weights moved and (with Anchored Weight Decay) the weights pulled."""
+    cfg = run.cfg
     f, ties = es.shape_fitness(fitness, cfg.fitness)
     lap("fitness")
-    if sums:
+    if world is not None and world.reduce == "sums":
         Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[world.p0:world.p1]))
     else:
         Z = backend.update_sums(cfg, noise, f)
-    moved = backend.update(run.params, cfg, run.step, f, Z, run.momentum)
+    stats = {"ties": ties, "moved": backend.update(run.params, cfg, run.step, f, Z, run.momentum)}
+    if cfg.anchor_decay:
+        stats["pulled"] = anchor.pull(run.params, run.anchor, cfg, run.step)
     lap("update")
     run.step += 1
-    return {"fitness_sum": int(fitness.astype(np.int64).sum()), "ties": ties, "moved": moved, "control": control}
+    return stats
+
+
+class CorpusFitness:
+    """What pretraining optimises: each member's log-likelihood of its window of the training split.
+    A task (this, or evolve.Objective) is what ``pretrain`` runs a step of, and how it reports it."""
+
+    figure = "train"  # the progress line's name for a step's figure
+    record = None  # what checkpoints record of the task (run.RECORDS "objective"): nothing
+
+    def __init__(self, corpus):
+        self.corpus = corpus
+
+    def describe(self) -> str:
+        c = self.corpus
+        return f"{c.path or 'the default corpus'}: {len(c.train)} train / {len(c.val)} validation bytes"
+
+    def step(self, run: Run, backend, world=None, control=0) -> dict:
+        if world is None:
+            return optimizers.get(run.cfg.optimizer).step(run, self.corpus.train, backend)
+        return train_step(run, self.corpus.train, backend, world=world, control=control)  # eggroll alone
+
+    def figures(self, cfg: Config, stats: dict) -> tuple:
+        """(the step's log fields, its figure for the progress line, the member-bytes it read)."""
+        tokens = optimizers.get(cfg.optimizer).member_bytes(cfg)
+        bpb = -stats["fitness_sum"] / LL_ONE_BIT / tokens
+        return {"train_bpb": round(bpb, 4)}, bpb, tokens
 
 
 def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="auto", resume=False,
              eval_seconds=30.0, save_seconds=60.0, eval_bytes=1 << 16, progress=True, resume_or_start=False,
-             sample_seconds=0.0, world=None) -> Run:
+             sample_seconds=0.0, world=None, init=None, task=None) -> Run:
     """Train until ``steps`` or ``minutes`` (whichever first); checkpoints land in ``run_dir``; with
     ``progress``, a line of sampled text every ``sample_seconds`` (0: none).
 
     ``resume`` continues the newest intact checkpoint and refuses a folder without one, unless
-    ``resume_or_start``. One process at a time holds ``run_dir``. On SIGINT/SIGTERM the run saves
+    ``resume_or_start``; ``init`` (a checkpoint or run folder) starts a new run from its weights
+    (run.start_from). One process at a time holds ``run_dir``. On SIGINT/SIGTERM the run saves
     after its current step and raises Stopped. ``world`` (distributed.World): this is one of
-    several MPI processes training the run together; rank 0 alone holds the lock and writes."""
+    several MPI processes training the run together; rank 0 alone holds the lock and writes.
+    ``task``: what a step optimises, CorpusFitness(corpus) unless given (evolve.py gives its own);
+    ``corpus``'s validation split is what the run is validated on either way."""
     run_dir = Path(run_dir)
     primary = world is None or world.primary
     meta = corpus_meta(corpus)
+    task = task or CorpusFitness(corpus)
     with contextlib.ExitStack() as stack:
         err = None
         try:
@@ -136,8 +180,8 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             stop = stack.enter_context(StopOnSignal())
             if primary:
                 clean_stale(run_dir)
-            run, _, resumed = resume_or_fresh(run_dir, cfg, resume, resume_or_start,
-                                              fingerprint=meta["train_sha256_16"])
+            run, _, resumed = resume_or_fresh(run_dir, cfg, resume, resume_or_start, fingerprint=meta["train_sha256_16"],
+                                              init=init, objective=task.record)
             if primary:
                 log, clock = open_log(run_dir, run.step, resumed)
                 stack.enter_context(log)
@@ -151,15 +195,15 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             world.agree(err)  # a process that could not start (rank 0's lock, say) stops them all
         if progress and primary:
             procs = f" x {world.size} MPI processes" if world is not None else ""
-            print(f"training {run_dir} from step {run.step} on {corpus.path or 'the default corpus'}: "
-                  f"{len(corpus.train)} train / {len(corpus.val)} validation bytes; backend {be.name}{procs}; "
-                  f"{cfg.describe()}", file=sys.stderr)
-        _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds,
+            origin = f" (from {run.records['init']['path']})" if "init" in run.records and not resumed else ""
+            print(f"training {run_dir} from step {run.step}{origin} on {task.describe()}; backend {be.name}{procs}; "
+                  f"{run.cfg.describe()}", file=sys.stderr)
+        _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds,
               save_seconds, eval_bytes, progress and primary, sample_seconds, world)
     return run
 
 
-def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
+def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
           eval_bytes, progress, sample_seconds=0.0, world=None):
     """The steps, each logged before it may be saved (so a checkpoint's step is always in the log),
     then the final save, evaluation and record; a signal ends it with a save and Stopped.
@@ -171,12 +215,10 @@ def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval
 
     cfg = run.cfg
     primary = world is None or world.primary
-    bar = Progress(steps, minutes * 60 if minutes else None, progress)
+    bar = Progress(steps, minutes * 60 if minutes else None, progress, task.figure)
     start = time.perf_counter()
     last_eval = last_save = last_sample = start
-    tokens_done, val_bpb, train_bpb = 0, None, 0.0
-    optimizer = optimizers.get(cfg.optimizer)
-    tokens_per_step = optimizer.member_bytes(cfg)
+    tokens_done, val_bpb, figure = 0, None, 0.0
     time_up, stats_control = False, 0
 
     def total_seconds():  # training time over all sessions
@@ -208,12 +250,9 @@ def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval
                     control |= distributed.SAVE
                 if minutes is not None and elapsed >= minutes * 60:
                     control |= distributed.TIME_UP
-        if world is None:
-            stats = optimizer.step(run, corpus.train, be)
-        else:
-            stats = train_step(run, corpus.train, be, world=world, control=control)
-        tokens_done += tokens_per_step
-        train_bpb = -stats["fitness_sum"] / LL_ONE_BIT / tokens_per_step
+        stats = task.step(run, be, world, control)
+        fields, figure, tokens = task.figures(cfg, stats)
+        tokens_done += tokens
         now = time.perf_counter()
         if world is not None:
             control = stats_control = stats["control"]
@@ -226,8 +265,8 @@ def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval
         else:
             save_due = now - last_save >= save_seconds
         if primary:
-            record = {"step": run.step, "elapsed_s": round(total_seconds(), 3), "train_bpb": round(train_bpb, 4),
-                      "ties": stats["ties"], "moved": stats["moved"],
+            record = {"step": run.step, "elapsed_s": round(total_seconds(), 3), **fields,
+                      **{k: stats[k] for k in ("ties", "moved", "pulled") if k in stats},
                       "tokens_per_s": round(tokens_done / max(now - start, 1e-9))}
             if now - last_eval >= eval_seconds:
                 val_bpb = evaluate(run.params, cfg, corpus.val, be, max_bytes=eval_bytes)
@@ -242,7 +281,7 @@ def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval
             bar.sample(run.step, preview(run.params, cfg, SAMPLE_BYTES, seed=run.step))
             last_sample = time.perf_counter()
         if primary:
-            bar.show(run.step, now - start, train_bpb, val_bpb, record["tokens_per_s"],
+            bar.show(run.step, now - start, figure, val_bpb, record["tokens_per_s"],
                      fresh_val="val_bpb_sample" in record)
     path = save()
     if stop.signum is not None:
@@ -253,4 +292,4 @@ def _loop(run, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval
     elapsed = time.perf_counter() - start
     log.write(json.dumps({"step": run.step, "elapsed_s": round(total_seconds(), 3), "val_bpb": round(val_bpb, 4),
                           "final": True}) + "\n")
-    bar.show(run.step, elapsed, train_bpb, val_bpb, tokens_done / max(elapsed, 1e-9), final=True)
+    bar.show(run.step, elapsed, figure, val_bpb, tokens_done / max(elapsed, 1e-9), final=True)

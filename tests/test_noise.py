@@ -226,11 +226,14 @@ def test_overlap_detector_catches_a_shared_table():
 
 
 def test_uniform32_range_and_spread():
-    """uniform32 gives 32-bit values, deterministic, with a roughly uniform top bit and byte."""
+    """uniform32 gives 32-bit values, deterministic, with a roughly uniform top bit and byte; each
+    key's value is the top half of the hash of (key, index), whatever the other keys."""
     k = stream_key(9, 9, 9, 9)
-    u = np.array([uniform32(k, i) for i in range(20_000)], dtype=np.int64)
+    u = np.array([uniform32([k], i)[0] for i in range(20_000)], dtype=np.int64)
     assert u.min() >= 0 and u.max() < 2 ** 32
-    assert uniform32(k, 5) == uniform32(k, 5)
+    keys = [stream_key(1, 2, 3, p) for p in range(5)]
+    assert list(uniform32(keys, 7)) == [mix(key ^ mix(7 + GOLDEN)) >> 32 for key in keys]
+    assert list(uniform32(keys[2:3], 7)) == list(uniform32(keys, 7)[2:3])
     assert abs((u >> 31).mean() - 0.5) < 0.02
     counts = np.bincount(u & 255, minlength=256)
     assert counts.min() > 20_000 / 256 * 0.6

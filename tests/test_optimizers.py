@@ -80,6 +80,26 @@ def test_cli_resume_with_another_optimizer_is_one_error_line(monkeypatch, capsys
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: --resume: this run was trained with --optimizer spsa")
 
 
+def test_anchor_decay_is_eggroll_only():
+    """The other optimisers derive the weights from their own mean, which a pull of the int8
+    weights would not move: Anchored Weight Decay with them is refused."""
+    with pytest.raises(IntlmError, match="anchor-decay"):
+        dataclasses.replace(config("cem"), anchor_decay=4).check()
+    tiny_config(anchor_decay=4).check()
+
+
+def test_evolve_from_another_optimizers_checkpoint_trains_with_eggroll(monkeypatch, capsys, text_folder, tmp_path):
+    """intlm evolve's update is EGGROLL's: a run started from an spsa checkpoint records eggroll."""
+    common = ("--population", "4", "--sample-every", "0", "--backend", "numpy")
+    code, _, err = run_main(monkeypatch, capsys, "pretrain", text_folder, "--out", tmp_path / "base", "--steps", "1",
+                            "--width", "16", "--mlp-ratio", "1", "--window", "2", "--optimizer", "spsa", *common)
+    assert code == 0, err
+    code, _, err = run_main(monkeypatch, capsys, "evolve", "--objective", "intlm.objectives:lipogram", "--init",
+                            tmp_path / "base", "--out", tmp_path / "evolved", "--steps", "1", "--length", "4", *common)
+    assert code == 0, err
+    assert load_run(tmp_path / "evolved")[0].cfg.optimizer == "eggroll"
+
+
 def test_a_damaged_optimizer_state_is_refused(tmp_path):
     run = Run.fresh(config("sepcma"))
     run.state["path.head"] = run.state["path.head"][:3]

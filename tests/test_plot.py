@@ -14,7 +14,7 @@ import intlm
 from intlm import checkpoint
 from intlm.data import compressor_baselines, load_corpus
 from intlm.errors import IntlmError
-from intlm.plot import DPI, FIGSIZE, TRAIN_POINTS, Curve, curve_of_run, draw
+from intlm.plot import DPI, FIGSIZE, TRAIN_POINTS, Curve, curve_of_run, draw, draw_panels
 from intlm.run import data_fingerprint
 
 from conftest import run_main, text_bytes
@@ -135,6 +135,25 @@ def test_draw_validation_only_training_only_and_no_baselines(tmp_path):
                        train_bpb=[8.0, 5.0, 4.0])
     img = read_png(draw([val_only, train_only], {}, tmp_path / "c.png"))
     assert img.std() > 0
+
+
+def test_draw_panels_one_colour_per_label_in_every_panel(tmp_path):
+    """Three panels of FIGSIZE's height, each half FIGSIZE's width; a label drawn in two panels has
+    one colour (the pixels of each curve's colour appear in both panels); no curve is refused."""
+    from matplotlib import rcParams
+    from matplotlib.colors import to_rgb
+
+    steps = [0, 10, 20]
+    panels = [("old", "bits/byte", {"K=0": (steps, [3.6, 4.0, 4.4]), "K=3": (steps, [3.6, 3.7, 3.8])}),
+              ("new", "bits/byte", {"K=3": (steps, [5.0, 3.0, 2.5])}), ("empty", "score", {})]
+    img = read_png(draw_panels(panels, tmp_path / "p.png", title="t"))
+    assert img.shape[:2] == (round(FIGSIZE[1] * DPI), round(FIGSIZE[0] * 3 / 2 * DPI))
+    rgb = np.array(to_rgb(rcParams["axes.prop_cycle"].by_key()["color"][1]))  # K=3's
+    hits = np.all(np.abs(img[..., :3] - rgb) < 0.02, axis=-1)
+    third = img.shape[1] // 3
+    assert hits[:, :third].any() and hits[:, third:2 * third].any() and not hits[:, 2 * third:].any()
+    with pytest.raises(IntlmError, match="nothing to plot"):
+        draw_panels([("a", "b", {})], tmp_path / "q.png")
 
 
 def test_draw_refuses_mismatched_lists_and_empty_curves(tmp_path):
