@@ -106,7 +106,7 @@ def latest_records(path) -> list:
 
 
 def changed(cfg: dict) -> str:
-    default = Config().to_json()
+    default = dataclasses.asdict(Config())  # every field (to_json leaves later ones out at their old value)
     return " ".join(f"{k}={v}" for k, v in cfg.items() if default[k] != v) or "defaults"
 
 
