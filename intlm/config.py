@@ -147,10 +147,11 @@ def worst_case_bounds(cfg: Config) -> dict:
         "member offset": (NOISE_MAX * SCALE_MAX + 8) >> 4,
         "sepcma weighted sums": RANK_WEIGHT_ONE * max((NOISE_MAX * SCALE_MAX + 8) >> 4, NOISE_MAX ** 2),
         "cem elite sums": (cfg.population >> cfg.elite_shift) * ((NOISE_MAX * SCALE_MAX + 8) >> 4) ** 2,
-        "sepcma path norm": PATH_MAX ** 2 * _parameter_count(cfg),
+        "sepcma path norm": PATH_MAX ** 2 * parameter_count(cfg),
     }
 
 
-def _parameter_count(cfg: Config) -> int:
+def parameter_count(cfg: Config) -> int:
+    """Weights of the model (model.tensors' sizes, counted here since model imports config)."""
     d, h, L = cfg.width, cfg.hidden, cfg.layers
     return 2 * 256 * d + L * (4 * d * d + 4 * d + 2 * h * d) + d + 256

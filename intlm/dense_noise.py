@@ -11,7 +11,7 @@ with DITHER_TENSOR_BIT set), independent of the Gaussian values they round.
 
 import numpy as np
 
-from .noise import GOLDEN, NOISE_MULT, mix_array, stream, stream_key
+from .noise import NOISE_MULT, hashes, stream, stream_key
 
 DITHER_TENSOR_BIT = 1 << 40  # tensor ids (model.Tensor.tensor_id) stay below 2**40
 
@@ -33,7 +33,6 @@ def dither(cfg, t, step: int, member: int, bits: int) -> np.ndarray:
     hashes of the dither streams."""
     if bits == 0:
         return np.zeros(t.shape, np.int64)
-    index_hash = mix_array(np.arange(block_size(t), dtype=np.uint64) + np.uint64(GOLDEN))
-    blocks = [mix_array(np.uint64(stream_key(cfg.seed, t.tensor_id(b) | DITHER_TENSOR_BIT, step, member)) ^ index_hash)
+    blocks = [hashes(stream_key(cfg.seed, t.tensor_id(b) | DITHER_TENSOR_BIT, step, member), block_size(t))
               >> np.uint64(64 - bits) for b in range(t.blocks)]
     return np.stack(blocks).astype(np.int64).reshape(t.shape)

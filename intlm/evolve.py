@@ -141,7 +141,7 @@ class Objective:
                                       self.top_k, run.step)
         scores = check_scores(self.score(samples, run.step), len(samples), self.spec, run.step)
         stats = apply_fitness(run, backend, noise, scores, Laps())
-        return {"score_sum": int(scores.sum()), **stats, "control": control}
+        return {"score_sum": sum(scores.tolist()), **stats, "control": control}  # exact: int64 could wrap
 
     def score(self, samples, step):
         try:

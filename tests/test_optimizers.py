@@ -12,7 +12,7 @@ from conftest import run_main, tiny_config
 from intlm import checkpoint, optimizers
 from intlm.arith import div_round
 from intlm.backends import get
-from intlm.config import INT64_MAX, Config, _parameter_count, worst_case_bounds
+from intlm.config import INT64_MAX, Config, parameter_count, worst_case_bounds
 from intlm.errors import IntlmError
 from intlm.model import init_params
 from intlm.noise import NOISE_MAX
@@ -218,7 +218,7 @@ def test_every_accepted_setting_keeps_the_optimizer_sums_in_int64(name, width, l
     for what in ("sepcma weighted sums", "cem elite sums", "sepcma path norm"):
         assert bounds[what] <= INT64_MAX
     assert bounds["member offset"] < 1 << 31
-    assert _parameter_count(cfg) == sum(p.size for p in init_params(cfg).values())
+    assert parameter_count(cfg) == sum(p.size for p in init_params(cfg).values())
 
 
 def test_openes_update_sums_flip_with_the_fitness():

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..arith import div_round, iroot, isqrt
+from ..config import parameter_count
 from ..model import tensors
 from . import ranked
 from .units import LOG_SCALE_MAX, MEAN_SHIFT, PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX, SCALE_MIN
@@ -48,7 +49,7 @@ class Constants(NamedTuple):
 
 @functools.lru_cache(maxsize=16)
 def constants(cfg) -> Constants:
-    n = sum(int(np.prod(t.shape)) for t in tensors(cfg))
+    n = parameter_count(cfg)
     mu = cfg.population // 2
     raw = mu * (mu + 1) // 2
     weights = [(mu - j) * RANK_WEIGHT_ONE // raw for j in range(mu)]

@@ -1,13 +1,15 @@
 """The noise of ``model.make_noise`` (streams of ``intlm.noise.stream``), generated in parallel, and
 the view of a matrix's factors that the forward and the update read."""
 
+import functools
+
 import numpy as np
 from numba import njit, prange
 
 from ...config import Config
 from ...dense_noise import DITHER_TENSOR_BIT, block_size
 from ...model import noise_layout, split_streams, tensors
-from ...noise import GOLDEN, NOISE_MULT, SEED_SALT
+from ...noise import GOLDEN, NOISE_MULT, SEED_SALT, mix_array
 
 U64 = np.uint64
 
@@ -75,21 +77,28 @@ def factors(cfg: Config, t, noise):
 
 
 @njit(cache=True)
-def _fill_dense(seed, tensor_ids, step, member, bits, out):
+def _fill_dense(seed, tensor_ids, step, member, bits, index_hash, out):
     """out[b, i] = element i of block b of ``dense_noise.dense_noise`` (bits 0), or of
-    ``dense_noise.dither`` (the top ``bits`` bits of the dither stream's hash i). One thread: a
-    member's tensor is tens of microseconds of work, less than waking the other threads costs."""
+    ``dense_noise.dither`` (the top ``bits`` bits of the dither stream's hash i); index_hash[i] =
+    mix(i + GOLDEN), the same in every stream. One thread: a member's tensor is tens of microseconds
+    of work, less than waking the other threads costs."""
     for b in range(tensor_ids.shape[0]):
         k = _key(seed, tensor_ids[b] | (DITHER_TENSOR_BIT if bits else 0), step, member)
         for i in range(out.shape[1]):
-            h = mix(k ^ mix(U64(i) + U64(GOLDEN)))
+            h = mix(k ^ index_hash[i])
             out[b, i] = np.int64(h >> U64(64 - bits)) if bits else _gaussian(h, NOISE_MULT)
 
 
+@functools.lru_cache(maxsize=64)
+def _index_hashes(count: int):
+    """mix(i + GOLDEN) for i < count: made once per block size, not once per member and tensor."""
+    return mix_array(np.arange(count, dtype=np.uint64) + np.uint64(GOLDEN))
+
+
 def dense_noise(cfg: Config, t, step: int, member: int):
-    """``dense_noise.dense_noise``: the member's full-rank noise of t, generated in parallel."""
+    """``dense_noise.dense_noise``: the member's full-rank noise of t."""
     out = np.empty((t.blocks, block_size(t)), dtype=np.int8)
-    _fill_dense(cfg.seed, _ids(t), step, member, 0, out)
+    _fill_dense(cfg.seed, _ids(t), step, member, 0, _index_hashes(out.shape[1]), out)
     return out.reshape(t.shape)
 
 
@@ -97,7 +106,7 @@ def dither(cfg: Config, t, step: int, member: int, bits: int):
     """``dense_noise.dither``: uniform integers in [0, 2**bits)."""
     out = np.zeros((t.blocks, block_size(t)), dtype=np.int64)
     if bits:
-        _fill_dense(cfg.seed, _ids(t), step, member, bits, out)
+        _fill_dense(cfg.seed, _ids(t), step, member, bits, _index_hashes(out.shape[1]), out)
     return out.reshape(t.shape)
 
 
