@@ -73,7 +73,7 @@ def _budget(point, by_bytes):
 
 
 def table(args):
-    records = latest_records(args.record)
+    records = latest_records(args.record, args.only)
     by_bytes = any("--member-bytes" in r["command"] for r in records)
     unit = "M member-bytes" if by_bytes else "min"
     budgets = sorted({_budget(p, by_bytes) for r in records for p in r["points"]})
@@ -101,7 +101,7 @@ def table(args):
 
 def plot(args):
     best = {}  # per optimiser and size, the row with the lowest last figure
-    for r in latest_records(args.record):
+    for r in latest_records(args.record, args.only):
         key = tuple(r["name"].split("-")[:2])
         if key not in best or r["points"][-1]["val_bpb"] < best[key]["points"][-1]["val_bpb"]:
             best[key] = r

@@ -2,8 +2,8 @@
 
     python scripts/study.py run NAME [--minutes 10] [--at 1,2,5,10] [--record FILE] [FIELD=VALUE ...]
     python scripts/study.py run NAME --member-bytes 1,4,16 [--eval-bytes N] [FIELD=VALUE ...]
-    python scripts/study.py table [--record FILE]
-    python scripts/study.py plot [--record FILE] --out study.png
+    python scripts/study.py table [--record FILE] [--only NAME...]
+    python scripts/study.py plot [--record FILE] [--only NAME...] --out study.png
 
 `run` trains one configuration (the default Config with FIELD=VALUE changes, e.g. population=8192)
 from scratch on the default corpus for --minutes of training time, evaluates the whole validation
@@ -13,7 +13,8 @@ peak memory. One configuration per command, so every row of the table says how t
 run them one after another, never two at once. The training clock stops while the study evaluates
 (a full evaluation takes a second or two) and starts after a warm-up step that compiles the backend
 on a throwaway copy of the run, so the minutes are training minutes. `table` prints every record of
-FILE (the latest record per name) with the baselines of the split; `plot` draws them.
+FILE (the latest record per name, or those whose names contain an --only string) with the CPU
+each ran on; `plot` draws them over the baselines of the split.
 
 Any optimiser (FIELD optimizer=...) trains through its own step. With --member-bytes the marks are
 millions of member-bytes instead of minutes: training is deterministic, so those figures do not
@@ -94,15 +95,21 @@ def run(args):
         f.write(json.dumps(record) + "\n")
 
 
-def latest_records(path) -> list:
-    """The last record of each name, in the order names first appear."""
+def latest_records(path, only=None) -> list:
+    """The last record of each name, in the order names first appear; with ``only``, just the names
+    that contain one of its strings."""
     by_name = {}
     for line in open(path):
         if line.strip():
             rec = json.loads(line)
             by_name.pop(rec["name"], None)
             by_name[rec["name"]] = rec
-    return list(by_name.values())
+    return [r for name, r in by_name.items() if not only or any(s in name for s in only)]
+
+
+def short_cpu(name: str) -> str:
+    """'AMD EPYC' or 'Intel Xeon' out of /proc/cpuinfo's model name, for a table column."""
+    return " ".join(w for w in name.replace("(R)", "").split() if w not in ("Processor", "CPU"))[:24]
 
 
 def changed(cfg: dict) -> str:
@@ -111,14 +118,14 @@ def changed(cfg: dict) -> str:
 
 
 def table(args):
-    records = latest_records(args.record)
+    records = latest_records(args.record, args.only)
     minutes = sorted({p["minutes"] for r in records for p in r["points"]})
-    print("| name | settings | " + " | ".join(f"{m:g} min" for m in minutes) + " | steps/s | peak MB |")
-    print("|---|---|" + "---|" * len(minutes) + "---|---|")
+    print("| name | settings | " + " | ".join(f"{m:g} min" for m in minutes) + " | steps/s | peak MB | CPU |")
+    print("|---|---|" + "---|" * len(minutes) + "---|---|---|")
     for r in records:
         at = {p["minutes"]: p["val_bpb"] for p in r["points"]}
         cells = " | ".join(f"{at[m]:.3f}" if m in at else "" for m in minutes)
-        print(f"| {r['name']} | {changed(r['config'])} | {cells} | {r['steps_per_s']:.2f} | {r['peak_rss_mb']} |")
+        print(f"| {r['name']} | {changed(r['config'])} | {cells} | {r['steps_per_s']:.2f} | {r['peak_rss_mb']} | {short_cpu(r['cpu'])} |")
     cpus = sorted({r["cpu"] for r in records})
     print(f"\nCPU: {', '.join(cpus)}. Commands:")
     for r in records:
@@ -139,7 +146,7 @@ def draw_records(records, out: Path, title: str):
 
 
 def plot(args):
-    draw_records(latest_records(args.record), Path(args.out), "validation bits/byte, 2-core CPU")
+    draw_records(latest_records(args.record, args.only), Path(args.out), "validation bits/byte, 2-core CPU")
 
 
 def add_report_commands(sub, record: Path, table_fn, plot_fn):
@@ -147,6 +154,7 @@ def add_report_commands(sub, record: Path, table_fn, plot_fn):
     for name, fn in (("table", table_fn), ("plot", plot_fn)):
         p = sub.add_parser(name)
         p.add_argument("--record", type=Path, default=record)
+        p.add_argument("--only", nargs="*", help="rows whose name contains one of these")
         if name == "plot":
             p.add_argument("--out", required=True)
         p.set_defaults(fn=fn)
