@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from .backends import NAMES as BACKENDS
-from .config import FITNESS_MODES, OPTIMIZERS, PAIR_STATES, Config
+from .config import FITNESS_MODES, OPTIMIZERS, PAIR_STATES, SPSA_ROUNDINGS, Config
 from .errors import IntlmError, Stopped
 
 DEFAULTS = Config()
@@ -50,6 +50,7 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
     "alpha_halflife": "alpha_halflife", "momentum_shift": "momentum_shift", "pair_state": "pair_state",
     "seed": "seed", "anchor_decay": "anchor_decay",
     "optimizer": "optimizer", "shared_rows": "shared_rows", "step_shift": "step_shift", "elite_shift": "elite_shift",
+    "spsa_rounding": "spsa_rounding",
 }
 
 
@@ -119,6 +120,9 @@ INIT_OPTION = click.option("--init", type=click.Path(), metavar="CHECKPOINT_OR_R
               help="sepcma, cem: streams every member reads per step.")
 @click.option("--step-shift", type=int, default=DEFAULTS.step_shift, show_default=True,
               help="spsa: learning rate 2**-K per unit of noise; cem: the mean and spread move 2**-K of the way to the refit.")
+@click.option("--spsa-rounding", type=click.Choice(SPSA_ROUNDINGS), default=DEFAULTS.spsa_rounding, show_default=True,
+              help="spsa: stochastic: a step below one int8 unit moves a weight at random with that probability; "
+              "carry: each weight keeps the part below one unit and adds it to the next step (2 bytes a weight).")
 @click.option("--elite-shift", type=int, default=DEFAULTS.elite_shift, show_default=True,
               help="cem: keep the best population >> K members.")
 @click.option("--mpi", is_flag=True, help="Train as one of several MPI processes (automatic under mpirun/srun; "

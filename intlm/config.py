@@ -14,6 +14,7 @@ from .optimizers.units import PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX
 
 FITNESS_MODES = ("sign", "rank")
 PAIR_STATES = ("mean", "own")
+SPSA_ROUNDINGS = ("stochastic", "carry")
 RANK_LEVELS = 8  # graded fitness takes values in -RANK_LEVELS .. RANK_LEVELS
 INT32_MAX = (1 << 31) - 1
 INT64_MAX = (1 << 63) - 1
@@ -27,7 +28,8 @@ INT64_ACCUMULATORS = ("update sum Z", "momentum M", "sepcma weighted sums", "cem
 # Fields added after the first checkpoint format, with the value that means "as before": left out of
 # a config's JSON while they have it, so a run that does not use them writes the bytes it always did,
 # and a checkpoint written before them reads as before.
-LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0}
+LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0,
+                "spsa_rounding": "stochastic"}
 ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negligible
 
 
@@ -53,6 +55,7 @@ class Config:
     shared_rows: int = 8  # sepcma, cem: streams every member reads (ranked members must see the same bytes)
     step_shift: int = 8  # spsa: learning rate 2**-step_shift per unit of noise; cem: refit rate 2**-step_shift
     elite_shift: int = 2  # cem: the elite is population >> elite_shift members
+    spsa_rounding: str = "stochastic"  # spsa: how a step below one int8 unit moves a weight (spsa.py)
     anchor_decay: int = 0  # 0: off; K: pull weights toward their anchor at rate 2**-K (anchor.py)
 
     @property
@@ -102,6 +105,8 @@ class Config:
         need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         need(1 <= self.shared_rows <= 4096, f"shared rows must be between 1 and 4096, got {self.shared_rows}")
         need(0 <= self.step_shift <= 16, f"step shift must be between 0 and 16, got {self.step_shift}")
+        need(self.spsa_rounding in SPSA_ROUNDINGS,
+             f"spsa rounding must be one of {SPSA_ROUNDINGS}, got {self.spsa_rounding!r}")
         need(1 <= self.elite_shift <= 8, f"elite shift must be between 1 and 8, got {self.elite_shift}")
         need(self.optimizer != "cem" or self.population >> self.elite_shift >= 1,
              f"cem keeps population >> elite shift members: {self.population} >> {self.elite_shift} is none")

@@ -32,8 +32,8 @@ SIZES = {"w32": {"width": 32, "layers": 1}, "w64x2": {"width": 64, "layers": 2}}
 SWEEPS = {
     "eggroll": ("population", (2048, 8192), {}),
     "openes": ("population", (64, 256), {}),
-    "spsa": ("step_shift", (6, 8, 10), {"population": 2}),
-    "sepcma": ("population", (16, 64), {}),
+    "spsa": ("step_shift", (8, 9, 10), {"population": 2, "spsa_rounding": "carry"}),
+    "sepcma": ("population", (16, 64, 256), {}),
     "cem": ("step_shift", (2, 4, 6), {"population": 16}),
 }
 BACKPROP = "float32 GRU 128 x 1 by backprop (Adam), same data and machine kind: 2.54 / 2.43 / 2.36 bits/byte at 1 / 2 / 5 min"
@@ -46,7 +46,8 @@ def rows() -> list:
         for opt, (setting, values, fixed) in SWEEPS.items():
             for value in values:
                 changes = {"optimizer": opt, **shape, **fixed, setting: value}
-                out.append((f"{opt}-{size}-{setting}{value}", [f"{k}={v}" for k, v in changes.items()]))
+                tag = "".join(f"{v}-" for k, v in fixed.items() if k != "population")  # e.g. spsa's rounding
+                out.append((f"{opt}-{size}-{tag}{setting}{value}", [f"{k}={v}" for k, v in changes.items()]))
     return out
 
 

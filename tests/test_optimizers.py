@@ -20,10 +20,11 @@ from intlm.optimizers import antithetic, cem, ranked, sepcma, spsa
 from intlm.optimizers.units import LOG_SCALE_MAX, MEAN_MAX, PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX, SCALE_MIN
 from intlm.run import Run, load_run, resume_or_fresh
 
-OTHERS = ("openes", "spsa", "sepcma", "cem")
+OTHERS = ("openes", "spsa", "spsa-carry", "sepcma", "cem")  # optimiser[-variant]
 SETTINGS = {  # tiny, and each exercising its optimiser's own settings
     "openes": dict(population=6, momentum_shift=2, fitness="rank"),
     "spsa": dict(population=4, step_shift=3, fitness="rank"),
+    "spsa-carry": dict(population=4, step_shift=3, fitness="rank", spsa_rounding="carry"),
     "sepcma": dict(population=6, shared_rows=2),
     "cem": dict(population=6, shared_rows=2, elite_shift=1, step_shift=1),
 }
@@ -32,7 +33,7 @@ DATA[::53] = 0
 
 
 def config(name, **changes):
-    return tiny_config(optimizer=name, window=3, sigma_shift=2, **{**SETTINGS[name], **changes})
+    return tiny_config(optimizer=name.split("-")[0], window=3, sigma_shift=2, **{**SETTINGS[name], **changes})
 
 
 def trained(cfg, backend, steps, run=None):
@@ -130,6 +131,29 @@ def test_stochastic_shift_is_unbiased_and_within_one(x, k):
     steps = [int(spsa.stochastic_shift(x, u, k)) for u in range(1 << k)]
     assert sum(steps) == x  # mean over uniform u is exactly x / 2**k
     assert set(steps) <= {x >> k, (x >> k) + 1}
+
+
+@given(st.integers(-(1 << 20), 1 << 20), st.integers(0, 16), st.data())
+def test_carry_shift_keeps_the_exact_sum_and_a_residual_below_one_unit(x, k, data):
+    half = (1 << k) >> 1
+    residual = data.draw(st.integers(-half, max(half - 1, 0)))
+    move, rest = spsa.carry_shift(x, residual, k)
+    assert (move << k) + rest == residual + x  # nothing lost: error feedback
+    assert -half <= rest <= max(half - 1, 0)  # fits int16 for every k Config.check accepts
+    assert move == spsa.carry_shift(x + residual, 0, k)[0]
+
+
+def test_carry_rounding_moves_by_the_mean_step_without_a_random_walk():
+    """Steps of +-1/8 unit, each alone rounding to 0: the carried weight follows their exact sum,
+    never further from it than half a unit."""
+    k, signs = 3, np.where(np.arange(4096) % 3 == 0, -1, 1)  # mean step +1/24 unit
+    residual, weight, total = 0, 0, 0
+    for s in signs:
+        move, residual = spsa.carry_shift(int(s), residual, k)
+        weight += move
+        total += int(s)
+        assert abs((weight << k) - total) <= 1 << (k - 1)
+    assert weight == (total + 4) >> 3
 
 
 @given(st.integers(0, (1 << 62) - 1))
