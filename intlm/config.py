@@ -153,6 +153,9 @@ def worst_case_bounds(cfg: Config) -> dict:
         "sepcma weighted sums": RANK_WEIGHT_ONE * max((NOISE_MAX * SCALE_MAX + 8) >> 4, NOISE_MAX ** 2),
         "cem elite sums": (cfg.population >> cfg.elite_shift) * ((NOISE_MAX * SCALE_MAX + 8) >> 4) ** 2,
         "sepcma path norm": PATH_MAX ** 2 * parameter_count(cfg),
+        # spsa's carried step: the residual (< half a unit in 1/2**step_shift units) plus f * noise;
+        # the residual left after a move is below half a unit, so it fits int16 for any step shift <= 16
+        "spsa carried step": ((1 << cfg.step_shift) >> 1) + f_max * NOISE_MAX,
     }
 
 

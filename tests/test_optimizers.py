@@ -12,7 +12,7 @@ from conftest import run_main, tiny_config
 from intlm import checkpoint, optimizers
 from intlm.arith import div_round
 from intlm.backends import get
-from intlm.config import INT64_MAX, Config, parameter_count, worst_case_bounds
+from intlm.config import INT64_MAX, RANK_LEVELS, Config, parameter_count, worst_case_bounds
 from intlm.errors import IntlmError
 from intlm.model import init_params
 from intlm.noise import NOISE_MAX
@@ -141,6 +141,18 @@ def test_carry_shift_keeps_the_exact_sum_and_a_residual_below_one_unit(x, k, dat
     assert (move << k) + rest == residual + x  # nothing lost: error feedback
     assert -half <= rest <= max(half - 1, 0)  # fits int16 for every k Config.check accepts
     assert move == spsa.carry_shift(x + residual, 0, k)[0]
+
+
+
+@given(st.integers(0, 16), st.sampled_from(["sign", "rank"]), st.data())
+def test_spsa_carried_step_stays_within_its_worst_case(k, fitness, data):
+    cfg = Config(optimizer="spsa", spsa_rounding="carry", step_shift=k, fitness=fitness).check()
+    f_max = 1 if fitness == "sign" else RANK_LEVELS
+    half = (1 << k) >> 1
+    residual = data.draw(st.sampled_from([-half, max(half - 1, 0)]) | st.integers(-half, max(half - 1, 0)))
+    x = data.draw(st.sampled_from([-f_max * NOISE_MAX, f_max * NOISE_MAX]) | st.integers(-f_max * NOISE_MAX, f_max * NOISE_MAX))
+    assert abs(residual + x) <= worst_case_bounds(cfg)["spsa carried step"]
+    assert np.iinfo(np.int16).min <= spsa.carry_shift(x, residual, k)[1] <= np.iinfo(np.int16).max
 
 
 def test_carry_rounding_moves_by_the_mean_step_without_a_random_walk():
