@@ -28,8 +28,10 @@ INT64_ACCUMULATORS = ("update sum Z", "momentum M", "sepcma weighted sums", "cem
 # Fields added after the first checkpoint format, with the value that means "as before": left out of
 # a config's JSON while they have it, so a run that does not use them writes the bytes it always did,
 # and a checkpoint written before them reads as before.
-LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0,
-                "spsa_rounding": "stochastic"}
+LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0}
+# spsa's rounding is written for spsa runs only, and only when it is not the stochastic rounding that
+# every spsa run used before the field existed (so those checkpoints read and write as they did)
+SPSA_ROUNDING_BEFORE = "stochastic"
 ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negligible
 
 
@@ -55,7 +57,7 @@ class Config:
     shared_rows: int = 8  # sepcma, cem: streams every member reads (ranked members must see the same bytes)
     step_shift: int = 8  # spsa: learning rate 2**-step_shift per unit of noise; cem: refit rate 2**-step_shift
     elite_shift: int = 2  # cem: the elite is population >> elite_shift members
-    spsa_rounding: str = "stochastic"  # spsa: how a step below one int8 unit moves a weight (spsa.py)
+    spsa_rounding: str = "carry"  # spsa: how a step below one int8 unit moves a weight (spsa.py)
     anchor_decay: int = 0  # 0: off; K: pull weights toward their anchor at rate 2**-K (anchor.py)
 
     @property
@@ -68,6 +70,8 @@ class Config:
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
+        if self.optimizer != "spsa" or self.spsa_rounding == SPSA_ROUNDING_BEFORE:
+            del d["spsa_rounding"]
         return {k: v for k, v in d.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     @classmethod
@@ -76,6 +80,8 @@ class Config:
         unknown = set(d) - names
         if unknown:
             raise IntlmError(f"unknown config fields {sorted(unknown)}")
+        if d.get("optimizer") == "spsa":
+            d = {"spsa_rounding": SPSA_ROUNDING_BEFORE, **d}
         return cls(**d)
 
     def describe(self) -> str:
@@ -107,6 +113,8 @@ class Config:
         need(0 <= self.step_shift <= 16, f"step shift must be between 0 and 16, got {self.step_shift}")
         need(self.spsa_rounding in SPSA_ROUNDINGS,
              f"spsa rounding must be one of {SPSA_ROUNDINGS}, got {self.spsa_rounding!r}")
+        need(self.optimizer == "spsa" or self.spsa_rounding == Config.spsa_rounding,
+             f"--spsa-rounding is spsa's setting: --optimizer {self.optimizer} has no rounding to choose")
         need(1 <= self.elite_shift <= 8, f"elite shift must be between 1 and 8, got {self.elite_shift}")
         need(self.optimizer != "cem" or self.population >> self.elite_shift >= 1,
              f"cem keeps population >> elite shift members: {self.population} >> {self.elite_shift} is none")

@@ -20,11 +20,11 @@ from intlm.optimizers import antithetic, cem, ranked, sepcma, spsa
 from intlm.optimizers.units import LOG_SCALE_MAX, MEAN_MAX, PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX, SCALE_MIN
 from intlm.run import Run, load_run, resume_or_fresh
 
-OTHERS = ("openes", "spsa", "spsa-carry", "sepcma", "cem")  # optimiser[-variant]
+OTHERS = ("openes", "spsa", "spsa-stochastic", "sepcma", "cem")  # optimiser[-variant]
 SETTINGS = {  # tiny, and each exercising its optimiser's own settings
     "openes": dict(population=6, momentum_shift=2, fitness="rank"),
     "spsa": dict(population=4, step_shift=3, fitness="rank"),
-    "spsa-carry": dict(population=4, step_shift=3, fitness="rank", spsa_rounding="carry"),
+    "spsa-stochastic": dict(population=4, step_shift=3, fitness="rank", spsa_rounding="stochastic"),
     "sepcma": dict(population=6, shared_rows=2),
     "cem": dict(population=6, shared_rows=2, elite_shift=1, step_shift=1),
 }
@@ -79,6 +79,16 @@ def test_cli_resume_with_another_optimizer_is_one_error_line(monkeypatch, capsys
     code, _, err = run_main(monkeypatch, capsys, "pretrain", text_folder, "--out", tmp_path, "--steps", "2",
                             "--resume", "--optimizer", "openes", *common)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: --resume: this run was trained with --optimizer spsa")
+
+
+def test_spsa_rounding_is_written_for_carry_runs_only_and_old_spsa_runs_read_as_stochastic():
+    carry, stochastic = config("spsa"), config("spsa-stochastic")
+    assert carry.spsa_rounding == "carry" and carry.to_json()["spsa_rounding"] == "carry"
+    assert "spsa_rounding" not in stochastic.to_json() and "spsa_rounding" not in config("cem").to_json()
+    for cfg in (carry, stochastic, config("cem")):
+        assert Config.from_json(cfg.to_json()) == cfg
+    with pytest.raises(IntlmError, match="--spsa-rounding is spsa's"):
+        dataclasses.replace(config("cem"), spsa_rounding="stochastic").check()
 
 
 def test_anchor_decay_is_eggroll_only():

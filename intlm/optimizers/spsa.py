@@ -7,11 +7,11 @@ learning rate of 2**-k per unit noise of std 16), f_p the shaped fitness (sign, 
 among the pairs). A step is mostly far below one int8 unit, so how it is rounded decides what the
 weights do (``spsa_rounding``):
 
-- stochastic: floor((f_p * e + u) / 2**k) with u uniform in [0, 2**k) from the hash
+- stochastic (the only rule before the carry; its runs resume as they were): floor((f_p * e + u) / 2**k) with u uniform in [0, 2**k) from the hash
   (dense_noise.dither), so its mean is exactly f_p * e / 2**k. Nothing but the int8 weights is kept,
   but the rounding's variance per step is about the step itself, not its square: over many steps it
   random-walks the weights far more than the signal moves them.
-- carry: each weight keeps the part of its steps below one unit, r in [-2**(k-1), 2**(k-1)) (int16,
+- carry (the default): each weight keeps the part of its steps below one unit, r in [-2**(k-1), 2**(k-1)) (int16,
   the state ``residual.NAME``), and moves by round((r + f_p * e) / 2**k), keeping the rest: error
   feedback, so w * 2**k + r is exactly the sum of the steps (until the weight saturates) and nothing
   is random. Memory: two bytes a weight more.
