@@ -12,7 +12,7 @@ from .noise import NOISE_MAX, NOISE_MULT, rank_mult
 from .optimizers import NAMES as OPTIMIZERS
 from .optimizers.units import PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX
 
-FITNESS_MODES = ("sign", "rank")
+FITNESS_MODES = ("sign", "rank", "linear")
 PAIR_STATES = ("mean", "own")
 SPSA_ROUNDINGS = ("stochastic", "carry")
 RANK_LEVELS = 8  # graded fitness takes values in -RANK_LEVELS .. RANK_LEVELS

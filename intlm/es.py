@@ -23,6 +23,7 @@ from .model import tensors
 
 NOISE_STD = 16  # std of one noise value
 NOISE_STD_PRODUCT = NOISE_STD * NOISE_STD  # std of sum over rank of a.b (rank scaling keeps it)
+LINEAR_SPAN = 3  # linear fitness reaches RANK_LEVELS at this many times the mean |F+ - F-|
 
 
 def shape_fitness(fitness, mode: str):
@@ -30,14 +31,21 @@ def shape_fitness(fitness, mode: str):
 
     sign: f = sign(F+ - F-). rank: the same sign, graded by how large |F+ - F-| is among all
     pairs: f = sign * (1 + (RANK_LEVELS - 1) * rank / (pairs - 1)), rounded, with tied |d| sharing
-    their mean rank (doubled to stay integer). Pairs see different bytes, so only the difference
-    within a pair is comparable across pairs, not the raw fitnesses.
+    their mean rank (doubled to stay integer). linear: f = d itself, scaled so that LINEAR_SPAN
+    times the mean |d| is RANK_LEVELS, rounded and clipped there (the plain ES estimate, with its
+    tail cut; a pair whose members barely differ counts next to nothing, where rank counts it 1).
+    Pairs see different bytes, so only the difference within a pair is comparable across pairs,
+    not the raw fitnesses.
     """
     d = fitness[0::2].astype(np.int64) - fitness[1::2].astype(np.int64)
     ties = int(np.count_nonzero(d == 0))
     if mode == "sign" or d.shape[0] == 1:
         return np.sign(d).astype(np.int32), ties
     mag = np.abs(d)
+    if mode == "linear":
+        mean = max(1, int(mag.sum()) // d.shape[0])  # |d| < 2**32 a pair, so the sum fits int64
+        level = np.minimum((2 * RANK_LEVELS * mag + LINEAR_SPAN * mean) // (2 * LINEAR_SPAN * mean), RANK_LEVELS)
+        return (np.sign(d) * level).astype(np.int32), ties
     order = np.argsort(mag, kind="stable")
     sorted_mag = mag[order]
     rank2 = np.empty(d.shape[0], dtype=np.int64)  # first + last index of each run of equal |d|

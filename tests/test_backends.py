@@ -72,7 +72,7 @@ def compare_backends(cfg, step, seed, numpy_backend, numba_backend):
     assert np.array_equal(ll_np, ll_nb)
     assert np.array_equal(a, b)
 
-    for mode in ("sign", "rank"):
+    for mode in ("sign", "rank", "linear"):
         f, _ = es.shape_fitness(f_np, mode)
         z_np, z_nb = numpy_backend.update_sums(cfg, n_np, f), numba_backend.update_sums(cfg, n_nb, f)
         assert set(z_np) == set(z_nb)

@@ -51,6 +51,35 @@ def test_sign_shaping_extremes_do_not_wrap():
     assert list(f) == [RANK_LEVELS, -1]
 
 
+# --- shape_fitness: linear -----------------------------------------------------------------------
+
+@FEW
+@given(fitness_arrays)
+def test_linear_shaping_is_the_difference_scaled_rounded_and_clipped(fitness):
+    """linear mode: f = round(RANK_LEVELS * d / (LINEAR_SPAN * mean |d|)) clipped to RANK_LEVELS in
+    magnitude (mean |d| rounded down, at least 1); swapping members negates f; ties get 0; f never
+    has the opposite sign of d, and a larger |d| never gets a smaller |f|."""
+    f, ties = es.shape_fitness(fitness, "linear")
+    d = fitness[0::2].astype(np.int64) - fitness[1::2].astype(np.int64)
+    mean = max(1, int(np.abs(d).sum()) // len(d))
+    assert f.dtype == np.int32 and ties == int(np.sum(d == 0))
+    if len(d) > 1:
+        exact = [min(RANK_LEVELS, math.floor(RANK_LEVELS * abs(x) / (es.LINEAR_SPAN * mean) + 0.5)) for x in d.tolist()]
+        assert np.array_equal(np.abs(f), exact)
+    assert np.all(np.sign(f) * np.sign(d) >= 0) and np.all(f[d == 0] == 0)
+    order = np.argsort(np.abs(d), kind="stable")
+    assert np.all(np.diff(np.abs(f[order])) >= 0)
+    g, ties2 = es.shape_fitness(swap_members(fitness), "linear")
+    assert np.array_equal(g, -f) and ties2 == ties
+
+
+def test_linear_shaping_exact_values():
+    """d = 90, -30, 0, 6: mean |d| 31, so 8 * |d| / 93 rounds to 8 (7.74), 3 (2.58), 0 and 1 (0.52)."""
+    fit = np.array([90, 0, 0, 30, 7, 7, 6, 0], dtype=np.int32)
+    f, ties = es.shape_fitness(fit, "linear")
+    assert list(f) == [8, -3, 0, 1] and ties == 1
+
+
 # --- shape_fitness: rank -------------------------------------------------------------------------
 
 @FEW
