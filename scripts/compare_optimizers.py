@@ -32,7 +32,7 @@ SIZES = {"w32": {"width": 32, "layers": 1}, "w64x2": {"width": 64, "layers": 2}}
 SWEEPS = {
     "eggroll": ("population", (2048, 8192), {}),
     "openes": ("population", (64, 256), {}),
-    "spsa": ("step_shift", (8, 9, 10), {"population": 2, "spsa_rounding": "carry"}),
+    "spsa": ("step_shift", (8, 9, 10, 11), {"population": 2, "spsa_rounding": "carry"}),
     "sepcma": ("population", (16, 64, 256), {}),
     "cem": ("step_shift", (2, 4, 6), {"population": 16}),
 }
