@@ -359,6 +359,7 @@ valid_configs = st.builds(
     alpha_q16=st.integers(1, 65536),
     alpha_halflife=st.integers(1, 10 ** 6),
     seed=st.integers(0, (1 << 63) - 1),
+    step_shift=st.integers(0, 16),
 )
 
 
@@ -382,14 +383,17 @@ def independent_bounds(cfg):
 
 
 def optimizer_bounds(cfg, noise_max):
-    """sepcma's and cem's sums (optimizers/units.py), from the extremes of their inputs."""
+    """sepcma's and cem's sums (optimizers/units.py) and spsa's carried step, from the extremes of
+    their inputs."""
     from intlm.optimizers.units import PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX
 
     offset = -(-noise_max * SCALE_MAX // 16)  # |z| * scale / 16, rounded away from 0 at worst
     weights = sum(math.prod(t.shape) for t in model.tensors(cfg))
     return {"member offset": offset, "sepcma weighted sums": RANK_WEIGHT_ONE * max(offset, noise_max ** 2),
             "cem elite sums": (cfg.population >> cfg.elite_shift) * offset ** 2,
-            "sepcma path norm": PATH_MAX ** 2 * weights}
+            "sepcma path norm": PATH_MAX ** 2 * weights,
+            # a residual below half a unit of 2**step_shift, plus the largest f times the largest noise
+            "spsa carried step": 2 ** cfg.step_shift // 2 + (1 if cfg.fitness == "sign" else RANK_LEVELS) * noise_max}
 
 
 @settings(max_examples=300, deadline=None)
