@@ -1,5 +1,6 @@
 """sep-CMA-ES's step sizes over a run: the global log2 step size, the spread of the per-weight ones,
-the path's squared norm over n, and validation bits/byte on a 64 KiB sample, every EVERY steps.
+the path's squared norm over n, the mean's drift and the full validation split's bits/byte, every
+EVERY steps.
 
     python scripts/sepcma_trace.py POPULATION STEPS EVERY
 
@@ -23,7 +24,7 @@ def main(population, steps, every):
     run, opt = Run.fresh(cfg), optimizers.get("sepcma")
     c = sepcma.constants(cfg)
     print(f"n {c.n}, mu {c.mu}, mu_eff {c.mu_eff}, c_sigma {c.c_sigma / 65536:.2e}, c_mu {c.c_mu / 65536:.2e}")
-    print("step | global log2 S (int8 units) | own log2 S: mean, std | |path|^2 / n | weights moved | bits/byte")
+    print("step | global log2 S (int8 units) | own log2 S: mean, std | |path|^2 / n | weights moved | rms drift of the mean (int8 units) | bits/byte")
     init = {k: v.copy() for k, v in ranked.by_parameter(run.state, "mean.").items()}
     for s in range(1, int(steps) + 1):
         info = opt.step(run, corpus.train, backend)
@@ -32,9 +33,9 @@ def main(population, steps, every):
             path = np.concatenate([v.ravel() for v in ranked.by_parameter(run.state, "path.").values()]).astype(np.int64)
             drift = np.concatenate([(m - init[k]).ravel() for k, m in ranked.by_parameter(run.state, "mean.").items()])
             glob = int(run.state["log_sigma"][0]) / 65536 - MEAN_SHIFT
-            bpb = evaluate(run.params, cfg, corpus.val, backend, max_bytes=1 << 16)
+            bpb = evaluate(run.params, cfg, corpus.val, backend)
             print(f"{s} | {glob:+.3f} | {own.mean():+.3f}, {own.std():.3f} | {(path ** 2).sum() / 65536 / c.n:.3f} | "
-                  f"{info['moved']} | rms drift {np.sqrt((drift.astype(np.float64) ** 2).mean()) / 256:.2f} | {bpb:.3f}", flush=True)
+                  f"{info['moved']} | {np.sqrt((drift.astype(np.float64) ** 2).mean()) / 256:.2f} | {bpb:.3f}", flush=True)
 
 
 if __name__ == "__main__":

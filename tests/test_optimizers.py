@@ -153,7 +153,6 @@ def test_carry_shift_keeps_the_exact_sum_and_a_residual_below_one_unit(x, k, dat
     assert move == spsa.carry_shift(x + residual, 0, k)[0]
 
 
-
 @given(st.integers(0, 16), st.sampled_from(["sign", "rank"]), st.data())
 def test_spsa_carried_step_stays_within_its_worst_case(k, fitness, data):
     cfg = Config(optimizer="spsa", spsa_rounding="carry", step_shift=k, fitness=fitness).check()
