@@ -2,8 +2,8 @@
 
     python scripts/compare_optimizers.py commands [--minutes 2,10,30 | --member-bytes 1,4,16]
     python scripts/compare_optimizers.py run [--minutes 2,10,30 | --member-bytes 1,4,16] [--only NAME...]
-    python scripts/compare_optimizers.py table [--record FILE]
-    python scripts/compare_optimizers.py plot --out FILE [--record FILE]
+    python scripts/compare_optimizers.py table [--record FILE...]
+    python scripts/compare_optimizers.py plot --out FILE [--record FILE...]
 
 Each row is one scripts/study.py run (one process, from scratch, on the default Shakespeare split,
 the full validation split evaluated at every budget, peak memory recorded) appended to FILE
@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from study import add_report_commands, draw_records, latest_records  # noqa: E402  (a script beside this one)
+from study import add_report_commands, draw_records, latest_records, short_cpu  # noqa: E402  (a script beside this one)
 
 RECORD = HERE / "compare_optimizers.jsonl"
 SIZES = {"w32": {"width": 32, "layers": 1}, "w64x2": {"width": 64, "layers": 2}}
@@ -73,37 +73,49 @@ def _budget(point, by_bytes):
     return round(point["member_bytes"] / 1e6, 1) if by_bytes else point["minutes"]
 
 
+def method(record) -> tuple:
+    """(optimiser, size) of a record, from its config, so rows of other records files (the study's)
+    sort with the comparison's own; the size as SIZES names it (w32, w64x2)."""
+    cfg = record["config"]
+    layers = cfg.get("layers", 1)
+    return cfg.get("optimizer", "eggroll"), f"w{cfg['width']}" + (f"x{layers}" if layers > 1 else "")
+
+
+def setting(record) -> str:
+    """The row's name without its optimiser and size (the swept setting), for the best-of table."""
+    prefix = "-".join(method(record)) + "-"
+    return record["name"][len(prefix):] if record["name"].startswith(prefix) else record["name"]
+
+
 def table(args):
     records = latest_records(args.record, args.only)
     by_bytes = any("--member-bytes" in r["command"] for r in records)
     unit = "M member-bytes" if by_bytes else "min"
     budgets = sorted({_budget(p, by_bytes) for r in records for p in r["points"]})
     head = " | ".join(f"{b:g} {unit}" for b in budgets)
-    print(f"| row | {head} | member-bytes/s | steps/s | peak MB |")
-    print("|---|" + "---|" * (len(budgets) + 3))
+    print(f"| row | {head} | member-bytes/s | steps/s | peak MB | CPU |")
+    print("|---|" + "---|" * (len(budgets) + 4))
     best = {}
     for r in records:
         at = {_budget(p, by_bytes): p["val_bpb"] for p in r["points"]}
         print(f"| {r['name']} | " + " | ".join(f"{at[b]:.3f}" if b in at else "" for b in budgets)
-              + f" | {r.get('member_bytes_per_s', 0):,} | {r['steps_per_s']:.2f} | {r['peak_rss_mb']} |")
-        opt, size = r["name"].split("-")[:2]
+              + f" | {r.get('member_bytes_per_s', 0):,} | {r['steps_per_s']:.2f} | {r['peak_rss_mb']} | {short_cpu(r['cpu'])} |")
         for b, v in at.items():
-            key = (opt, size, b)
+            key = (*method(r), short_cpu(r["cpu"]), b)  # a best figure is one machine's
             if key not in best or v < best[key][0]:
-                best[key] = (v, r["name"])
-    print(f"\nBest of each sweep (bits/byte, row):\n\n| optimiser | size | {head} |")
-    print("|---|---|" + "---|" * len(budgets))
-    for opt, size in dict.fromkeys((o, s) for o, s, _ in best):
-        cells = [f"{best[(opt, size, b)][0]:.3f} ({best[(opt, size, b)][1].split('-', 2)[-1]})"
-                 if (opt, size, b) in best else "" for b in budgets]
-        print(f"| {opt} | {size} | " + " | ".join(cells) + " |")
+                best[key] = (v, setting(r))
+    print(f"\nBest of each sweep (bits/byte, row):\n\n| optimiser | size | CPU | {head} |")
+    print("|---|---|---|" + "---|" * len(budgets))
+    for key in dict.fromkeys(k[:3] for k in best):
+        cells = [f"{best[(*key, b)][0]:.3f} ({best[(*key, b)][1]})" if (*key, b) in best else "" for b in budgets]
+        print(f"| {' | '.join(key)} | " + " | ".join(cells) + " |")
     print(f"\nCPU: {', '.join(sorted({r['cpu'] for r in records}))}. {BACKPROP}.")
 
 
 def plot(args):
-    best = {}  # per optimiser and size, the row with the lowest last figure
+    best = {}  # per optimiser, size and CPU, the row with the lowest last figure
     for r in latest_records(args.record, args.only):
-        key = tuple(r["name"].split("-")[:2])
+        key = (*method(r), r["cpu"])
         if key not in best or r["points"][-1]["val_bpb"] < best[key]["points"][-1]["val_bpb"]:
             best[key] = r
     draw_records(list(best.values()), Path(args.out), "optimisers: validation bits/byte, best of each sweep")

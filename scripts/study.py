@@ -2,8 +2,8 @@
 
     python scripts/study.py run NAME [--minutes 10] [--at 1,2,5,10] [--record FILE] [FIELD=VALUE ...]
     python scripts/study.py run NAME --member-bytes 1,4,16 [--eval-bytes N] [FIELD=VALUE ...]
-    python scripts/study.py table [--record FILE] [--only NAME...]
-    python scripts/study.py plot [--record FILE] [--only NAME...] --out study.png
+    python scripts/study.py table [--record FILE...] [--only NAME...]
+    python scripts/study.py plot [--record FILE...] [--only NAME...] --out study.png
 
 `run` trains one configuration (the default Config with FIELD=VALUE changes, e.g. population=8192)
 from scratch on the default corpus for --minutes of training time, evaluates the whole validation
@@ -95,15 +95,16 @@ def run(args):
         f.write(json.dumps(record) + "\n")
 
 
-def latest_records(path, only=None) -> list:
-    """The last record of each name, in the order names first appear; with ``only``, just the names
-    that contain one of its strings."""
+def latest_records(paths, only=None) -> list:
+    """The last record of each name in the files ``paths`` (read in turn), in the order names first
+    appear; with ``only``, just the names that contain one of its strings."""
     by_name = {}
-    for line in open(path):
-        if line.strip():
-            rec = json.loads(line)
-            by_name.pop(rec["name"], None)
-            by_name[rec["name"]] = rec
+    for path in paths:
+        for line in open(path):
+            if line.strip():
+                rec = json.loads(line)
+                by_name.pop(rec["name"], None)
+                by_name[rec["name"]] = rec
     return [r for name, r in by_name.items() if not only or any(s in name for s in only)]
 
 
@@ -150,10 +151,10 @@ def plot(args):
 
 
 def add_report_commands(sub, record: Path, table_fn, plot_fn):
-    """The ``table`` and ``plot`` subcommands, reading FILE (--record, default ``record``)."""
+    """The ``table`` and ``plot`` subcommands, reading FILE... (--record, default ``record``)."""
     for name, fn in (("table", table_fn), ("plot", plot_fn)):
         p = sub.add_parser(name)
-        p.add_argument("--record", type=Path, default=record)
+        p.add_argument("--record", type=Path, nargs="+", default=[record], help="record files, read in turn")
         p.add_argument("--only", nargs="*", help="rows whose name contains one of these")
         if name == "plot":
             p.add_argument("--out", required=True)
