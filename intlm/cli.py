@@ -50,7 +50,7 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
     "alpha_halflife": "alpha_halflife", "momentum_shift": "momentum_shift", "pair_state": "pair_state",
     "seed": "seed", "anchor_decay": "anchor_decay",
     "optimizer": "optimizer", "shared_rows": "shared_rows", "step_shift": "step_shift", "elite_shift": "elite_shift",
-    "spsa_rounding": "spsa_rounding",
+    "spsa_rounding": "spsa_rounding", "sepcma_damping": "sepcma_damping",
 }
 
 
@@ -123,6 +123,8 @@ INIT_OPTION = click.option("--init", type=click.Path(), metavar="CHECKPOINT_OR_R
 @click.option("--spsa-rounding", type=click.Choice(SPSA_ROUNDINGS), default=DEFAULTS.spsa_rounding, show_default=True,
               help="spsa: stochastic: a step below one int8 unit moves a weight at random with that probability; "
               "carry: each weight keeps the part below one unit and adds it to the next step (2 bytes a weight).")
+@click.option("--sepcma-damping", type=int, default=DEFAULTS.sepcma_damping, show_default=True,
+              help="sepcma: d_sigma; the global step size adapts to the evolution path 1/d_sigma as fast.")
 @click.option("--elite-shift", type=int, default=DEFAULTS.elite_shift, show_default=True,
               help="cem: keep the best population >> K members.")
 @click.option("--mpi", is_flag=True, help="Train as one of several MPI processes (automatic under mpirun/srun; "

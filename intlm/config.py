@@ -28,10 +28,12 @@ INT64_ACCUMULATORS = ("update sum Z", "momentum M", "sepcma weighted sums", "cem
 # Fields added after the first checkpoint format, with the value that means "as before": left out of
 # a config's JSON while they have it, so a run that does not use them writes the bytes it always did,
 # and a checkpoint written before them reads as before.
-LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0}
+LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0,
+                "sepcma_damping": 1}
 # spsa's rounding is written for spsa runs only, and only when it is not the stochastic rounding that
 # every spsa run used before the field existed (so those checkpoints read and write as they did)
 SPSA_ROUNDING_BEFORE = "stochastic"
+SEPCMA_DAMPING_MAX = 1024  # beyond, the global step size would barely adapt within a day's steps
 ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negligible
 
 
@@ -58,6 +60,7 @@ class Config:
     step_shift: int = 8  # spsa: learning rate 2**-step_shift per unit of noise; cem: refit rate 2**-step_shift
     elite_shift: int = 2  # cem: the elite is population >> elite_shift members
     spsa_rounding: str = "carry"  # spsa: how a step below one int8 unit moves a weight (spsa.py)
+    sepcma_damping: int = 1  # sepcma: d_sigma, the global step size adapts 1/d_sigma as fast (sepcma.py)
     anchor_decay: int = 0  # 0: off; K: pull weights toward their anchor at rate 2**-K (anchor.py)
 
     @property
@@ -115,6 +118,10 @@ class Config:
              f"spsa rounding must be one of {SPSA_ROUNDINGS}, got {self.spsa_rounding!r}")
         need(self.optimizer == "spsa" or self.spsa_rounding == Config.spsa_rounding,
              f"--spsa-rounding is spsa's setting: --optimizer {self.optimizer} has no rounding to choose")
+        need(1 <= self.sepcma_damping <= SEPCMA_DAMPING_MAX,
+             f"sepcma damping must be between 1 and {SEPCMA_DAMPING_MAX}, got {self.sepcma_damping}")
+        need(self.optimizer == "sepcma" or self.sepcma_damping == Config.sepcma_damping,
+             f"--sepcma-damping is sepcma's setting: --optimizer {self.optimizer} has no step-size adaptation")
         need(1 <= self.elite_shift <= 8, f"elite shift must be between 1 and 8, got {self.elite_shift}")
         need(self.optimizer != "cem" or self.population >> self.elite_shift >= 1,
              f"cem keeps population >> elite shift members: {self.population} >> {self.elite_shift} is none")

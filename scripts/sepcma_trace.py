@@ -2,9 +2,10 @@
 the path's squared norm over n, the mean's drift and the full validation split's bits/byte, every
 EVERY steps.
 
-    python scripts/sepcma_trace.py POPULATION STEPS EVERY
+    python scripts/sepcma_trace.py POPULATION STEPS EVERY [DAMPING]
 
-Deterministic (the default corpus and settings, width 32 x 1, with --optimizer sepcma)."""
+Deterministic (the default corpus and settings, width 32 x 1, with --optimizer sepcma and
+--sepcma-damping DAMPING, 1 unless given)."""
 import sys
 import numpy as np
 from intlm import optimizers
@@ -17,13 +18,14 @@ from intlm.run import Run
 from intlm.train import evaluate
 
 
-def main(population, steps, every):
+def main(population, steps, every, damping=1):
     corpus = load_corpus(None, cache_dir_default())
     backend = get("auto")
-    cfg = Config(optimizer="sepcma", population=int(population)).check()
+    cfg = Config(optimizer="sepcma", population=int(population), sepcma_damping=int(damping)).check()
     run, opt = Run.fresh(cfg), optimizers.get("sepcma")
     c = sepcma.constants(cfg)
-    print(f"n {c.n}, mu {c.mu}, mu_eff {c.mu_eff}, c_sigma {c.c_sigma / 65536:.2e}, c_mu {c.c_mu / 65536:.2e}")
+    print(f"n {c.n}, mu {c.mu}, mu_eff {c.mu_eff}, c_sigma {c.c_sigma / 65536:.2e}, c_mu {c.c_mu / 65536:.2e}, "
+          f"d_sigma {c.damping}")
     print("step | global log2 S (int8 units) | own log2 S: mean, std | |path|^2 / n | weights moved | rms drift of the mean (int8 units) | bits/byte")
     init = {k: v.copy() for k, v in ranked.by_parameter(run.state, "mean.").items()}
     for s in range(1, int(steps) + 1):

@@ -20,12 +20,13 @@ from intlm.optimizers import antithetic, cem, ranked, sepcma, spsa
 from intlm.optimizers.units import LOG_SCALE_MAX, MEAN_MAX, PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX, SCALE_MIN
 from intlm.run import Run, load_run, resume_or_fresh
 
-OTHERS = ("openes", "spsa", "spsa-stochastic", "sepcma", "cem")  # optimiser[-variant]
+OTHERS = ("openes", "spsa", "spsa-stochastic", "sepcma", "sepcma-damped", "cem")  # optimiser[-variant]
 SETTINGS = {  # tiny, and each exercising its optimiser's own settings
     "openes": dict(population=6, momentum_shift=2, fitness="rank"),
     "spsa": dict(population=4, step_shift=3, fitness="rank"),
     "spsa-stochastic": dict(population=4, step_shift=3, fitness="rank", spsa_rounding="stochastic"),
     "sepcma": dict(population=6, shared_rows=2),
+    "sepcma-damped": dict(population=6, shared_rows=2, sepcma_damping=4),
     "cem": dict(population=6, shared_rows=2, elite_shift=1, step_shift=1),
 }
 DATA = (np.arange(3000, dtype=np.int64) * 7919 % 251 + 1).astype(np.uint8)
@@ -89,6 +90,17 @@ def test_spsa_rounding_is_written_for_carry_runs_only_and_old_spsa_runs_read_as_
         assert Config.from_json(cfg.to_json()) == cfg
     with pytest.raises(IntlmError, match="--spsa-rounding is spsa's"):
         dataclasses.replace(config("cem"), spsa_rounding="stochastic").check()
+
+
+def test_sepcma_damping_is_written_when_set_and_is_sepcma_only():
+    """Configs written before the setting existed read as d_sigma = 1, so their checkpoints keep their bytes."""
+    damped, plain = config("sepcma-damped"), config("sepcma")
+    assert damped.to_json()["sepcma_damping"] == 4 and "sepcma_damping" not in plain.to_json()
+    assert Config.from_json(damped.to_json()) == damped and Config.from_json(plain.to_json()) == plain
+    with pytest.raises(IntlmError, match="--sepcma-damping is sepcma's"):
+        dataclasses.replace(config("cem"), sepcma_damping=2).check()
+    with pytest.raises(IntlmError, match="sepcma damping must be"):
+        dataclasses.replace(plain, sepcma_damping=0).check()
 
 
 def test_anchor_decay_is_eggroll_only():
@@ -243,6 +255,19 @@ def test_global_step_size_stays_in_range_and_grows_with_a_long_path(log_sigma, n
     assert 0 <= new <= LOG_SCALE_MAX
     expected = c.n << 16  # |path|**2 of a path of independent N(0, 1) entries
     assert new >= log_sigma if norm > expected else new <= log_sigma
+
+
+@given(st.integers(0, LOG_SCALE_MAX), st.integers(0, 1 << 40), st.integers(2, 1024))
+def test_damping_divides_the_global_step_size_change(log_sigma, norm, damping):
+    """d_sigma = D moves the log by the undamped change / D, rounded: never further, never the other way."""
+    cfg = Config(optimizer="sepcma", population=16).check()
+    plain = sepcma.constants(cfg)
+    damped = sepcma.constants(dataclasses.replace(cfg, sepcma_damping=damping).check())
+    mid = LOG_SCALE_MAX // 2  # away from the clip, the raw changes
+    full, part = sepcma.adapt_global(plain, mid, norm) - mid, sepcma.adapt_global(damped, mid, norm) - mid
+    assert abs(part) <= abs(full) and part * full >= 0
+    assert abs(full - damping * part) <= (damping + 1) // 2  # each rounding is within half a unit
+    assert 0 <= sepcma.adapt_global(damped, log_sigma, norm) <= LOG_SCALE_MAX
 
 
 @given(st.integers(0, LOG_SCALE_MAX))

@@ -11,11 +11,13 @@ w_j proportional to mu - j (integers summing to 2**16; the log weights of CMA-ES
     mean       += sum_j w_j d_j                                    d_j the members' offsets
     path        = path - c_s * path + sqrt(c_s (2 - c_s) mu_eff) * sum_j w_j z_j
     own log S  += c_mu / (2 ln 2) * (sum_j w_j z_j**2 - 1)          the diagonal covariance, as a log
-    global log S += c_s / (2 ln 2) * (|path|**2 / n - 1)           CSA on the squared norm (d_s = 1)
+    global log S += c_s / (2 ln 2 d_s) * (|path|**2 / n - 1)       CSA on the squared norm
 
-with c_s, c_mu the sep-CMA-ES defaults for n weights and mu_eff (integers in 1/65536, from the
-integer weights), each product rounded half away from 0, so flipping every z flips the mean's
-step and the path and leaves the step sizes alone. No rank-one update (no second path): with
+with d_s = --sepcma-damping (1 unless set, the CMA-ES default at these n; a larger d_s slows the
+growth of the global step that a steadily drifting mean causes, see the README), c_s, c_mu the
+sep-CMA-ES defaults for n weights and mu_eff (integers in 1/65536, from the integer weights), each
+product rounded half away from 0, so flipping every z flips the mean's step and the path and leaves
+the step sizes alone. No rank-one update (no second path): with
 n ~ 10**4..10**5 weights its rate c_1 ~ 2/n would be far below one step of the log's resolution.
 The path saturates at 16 and the logs are held within [0, LOG_SCALE_MAX].
 """
@@ -45,6 +47,7 @@ class Constants(NamedTuple):
     c_sigma: int  # in 1/2**16
     path_gain: int  # sqrt(c_sigma (2 - c_sigma) mu_eff), in 1/2**16
     c_mu: int  # in 1/2**16, at most 1/2
+    damping: int  # d_sigma
 
 
 @functools.lru_cache(maxsize=16)
@@ -59,7 +62,7 @@ def constants(cfg) -> Constants:
     path_gain = isqrt(c_sigma * (2 * Q16 - c_sigma) * mu_eff)
     # sep-CMA-ES: (n + 2) / 3 times CMA-ES's c_mu = 2 (mu_eff - 2 + 1/mu_eff) / ((n + 2)**2 + mu_eff)
     c_mu = min(Q16 // 2, (2 * (mu_eff - 1) ** 2 * (n + 2) << 16) // (3 * mu_eff * ((n + 2) ** 2 + mu_eff)))
-    return Constants(n, mu, tuple(weights), mu_eff, c_sigma, path_gain, c_mu)
+    return Constants(n, mu, tuple(weights), mu_eff, c_sigma, path_gain, c_mu, cfg.sepcma_damping)
 
 
 def step_size(log_scale):
@@ -92,7 +95,7 @@ def update_tensor(c: Constants, mean, path, log_scale, sums):
 def adapt_global(c: Constants, log_sigma: int, path_norm: int) -> int:
     """CSA on the path's squared norm (in 1/2**16): the new global log step size."""
     num = c.c_sigma * INV_LN2_Q16 * (path_norm - c.n * Q16)
-    den = 2 * c.n * Q16 * Q16
+    den = 2 * c.n * Q16 * Q16 * c.damping
     change = (abs(num) + den // 2) // den * (1 if num >= 0 else -1)
     return min(max(log_sigma + change, 0), LOG_SCALE_MAX)
 
