@@ -49,8 +49,9 @@ def content_hash(arrays: dict[str, np.ndarray], attrs: dict) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
         a = np.asarray(arrays[name])
+        shape = list(a.shape)  # before ascontiguousarray, which makes a 0-d array 1-d
         a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))  # one byte order on every machine
-        h.update(f"{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
+        h.update(f"{name}\0{a.dtype.str}\0{shape}\0".encode())
         h.update(a.tobytes())
     h.update(_canonical(attrs).encode())
     return h.hexdigest()

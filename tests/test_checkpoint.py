@@ -88,6 +88,15 @@ def test_roundtrip_property(tmp_path, arrays, step):
         assert ck.arrays[name].dtype == a.dtype and np.array_equal(ck.arrays[name], a)
 
 
+def test_a_0d_array_and_a_1_element_array_are_different_content(tmp_path):
+    """The hash names the shape, so a save over the other's checkpoint replaces it (found by the
+    round-trip property, whose examples share one folder and sometimes a step)."""
+    scalar, vector = {"x": np.array(93, np.int8)}, {"x": np.array([93], np.int8)}
+    assert checkpoint.content_hash(scalar, {}) != checkpoint.content_hash(vector, {})
+    save(tmp_path, 0, vector, {})
+    assert load(save(tmp_path, 0, scalar, {})).arrays["x"].shape == ()
+
+
 def test_identical_saves_are_byte_identical(tmp_path):
     a = save(tmp_path / "a", 5, sample_arrays(), ATTRS)
     reordered = dict(reversed(list(ATTRS.items())))  # attrs key order does not matter either
