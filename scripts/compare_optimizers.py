@@ -24,6 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
+from intlm.config import Config  # noqa: E402
 from study import add_report_commands, draw_records, latest_records, short_cpu  # noqa: E402  (a script beside this one)
 
 RECORD = HERE / "compare_optimizers.jsonl"
@@ -74,11 +75,12 @@ def _budget(point, by_bytes):
 
 
 def method(record) -> tuple:
-    """(optimiser, size) of a record, from its config, so rows of other records files (the study's)
-    sort with the comparison's own; the size as SIZES names it (w32, w64x2)."""
-    cfg = record["config"]
-    layers = cfg.get("layers", 1)
-    return cfg.get("optimizer", "eggroll"), f"w{cfg['width']}" + (f"x{layers}" if layers > 1 else "")
+    """(optimiser, size) of a record, read through Config so fields a record leaves out take their
+    defaults, and rows of other records files (the study's) sort with the comparison's own; the
+    size is its SIZES name (w32, w64x2)."""
+    cfg = Config.from_json(record["config"])
+    shape = {"width": cfg.width, "layers": cfg.layers}
+    return cfg.optimizer, next((k for k, v in SIZES.items() if v == shape), f"w{cfg.width}x{cfg.layers}")
 
 
 def setting(record) -> str:
@@ -115,7 +117,7 @@ def table(args):
 def plot(args):
     best = {}  # per optimiser, size and CPU, the row with the lowest last figure
     for r in latest_records(args.record, args.only):
-        key = (*method(r), r["cpu"])
+        key = (*method(r), short_cpu(r["cpu"]))
         if key not in best or r["points"][-1]["val_bpb"] < best[key]["points"][-1]["val_bpb"]:
             best[key] = r
     draw_records(list(best.values()), Path(args.out), "optimisers: validation bits/byte, best of each sweep")

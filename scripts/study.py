@@ -13,7 +13,7 @@ peak memory. One configuration per command, so every row of the table says how t
 run them one after another, never two at once. The training clock stops while the study evaluates
 (a full evaluation takes a second or two) and starts after a warm-up step that compiles the backend
 on a throwaway copy of the run, so the minutes are training minutes. `table` prints every record of
-FILE (the latest record per name, or those whose names contain an --only string) with the CPU
+FILE (the latest record per name and CPU, or those whose names contain an --only string) with the CPU
 each ran on; `plot` draws them over the baselines of the split.
 
 Any optimiser (FIELD optimizer=...) trains through its own step. With --member-bytes the marks are
@@ -96,16 +96,17 @@ def run(args):
 
 
 def latest_records(paths, only=None) -> list:
-    """The last record of each name in the files ``paths`` (read in turn), in the order names first
-    appear; with ``only``, just the names that contain one of its strings."""
-    by_name = {}
+    """The last record of each name and CPU in the files ``paths`` (read in turn; a rerun on another
+    machine is another row), in the order they first appear; with ``only``, just the names that
+    contain one of its strings."""
+    latest = {}
     for path in paths:
         for line in open(path):
             if line.strip():
                 rec = json.loads(line)
-                by_name.pop(rec["name"], None)
-                by_name[rec["name"]] = rec
-    return [r for name, r in by_name.items() if not only or any(s in name for s in only)]
+                latest.pop((rec["name"], rec["cpu"]), None)
+                latest[(rec["name"], rec["cpu"])] = rec
+    return [r for (name, _), r in latest.items() if not only or any(s in name for s in only)]
 
 
 def short_cpu(name: str) -> str:

@@ -17,8 +17,8 @@ with d_s = --sepcma-damping (1 unless set, the CMA-ES default at these n; a larg
 growth of the global step that a steadily drifting mean causes, see the README), c_s, c_mu the
 sep-CMA-ES defaults for n weights and mu_eff (integers in 1/65536, from the integer weights), each
 product rounded half away from 0, so flipping every z flips the mean's step and the path and leaves
-the step sizes alone. No rank-one update (no second path): with
-n ~ 10**4..10**5 weights its rate c_1 ~ 2/n would be far below one step of the log's resolution.
+the step sizes alone. No rank-one update (no second path): with n ~ 10**4..10**5 weights its rate
+c_1 ~ 2/n would be far below one step of the log's resolution.
 The path saturates at 16 and the logs are held within [0, LOG_SCALE_MAX].
 """
 
