@@ -32,10 +32,10 @@ SIZES = {"w32": {"width": 32, "layers": 1}, "w64x2": {"width": 64, "layers": 2}}
 # optimiser -> (its main setting, the values swept, other settings it runs with)
 SWEEPS = {
     "eggroll": ("population", (2048, 8192), {}),
-    "openes": ("population", (64, 256), {}),
+    "openes": ("population", (64, 256, 1024), {}),
     "spsa": ("step_shift", (8, 9, 10, 11), {"population": 2, "spsa_rounding": "carry"}),
     "sepcma": ("population", (16, 64, 256, 1024), {}),
-    "cem": ("step_shift", (2, 4, 6), {"population": 16}),
+    "cem": ("step_shift", (2, 4, 6, 8), {"population": 16}),
 }
 BACKPROP = "float32 GRU 128 x 1 by backprop (Adam), same data and machine kind: 2.54 / 2.43 / 2.36 bits/byte at 1 / 2 / 5 min"
 
