@@ -51,6 +51,7 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
     "seed": "seed", "anchor_decay": "anchor_decay",
     "optimizer": "optimizer", "shared_rows": "shared_rows", "step_shift": "step_shift", "elite_shift": "elite_shift",
     "spsa_rounding": "spsa_rounding", "sepcma_damping": "sepcma_damping",
+    "context_bits": "context_bits", "context_order": "context_order",
 }
 
 
@@ -112,6 +113,11 @@ INIT_OPTION = click.option("--init", type=click.Path(), metavar="CHECKPOINT_OR_R
 @click.option("--window", type=int, default=DEFAULTS.window, show_default=True, help="Bytes per member per step.")
 @click.option("--pair-state", type=click.Choice(PAIR_STATES), default=DEFAULTS.pair_state, show_default=True,
               help="mean: a pair's members continue from their mean state; own: each keeps its own.")
+@click.option("--context-bits", type=int, default=DEFAULTS.context_bits, show_default=True,
+              help="0: no context tables; K: tables of 2**K rows indexed by the last 2 .. N bytes, added to the "
+              "input and learned with a sparse update (README). EGGROLL's: other optimisers run without them.")
+@click.option("--context-order", type=int, default=DEFAULTS.context_order, show_default=True,
+              help="N: one context table for each of the last 2, 3, .. N bytes.")
 @UPDATE_OPTIONS
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True,
               help="eggroll: low-rank pairs; openes: full-rank pairs, same update; spsa: MeZO-style, a pair or "
@@ -157,6 +163,8 @@ def pretrain(ctx, corpus, out, init, steps, minutes, backend, resume, resume_or_
                 except IntlmError as e:
                     err = e
             world.agree(err)
+    if world is not None and world.reduce == "sums" and cfg.context_bits:
+        raise IntlmError("--mpi-reduce sums does not sum a context table's sparse update: use --mpi-reduce fitness")
     if steps is None and minutes is None:
         minutes = 10.0
     run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
@@ -183,6 +191,10 @@ def _run_setup(ctx, out, steps, minutes, resume, resume_or_start, intervals, alp
     typed = {f for o, f in options.items() if ctx.get_parameter_source(o) != ParameterSource.DEFAULT}
     if ctx.get_parameter_source("alpha") != ParameterSource.DEFAULT:
         typed.add("alpha_q16")
+    if not typed & {"context_bits", "context_order"} and (given.get("optimizer", "eggroll") != "eggroll"
+                                                         or given.get("anchor_decay")):
+        # the context tables are EGGROLL's (their sparse update): the others run without them
+        given["context_bits"], given["context_order"] = 0, Config.context_order
     # resuming or starting from a checkpoint, the settings the user did not type are the checkpoint's
     cfg = resume_or_fresh(out, Config(**given), resume, resume_or_start, typed=typed, peek=True, init=init).cfg
     return cfg.check()

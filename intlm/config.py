@@ -29,12 +29,14 @@ INT64_ACCUMULATORS = ("update sum Z", "momentum M", "sepcma weighted sums", "cem
 # a config's JSON while they have it, so a run that does not use them writes the bytes it always did,
 # and a checkpoint written before them reads as before.
 LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0,
-                "sepcma_damping": 1}
+                "sepcma_damping": 1, "context_bits": 0, "context_order": 2}
 # spsa's rounding is written for spsa runs only, and only when it is not the stochastic rounding that
 # every spsa run used before the field existed (so those checkpoints read and write as they did)
 SPSA_ROUNDING_BEFORE = "stochastic"
 SEPCMA_DAMPING_MAX = 1024  # beyond, the global step size would barely adapt within a day's steps
 ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negligible
+CONTEXT_BITS = (8, 20)  # the context tables' rows: 2**8 .. 2**20 (context.py)
+CONTEXT_ORDERS = (2, 8)  # tables for the last 2 .. N bytes, N at most 8 (a hash key is 8 bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,8 @@ class Config:
     spsa_rounding: str = "carry"  # spsa: how a step below one int8 unit moves a weight (spsa.py)
     sepcma_damping: int = 1  # sepcma: d_sigma, the global step size adapts 1/d_sigma as fast (sepcma.py)
     anchor_decay: int = 0  # 0: off; K: pull weights toward their anchor at rate 2**-K (anchor.py)
+    context_bits: int = 0  # 0: off; K: context tables of 2**K rows indexed by the last bytes (context.py)
+    context_order: int = 2  # N: one table for each of the last 2, 3, .. N bytes
 
     @property
     def pairs(self) -> int:
@@ -85,7 +89,8 @@ class Config:
             raise IntlmError(f"unknown config fields {sorted(unknown)}")
         if d.get("optimizer") == "spsa":
             d = {"spsa_rounding": SPSA_ROUNDING_BEFORE, **d}
-        return cls(**d)
+        # a later field left out means "as before", whatever its default is now
+        return cls(**{**LATER_FIELDS, **d})
 
     def describe(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
@@ -129,6 +134,14 @@ class Config:
              f"anchor decay must be between 0 (off) and {ANCHOR_DECAY_MAX}, got {self.anchor_decay}")
         need(not self.anchor_decay or self.optimizer == "eggroll",
              f"--anchor-decay pulls EGGROLL's weights: --optimizer {self.optimizer} keeps its own mean")
+        lo, hi = CONTEXT_BITS
+        need(self.context_bits == 0 or lo <= self.context_bits <= hi,
+             f"context bits must be 0 (no context table) or between {lo} and {hi}, got {self.context_bits}")
+        need(not self.context_bits or (self.optimizer == "eggroll" and not self.anchor_decay),
+             "--context-bits is EGGROLL's (its sparse update), without --anchor-decay")
+        lo, hi = CONTEXT_ORDERS
+        need(lo <= self.context_order <= hi, f"context order must be between {lo} and {hi}, got {self.context_order}")
+        need(self.context_bits or self.context_order == lo, "--context-order needs --context-bits")
         for what, bound in worst_case_bounds(self).items():
             bits, limit = (64, INT64_MAX) if what in INT64_ACCUMULATORS else (32, INT32_MAX)
             need(bound <= limit, f"settings overflow int{bits} in {what} (worst case {bound}): "
@@ -177,4 +190,5 @@ def worst_case_bounds(cfg: Config) -> dict:
 def parameter_count(cfg: Config) -> int:
     """Weights of the model (model.tensors' sizes, counted here since model imports config)."""
     d, h, L = cfg.width, cfg.hidden, cfg.layers
-    return 2 * 256 * d + L * (4 * d * d + 4 * d + 2 * h * d) + d + 256
+    table = ((cfg.context_order - 1) << cfg.context_bits) * d if cfg.context_bits else 0
+    return 2 * 256 * d + L * (4 * d * d + 4 * d + 2 * h * d) + d + 256 + table

@@ -17,6 +17,7 @@ Z and M are exact integers: the spec sums in int64; M is stored as int32 where i
 
 import numpy as np
 
+from . import context
 from .arith import TAIL_Q31, clip8, isqrt
 from .config import INT32_MAX, RANK_LEVELS, Config, worst_case_bounds
 from .model import tensors
@@ -80,8 +81,10 @@ def thresholds(cfg: Config, step: int, f) -> tuple:
     return isqrt(var * NOISE_STD_PRODUCT ** 2) // 16, isqrt(var * NOISE_STD ** 2) // 16
 
 
-def update_sums(cfg: Config, noise, f) -> dict:
-    """Z for every parameter (NumPy spec): one integer product over pairs per matrix."""
+def update_sums(cfg: Config, noise, f, reads=None) -> dict:
+    """Z for every parameter (NumPy spec): one integer product over pairs per matrix; with context
+    tables, their sums of the rows read, (read, Z, S), from the rows each pair's window read
+    (``reads``, context.rows_read)."""
     f64 = f.astype(np.int64)
     Z = {}
     for t in tensors(cfg):
@@ -90,6 +93,8 @@ def update_sums(cfg: Config, noise, f) -> dict:
             Z[t.name] = np.einsum("p,p...mr,p...nr->...mn", f64, a.astype(np.int64), b.astype(np.int64))
         else:
             Z[t.name] = np.einsum("p,p...->...", f64, noise[t.name].astype(np.int64))
+    if cfg.context_bits:
+        Z[context.NAME] = context.update_sums(cfg, noise[context.NAME], f, reads)
     return Z
 
 
@@ -109,15 +114,20 @@ def init_momentum(cfg: Config, params) -> dict:
 def update(params, cfg: Config, step: int, f, Z, momentum=None) -> int:
     """Apply the thresholded +-1 steps in place (and the momentum, if any); returns weights moved."""
     k = cfg.momentum_shift
+    table_sums = Z.get(context.NAME)
     if k:
-        for name, m in momentum.items():
+        for t in tensors(cfg):
+            m = momentum[t.name]
             m -= np.sign(m) * (np.abs(m) >> k)
-            m += Z[name]
+            m += Z[t.name]
         Z = momentum
     if not np.any(f):
         return 0
     thr_matrix, thr_vector = thresholds(cfg, step, f)
     moved = 0
+    if table_sums is not None:
+        moved += context.update(params[context.NAME], cfg, z_threshold_q4(cfg, step), *table_sums,
+                                momentum[context.NAME] if k else None)
     for t in tensors(cfg):
         thr = thr_matrix if t.kind == "matrix" else thr_vector
         move = apply_steps(params[t.name], Z[t.name], thr)

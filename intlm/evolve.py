@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 from .errors import IntlmError
-from .model import Members, read_byte
+from .model import Members, read_byte, state_shape
 from .noise import stream_key
 from .progress import Laps
 from .sample import choose
@@ -86,7 +86,7 @@ def generate_population(params, cfg, noise, prompts, length: int, temperature_q4
     for p, prompt in enumerate(chosen):
         text[p, text.shape[1] - len(prompt):] = np.frombuffer(prompt, np.uint8)
     members = Members(noise, cfg, rows)
-    state = np.zeros((rows, cfg.layers, cfg.width), np.int64)
+    state = np.zeros(state_shape(cfg, rows), np.int64)
     for column in text.T:
         logits = read_byte(params, cfg, column[pair], state, members)
     # a pair's members draw alike
@@ -136,6 +136,9 @@ class Objective:
     def step(self, run, backend, world=None, control=0) -> dict:
         if world is not None:
             raise IntlmError("intlm evolve runs in one process (not under MPI)")
+        if run.cfg.context_bits:
+            raise IntlmError("intlm evolve does not train a context table (its update needs the rows each "
+                             "window read, and samples are not windows of a corpus)")
         noise = backend.make_noise(run.cfg, run.step)
         samples = generate_population(run.params, run.cfg, noise, self.prompts, self.length, self.temperature_q4,
                                       self.top_k, run.step)

@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from . import context
 from .arith import ONE, clip8, div_round, isqrt, log_likelihood, matmul_shift, rshift_round
 from .config import Config
 from .noise import INIT_STEP, NOISE_MULT, rank_mult, stream, stream_key
@@ -86,7 +87,15 @@ def init_params(cfg: Config) -> dict:
                   for b in range(t.blocks)]
         w = rshift_round(np.stack(blocks).astype(np.int64) * mult, 8)
         params[t.name] = clip8(w).reshape(t.shape).astype(np.int8)
+    if cfg.context_bits:
+        params[context.NAME] = np.zeros(context.tables(cfg).shape, dtype=np.int8)  # starts as no table
     return params
+
+
+def state_shape(cfg: Config, rows: int) -> tuple:
+    """The recurrent state of ``rows`` streams: each layer's GRU state, and with context tables one
+    more row that holds the bytes read before (context.history_slots)."""
+    return (rows, cfg.layers + (1 if cfg.context_bits else 0), cfg.width)
 
 
 def noise_layout(cfg: Config, t: Tensor) -> tuple:
@@ -121,6 +130,8 @@ def make_noise(cfg: Config, step: int, pairs=None) -> dict:
         block = np.stack([np.stack([stream(stream_key(cfg.seed, t.tensor_id(b), step, p), count, mult)
                                     for b in range(t.blocks)]) for p in pairs])
         out[t.name] = split_streams(cfg, t, block)
+    if cfg.context_bits:
+        out[context.NAME] = context.make_noise(cfg, step, pairs)
     return out
 
 
@@ -177,6 +188,12 @@ def read_byte(params, cfg: Config, byte, state, members: Members):
     returns the logits of the next byte."""
     state[byte == 0] = 0  # a 0 byte starts a document: forget the previous one
     x = members.embed(params["embed"], byte)
+    if cfg.context_bits:
+        extra = state[:, cfg.layers]  # a view: the bytes before move on in place
+        noise = None if members.noise is None else members.noise[context.NAME]
+        hist = context.history(cfg, byte, extra)
+        x = clip8(x + context.member_rows(cfg, params[context.NAME], noise, members.pair, members.sign, hist))
+        context.step_history(cfg, extra, byte)
     for l in range(cfg.layers):
         h = state[:, l].astype(np.int64)
         a = layer_norm(x, members.vector("norm", params["norm"], l, 0))

@@ -21,7 +21,7 @@ import numpy as np
 from . import checkpoint, optimizers
 from .config import Config
 from .errors import IntlmError
-from .model import init_params
+from .model import init_params, state_shape
 
 CHECKPOINT_FORMAT = "intlm-checkpoint-1"
 STATE_ARRAY = "hidden"  # the population's recurrent state, carried across steps
@@ -30,7 +30,7 @@ ANCHOR_PREFIX = "anchor."  # the weights Anchored Weight Decay pulls toward, whe
 # attrs a run carries from checkpoint to checkpoint when it has them: "init" (the checkpoint it
 # started from: path, content hash, step) and "objective" (evolve's objective and sampling settings)
 RECORDS = ("init", "objective")
-SHAPE_FIELDS = ("width", "layers", "mlp_ratio")  # what a run started from a checkpoint keeps of it
+SHAPE_FIELDS = ("width", "layers", "mlp_ratio", "context_bits", "context_order")  # what a run started from a checkpoint keeps of it
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -59,7 +59,7 @@ class Run:
         """Step 0 from ``params`` (copied; None: the config's initial weights), which are the anchor."""
         opt = optimizers.get(cfg.optimizer)
         params = init_params(cfg) if params is None else {k: v.copy() for k, v in params.items()}
-        hidden = np.zeros((opt.state_rows(cfg), cfg.layers, cfg.width), dtype=np.int8)
+        hidden = np.zeros(state_shape(cfg, opt.state_rows(cfg)), dtype=np.int8)
         momentum, state = opt.init_state(cfg, params)
         anchor = {k: v.copy() for k, v in params.items()} if cfg.anchor_decay else None
         return cls(cfg, params, hidden, momentum, 0, state, anchor, records)

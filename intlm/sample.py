@@ -13,7 +13,7 @@ import numpy as np
 
 from .arith import EXP2_NEG
 from .config import Config
-from .model import Members, read_byte
+from .model import Members, read_byte, state_shape
 from .noise import stream_key, uniform32
 
 SAMPLE_TENSOR = (1 << 32) - 2  # a noise-key tensor id no parameter uses
@@ -40,7 +40,7 @@ def generate(params, cfg: Config, prompt: bytes, length: int, temperature_q4: in
     """Yield ``length`` bytes (ints) continuing ``prompt`` (read after a document start), each as
     soon as it is drawn."""
     members = Members(None, cfg, 1)
-    state = np.zeros((1, cfg.layers, cfg.width), dtype=np.int64)
+    state = np.zeros(state_shape(cfg, 1), dtype=np.int64)
     keys = [stream_key(seed, SAMPLE_TENSOR, 0, 0)]
     logits = None
     for b in b"\0" + prompt:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import anchor, es, optimizers
+from . import anchor, context, es, optimizers
 from .arith import LL_ONE_BIT
 from .atomic import clean_stale
 from .backends import get as get_backend
@@ -27,6 +27,7 @@ from .config import Config
 from .data import stream_windows
 from .errors import IntlmError, Stopped
 from .lock import run_lock
+from .model import state_shape
 from .progress import Laps, Progress
 from .run import Run, corpus_meta, refuse_missing, resume_or_fresh
 from .runlog import open_log
@@ -51,7 +52,7 @@ def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256,
     chunk = n // streams if not max_bytes else max(1, min(n // streams, max_bytes // streams))
     starts = (np.arange(streams, dtype=np.int64) * n) // streams
     burn = np.minimum(starts, EVAL_BURN_IN)
-    state = np.zeros((streams, cfg.layers, cfg.width), dtype=np.int8)
+    state = np.zeros(state_shape(cfg, streams), dtype=np.int8)
     total, scored_count = 0, 0
     for first in range(0, EVAL_BURN_IN + chunk, block):
         pos = np.arange(first, min(first + block, EVAL_BURN_IN + chunk))
@@ -82,6 +83,9 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     sums = world is not None and world.reduce == "sums"  # Z from own pairs, summed over processes
     noise = backend.make_noise(cfg, run.step, world.p0, world.p1) if sums else backend.make_noise(cfg, run.step)
     lap("noise")
+    # the context tables' rows each pair's window reads, for their sparse update (before the forward
+    # moves the state's bytes before on)
+    reads, after = backend.rows_read(cfg, tokens, run.hidden[0::2, cfg.layers]) if cfg.context_bits else (None, None)
     if world is None:
         fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
         if cfg.pair_state == "mean":
@@ -93,25 +97,29 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
         local = backend.population_fitness(run.params, cfg, mine, tokens, run.hidden, p0, p1)
         if cfg.pair_state == "mean":
             es.share_pair_state(run.hidden[2 * p0:2 * p1])
+        if cfg.context_bits:  # every pair's bytes before, not only this process's: the next reads need them
+            run.hidden[:, cfg.layers, context.history_slots(cfg)] = np.repeat(after, 2, axis=0)
         lap("forward")
         fitness, control = world.allgather_fitness(local, control)
         lap("comm")
-    stats = apply_fitness(run, backend, noise, fitness, lap, world)
+    stats = apply_fitness(run, backend, noise, fitness, lap, world, reads)
     return {"fitness_sum": int(fitness.astype(np.int64).sum()), **stats, "control": control}
 
 
-def apply_fitness(run: Run, backend, noise, fitness, lap, world=None) -> dict:
+def apply_fitness(run: Run, backend, noise, fitness, lap, world=None, reads=None) -> dict:
     """The EGGROLL update from the members' fitnesses, whatever scored them (the corpus here, an
     objective in evolve.py): shaping, the sums Z, the thresholded steps, the anchor's pull; then the
-    step is done. ``noise``: this step's (under ``world`` with reduce "sums", this process's pairs').
+    step is done. ``noise``: this step's (under ``world`` with reduce "sums", this process's pairs');
+    ``reads``: with context tables, the rows each pair's window read (context.rows_read).
     Returns the tie count, the weights moved and (with Anchored Weight Decay) the weights pulled."""
     cfg = run.cfg
     f, ties = es.shape_fitness(fitness, cfg.fitness)
     lap("fitness")
     if world is not None and world.reduce == "sums":
-        Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[world.p0:world.p1]))
+        local = None if reads is None else reads[world.p0:world.p1]
+        Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[world.p0:world.p1], local))
     else:
-        Z = backend.update_sums(cfg, noise, f)
+        Z = backend.update_sums(cfg, noise, f, reads)
     stats = {"ties": ties, "moved": backend.update(run.params, cfg, run.step, f, Z, run.momentum)}
     if cfg.anchor_decay:
         stats["pulled"] = anchor.pull(run.params, run.anchor, cfg, run.step)

@@ -36,7 +36,7 @@ def random_params(cfg: Config, rng) -> dict:
 
 
 def random_state(cfg: Config, rows: int, rng) -> np.ndarray:
-    return rng.integers(-127, 128, (rows, cfg.layers, cfg.width)).astype(np.int8)
+    return rng.integers(-127, 128, model.state_shape(cfg, rows)).astype(np.int8)
 
 
 def random_tokens(rows: int, length: int, rng, zero_rate: float = 0.1) -> np.ndarray:

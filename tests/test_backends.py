@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from intlm import backends, es, train
+from intlm import backends, context, es, train
 from intlm.backends import AUTO, NAMES, REGISTRY, Backend
 from intlm.config import INT32_MAX, worst_case_bounds
 from intlm.errors import IntlmError
@@ -28,6 +28,10 @@ CONFIGS = [
     # two blocks of members (backends/numba/forward.py BLOCK_ROWS = 32), the second of 6 rows: not a multiple of
     # the 4 rows whose x.B are computed together
     dict(rank=2, layers=1, sigma_shift=3, mlp_ratio=2, fitness="rank", population=38, window=5),
+    # a context table (context.py): rank 1 and 3, one and two layers, two blocks of members
+    dict(rank=1, layers=1, sigma_shift=3, mlp_ratio=2, fitness="rank", context_bits=8),
+    dict(rank=3, layers=2, sigma_shift=0, mlp_ratio=1, fitness="sign", population=38, window=7, context_bits=9,
+         context_order=4),
 ]
 
 
@@ -35,7 +39,10 @@ def assert_noise_equal(a, b):
     assert set(a) == set(b)
     for name in a:
         x, y = a[name], b[name]
-        if isinstance(x, tuple):
+        if name == context.NAME:  # (stream keys, B)
+            assert x[0].dtype == y[0].dtype == np.uint64 and np.array_equal(x[0], y[0])
+            assert x[1].dtype == y[1].dtype == np.int8 and np.array_equal(x[1], y[1])
+        elif isinstance(x, tuple):
             assert len(x) == len(y) == 2
             for u, v in zip(x, y):
                 assert u.dtype == v.dtype == np.int8 and u.shape == v.shape, name
@@ -54,6 +61,7 @@ def compare_backends(cfg, step, seed, numpy_backend, numba_backend):
 
     tokens = random_tokens(cfg.pairs, cfg.window + 1, rng)
     state = random_state(cfg, cfg.population, rng)
+    reads = context.rows_read(cfg, tokens, state[0::2, cfg.layers])[0] if cfg.context_bits else None
     s_np, s_nb = state.copy(), state.copy()
     f_np = numpy_backend.population_fitness(params, cfg, n_np, tokens, s_np)
     f_nb = numba_backend.population_fitness(params, cfg, n_nb, tokens, s_nb)
@@ -74,11 +82,12 @@ def compare_backends(cfg, step, seed, numpy_backend, numba_backend):
 
     for mode in ("sign", "rank", "linear"):
         f, _ = es.shape_fitness(f_np, mode)
-        z_np, z_nb = numpy_backend.update_sums(cfg, n_np, f), numba_backend.update_sums(cfg, n_nb, f)
+        z_np, z_nb = numpy_backend.update_sums(cfg, n_np, f, reads), numba_backend.update_sums(cfg, n_nb, f, reads)
         assert set(z_np) == set(z_nb)
         for name in z_np:
-            assert z_np[name].shape == z_nb[name].shape
-            assert np.array_equal(z_np[name], z_nb[name]), name
+            for u, v in zip(*((z[name] if name == context.NAME else (z[name],)) for z in (z_np, z_nb)), strict=True):
+                assert u.shape == v.shape
+                assert np.array_equal(u, v), name
     return f_np
 
 
@@ -95,12 +104,12 @@ def test_numba_matches_numpy(changes, numpy_backend, numba_backend):
 @given(rank=st.integers(1, 3), layers=st.integers(1, 2), mlp_ratio=st.sampled_from([1, 2, 4]),
        sigma=st.integers(0, 8), pop=st.sampled_from([2, 4, 8]), window=st.integers(1, 6),
        step=st.integers(0, 2 ** 40), seed=st.integers(0, 2 ** 32 - 1),
-       cfg_seed=st.integers(0, 2 ** 63 - 1))
+       cfg_seed=st.integers(0, 2 ** 63 - 1), context_bits=st.sampled_from([0, 8, 12]))
 def test_numba_matches_numpy_hypothesis(rank, layers, mlp_ratio, sigma, pop, window, step, seed, cfg_seed,
-                                        numpy_backend, numba_backend):
+                                        context_bits, numpy_backend, numba_backend):
     """Same identity over hypothesis-drawn tiny configs, steps and seeds."""
     cfg = tiny_config(rank=rank, layers=layers, mlp_ratio=mlp_ratio, sigma_shift=sigma, population=pop,
-                      window=window, seed=cfg_seed)
+                      window=window, seed=cfg_seed, context_bits=context_bits)
     compare_backends(cfg, step, seed, numpy_backend, numba_backend)
 
 

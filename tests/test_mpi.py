@@ -229,3 +229,17 @@ def test_periodic_guard_between_saves(work):
     lines = error_lines(done.stderr)
     assert len(lines) == 1 and f"differ at step {GUARD_STEPS}" in lines[0], done.stderr
     assert checkpoints(out) == {}
+
+
+@needs_mpi
+def test_context_tables_under_mpi_are_the_single_process_bytes(work):
+    """With context tables every process needs every pair's bytes before (the update's reads): 3
+    processes write the plain run's bytes; summing update sums instead is refused in one line."""
+    tables = ["--context-bits", "8", "--context-order", "3", "--backend", "numba", "--steps", str(STEPS)]
+    plain = pretrain(work, work / "ctx-plain", None, *tables)
+    assert plain.returncode == 0, plain.stderr
+    done = pretrain(work, work / "ctx-mpi", 3, *tables)
+    assert done.returncode == 0, done.stderr
+    assert checkpoints(work / "ctx-mpi") == checkpoints(work / "ctx-plain")
+    refused = pretrain(work, work / "ctx-sums", 2, *tables, "--mpi-reduce", "sums")
+    assert refused.returncode == 2 and "--mpi-reduce fitness" in "".join(error_lines(refused.stderr))

@@ -62,13 +62,22 @@ class Backend(abc.ABC):
         tokens[:, 1:]; ``state`` (rows, layers, width) int8 carried and updated in place."""
 
     @abc.abstractmethod
-    def update_sums(self, cfg, noise, f) -> dict:
+    def update_sums(self, cfg, noise, f, reads=None) -> dict:
         """Z per parameter from the whole population's noise and pair fitnesses f (pairs,) int32:
-        ``es.update_sums``, exact (int32 or int64 arrays)."""
+        ``es.update_sums``, exact (int32 or int64 arrays); with context tables, ``reads`` (pairs,
+        window, tables) are the rows each pair's window read (``rows_read``) and Z["context"] is
+        ``context.update_sums``' (read, Z, S)."""
 
     @abc.abstractmethod
     def update(self, params, cfg, step: int, f, Z, momentum=None) -> int:
         """``es.update``: the thresholded +-1 steps (and momentum) in place; returns weights moved."""
+
+    def rows_read(self, cfg, tokens, state_row) -> tuple:
+        """``context.rows_read``: the context tables' rows each window reads, and the bytes before
+        after it; the reference unless a backend has faster."""
+        from ..context import rows_read
+
+        return rows_read(cfg, tokens, state_row)
 
     # Full-rank noise, for the optimisers other than EGGROLL; the reference unless a backend has faster.
     def dense_noise(self, cfg, t, step: int, member: int):

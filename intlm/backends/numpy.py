@@ -16,8 +16,8 @@ class NumpyBackend(Backend):
     def forward(self, params, cfg, tokens, state):
         return model.forward(params, cfg, tokens, state)
 
-    def update_sums(self, cfg, noise, f) -> dict:
-        return es.update_sums(cfg, noise, f)
+    def update_sums(self, cfg, noise, f, reads=None) -> dict:
+        return es.update_sums(cfg, noise, f, reads)
 
     def update(self, params, cfg, step: int, f, Z, momentum=None) -> int:
         return es.update(params, cfg, step, f, Z, momentum)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ... import es
+from ...errors import IntlmError
 from ...arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from ...model import noise_layout, pair_range, split_streams, tensors
 from .. import Backend, Unavailable
@@ -46,6 +47,13 @@ class DeviceNoise(Mapping):
 
 
 _MODULES = {}
+
+
+def _no_context(cfg):
+    """The context table (context.py) has no kernels yet: a run with one is refused in one line.
+    (make_noise and forward are the first calls of a training step and of an evaluation.)"""
+    if cfg.context_bits:
+        raise IntlmError("the cupy backend has no context table yet (--context-bits): use --backend numba")
 
 
 class CupyBackend(Backend):
@@ -93,6 +101,7 @@ class CupyBackend(Backend):
     # --- noise --------------------------------------------------------------------------------------
 
     def make_noise(self, cfg, step: int, p0: int = 0, p1: int | None = None) -> dict:
+        _no_context(cfg)
         p0, p1 = pair_range(cfg, p0, p1)
         cp, raw = self.cp, {}
         for t in tensors(cfg):
@@ -195,6 +204,7 @@ class CupyBackend(Backend):
         return fitness.get()
 
     def forward(self, params, cfg, tokens, state):
+        _no_context(cfg)
         cp = self.cp
         tok = self.device(np.asarray(tokens), cp.uint8)
         work = self.device(state, cp.int8)
@@ -205,7 +215,7 @@ class CupyBackend(Backend):
 
     # --- update -------------------------------------------------------------------------------------
 
-    def update_sums(self, cfg, noise, f) -> dict:
+    def update_sums(self, cfg, noise, f, reads=None) -> dict:
         """es.update_sums on the device: int64 CuPy arrays of each tensor's shape."""
         cp = self.cp
         raw = self.raw_noise(cfg, noise)

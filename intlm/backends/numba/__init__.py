@@ -1,12 +1,13 @@
 """The Numba CPU backend: the reference's operations bit for bit, in parallel, one module per
 operation beside the name of its reference: noise.py (``model.make_noise``, ``dense_noise``), forward.py
 (``model.forward``, ``model.population_fitness``), update.py (``es.update_sums``, ``es.update``),
+context.py (the context tables of ``intlm.context``),
 with the int8 products in gemm.py and the scalar integer arithmetic of ``intlm.arith`` in arith.py.
 Importing this package imports Numba and compiles (or loads from Numba's cache) on first use."""
 
 from ...model import pair_range
 from .. import Backend
-from . import forward as _forward, noise as _noise, update as _update
+from . import context as _context, forward as _forward, noise as _noise, update as _update
 
 
 class NumbaBackend(Backend):
@@ -21,8 +22,11 @@ class NumbaBackend(Backend):
     def forward(self, params, cfg, tokens, state):
         return _forward.forward(params, cfg, tokens, state)
 
-    def update_sums(self, cfg, noise, f) -> dict:
-        return _update.update_sums(cfg, noise, f)
+    def rows_read(self, cfg, tokens, state_row) -> tuple:
+        return _context.rows_read(cfg, tokens, state_row)
+
+    def update_sums(self, cfg, noise, f, reads=None) -> dict:
+        return _update.update_sums(cfg, noise, f, reads)
 
     def update(self, params, cfg, step: int, f, Z, momentum=None) -> int:
         return _update.update(params, cfg, step, f, Z, momentum)

@@ -18,7 +18,10 @@ from numba import njit, prange
 
 from ...arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from ...config import Config
+from ... import context
 from ...model import GATE_BIAS, noise_layout, split_streams, tensors
+from ...noise import rank_mult
+from . import context as _ctx
 from .arith import clip8, div_round_reciprocal, log_likelihood, rshift_round, sar32
 from .gemm import DOT_ROWS, GROUP, OFFSET, TILE_ROWS, correction, dot4, gemm, pack
 from .noise import factors
@@ -125,12 +128,50 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
                 ym[j] = sar32(ym[j] + cj - sar32(np.int32(xm * a) + lr_minus[j], sigma), shift)
 
 
+@njit(inline="always")
+def _add_context(first, rows, tokens, token_div, t, h, x, pairs, signs, hist, acc, pert, emb_shift, L, m):
+    """x += the sum of the context tables' rows (``context.member_rows``) for byte t of each row, and
+    the bytes before move on in the state's extra row (after the embedding, which reset the state at
+    a 0 byte)."""
+    d, r, n_tables = x.shape[1], m.n_context_b.shape[2], m.context.shape[0]
+    for b in range(rows):
+        byte = tokens[(first + b) // token_div, t]
+        hp, xr = h[b, L], x[b]
+        hist[0] = byte
+        for i in range(n_tables):
+            hist[i + 1] = np.int64(hp[i]) & 255
+        for j in range(d):
+            acc[j] = 0
+        # each member hashes its own rows: a pair's members read the same bytes, but a state given
+        # from outside may hold different bytes before
+        p, s = pairs[b], np.int32(signs[b])
+        for i in range(n_tables):
+            row = _ctx.row_index(hist, i + 2, m.context_salts[i], m.context_bits)
+            cr = m.context[i, row]
+            if s == 0:
+                for j in range(d):
+                    acc[j] += np.int32(cr[j])
+                continue
+            key = m.n_context_keys[p, i]
+            for c in range(r):
+                a, bc = _ctx.factor_a(key, row, c, r, m.context_mult), m.n_context_b[p, i, c]
+                for j in range(d):
+                    pert[j] = np.int32((pert[j] if c > 0 else 0) + a * np.int32(bc[j]))
+            for j in range(d):
+                acc[j] += clip8(np.int32(cr[j]) + s * rshift_round(pert[j], emb_shift))
+        for j in range(d):
+            xr[j] = clip8(xr[j] + acc[j])
+        for i in range(n_tables - 1, 0, -1):
+            hp[i] = hp[i - 1]
+        hp[0] = byte if byte < 128 else byte - 256
+
+
 @njit(cache=True)
 def _run_block(first, rows, tokens, token_div, state, ll, m):
     """Rows first .. first+rows of the batch through the whole window (the spec: ``model.forward``);
     m: the model as the kernels read it (Operands)."""
     nb = BLOCK_ROWS
-    L, d = state.shape[1], state.shape[2]
+    L, d = m.norm.shape[0], state.shape[2]  # state.shape[1] is L + 1 with context tables (the bytes before)
     hdim = m.n_up_a.shape[3]
     sigma, shift_d, shift_h = m.sigma, m.shift_d, m.shift_h
     ne = m.n_embed_a, m.n_embed_b  # each matrix's perturbation as _linear reads it (_matrix_noise)
@@ -154,7 +195,7 @@ def _run_block(first, rows, tokens, token_div, state, ll, m):
                 _perturbed_vector(m.gru_bias[l, k], m.n_gru_bias[p, l, k], s, sigma, biases[l, k, b])
         _perturbed_vector(m.out_norm, m.n_out_norm[p], s, sigma, out_gain[b])
         _perturbed_vector(m.head_bias, m.n_head_bias[p], s, sigma, out_bias[b])
-    h = np.zeros((nb, L, d), np.int32)
+    h = np.zeros((nb, state.shape[1], d), np.int32)
     for b in range(rows):
         h[b] = state[first + b]
     x = np.zeros((nb, d), np.int32)
@@ -168,6 +209,9 @@ def _run_block(first, rows, tokens, token_div, state, ll, m):
     # (zero at rank 1, where nothing writes it, so the embedding adds it without a branch)
     low_rank = np.zeros((2, max(hdim, 256)), np.int32)
     pert = np.zeros(d, np.int32)
+    # the context tables' scratch: a history, the sum of rows, a row's perturbation (not pert, which
+    # must stay 0 at rank 1)
+    ctx_hist, ctx_acc, ctx_pert = np.zeros(8, np.int64), np.zeros(d, np.int32), np.zeros(d, np.int32)
     xb = np.zeros((nb, ne[0].shape[2]), np.int32)  # every row's x.B >> 4, per rank component
     logits = np.zeros(256, np.int32)
     emb_shift = 4 + sigma
@@ -192,6 +236,9 @@ def _run_block(first, rows, tokens, token_div, state, ll, m):
                     q = rshift_round(np.int32(pert[j] + a0 * np.int32(b0[j])), emb_shift)
                     xr[j] = clip8(np.int32(e[j]) + q)
                     xm[j] = clip8(np.int32(e[j]) - q)
+        if m.context_bits:
+            _add_context(first, rows, tokens, token_div, t, h, x, pairs, signs, ctx_hist, ctx_acc, ctx_pert,
+                         emb_shift, L, m)
         for l in range(L):
             for b in range(rows):
                 _layer_norm(x[b], gains[l, 0, b], a_u[b])
@@ -309,7 +356,8 @@ Operands = namedtuple("Operands", [
     "gru_w", "gru_c", "up_w", "up_c", "down_w", "down_c", "head_w", "head_c",
     "n_embed_a", "n_embed_b", "n_embed_bc", "n_gru_a", "n_gru_b", "n_gru_bc", "n_up_a", "n_up_b", "n_up_bc",
     "n_down_a", "n_down_b", "n_down_bc", "n_head_a", "n_head_b", "n_head_bc",
-    "n_gru_bias", "n_norm", "n_out_norm", "n_head_bias"])
+    "n_gru_bias", "n_norm", "n_out_norm", "n_head_bias",
+    "context_bits", "context_salts", "context_mult", "context", "n_context_keys", "n_context_b"])
 
 
 def _operands(params, cfg: Config, noise, perturbed: bool) -> Operands:
@@ -324,7 +372,22 @@ def _operands(params, cfg: Config, noise, perturbed: bool) -> Operands:
         fields["n_" + name + "_a"], fields["n_" + name + "_b"], fields["n_" + name + "_bc"] = nz[name]
     for name in VECTORS:
         fields[name], fields["n_" + name] = params[name], nz[name]
+    fields.update(_context_operands(params, cfg, noise, perturbed))
     return Operands(**fields)
+
+
+def _context_operands(params, cfg: Config, noise, perturbed: bool) -> dict:
+    """The context tables, each order's hash salt, and their perturbation (keys, B as rows (pairs,
+    tables, r, d)); without tables (or without noise) stand-ins of the same types, never read."""
+    d, r, n = cfg.width, cfg.rank, cfg.context_order - 1
+    table = params[context.NAME] if cfg.context_bits else np.zeros((0, 1, d), np.int8)
+    if cfg.context_bits and perturbed:
+        keys, b = noise[context.NAME]
+        b = np.ascontiguousarray(b.transpose(0, 1, 3, 2))
+    else:
+        keys, b = np.zeros((1, n), np.uint64), np.zeros((1, n, r, d), np.int8)
+    return {"context_bits": cfg.context_bits, "context_salts": _ctx.salts(cfg), "context_mult": rank_mult(r),
+            "context": table, "n_context_keys": keys, "n_context_b": b}
 
 
 def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):

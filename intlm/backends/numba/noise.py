@@ -6,6 +6,7 @@ import functools
 import numpy as np
 from numba import njit, prange
 
+from ... import context
 from ...config import Config
 from ...dense_noise import DITHER_TENSOR_BIT, block_size
 from ...model import noise_layout, split_streams, tensors
@@ -67,6 +68,10 @@ def make_noise(cfg: Config, step: int, p0: int, p1: int) -> dict:
         block = np.empty((p1 - p0, t.blocks, count), dtype=np.int8)
         fill_streams(cfg.seed, ids, step, p0, count, mult, block)
         out[t.name] = split_streams(cfg, t, block)
+    if cfg.context_bits:
+        from . import context as _context  # it imports this module
+
+        out[context.NAME] = _context.make_noise(cfg, step, p0, p1)
     return out
 
 

@@ -5,9 +5,10 @@ momentum (``es.update``) as one fused pass per tensor."""
 import numpy as np
 from numba import njit, prange
 
-from ... import es
+from ... import context, es
 from ...config import UPDATE_CHUNK, Config
 from ...model import tensors
+from . import context as _context
 from .arith import clip8
 from .gemm import TILE_ROWS, gemm16, padded
 from .noise import factors
@@ -93,7 +94,7 @@ def _matrix_update_sum(cfg: Config, t, a, b, f, ones):
     return z
 
 
-def update_sums(cfg: Config, noise, f) -> dict:
+def update_sums(cfg: Config, noise, f, reads=None) -> dict:
     """As ``es.update_sums``: Z per parameter, exact (int32 where one chunk holds every term of a
     matrix, else int64). |f * a| <= 8 * 78 fits int16."""
     Z = {}
@@ -104,6 +105,8 @@ def update_sums(cfg: Config, noise, f) -> dict:
             Z[t.name] = np.ascontiguousarray(z[:, :, :t.shape[-1]]).reshape(t.shape)
         else:
             Z[t.name] = _vector_sums(f, noise[t.name].reshape(cfg.pairs, -1)).reshape(t.shape)
+    if cfg.context_bits:
+        Z[context.NAME] = _context.update_sums(cfg, noise[context.NAME], f, reads)
     return Z
 
 
@@ -140,4 +143,7 @@ def update(params, cfg: Config, step: int, f, Z, momentum=None) -> int:
         flat = [a.reshape(-1) for a in arrays]
         moved += _apply_steps(flat[0], flat[1], flat[2] if cfg.momentum_shift else none, cfg.momentum_shift,
                               thr_matrix if t.kind == "matrix" else thr_vector, moving)
+    if cfg.context_bits and moving:
+        moved += _context.update(params[context.NAME], cfg, es.z_threshold_q4(cfg, step), *Z[context.NAME],
+                                 momentum[context.NAME] if cfg.momentum_shift else None)
     return int(moved)

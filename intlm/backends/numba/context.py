@@ -1,0 +1,218 @@
+"""The context tables of ``intlm.context`` in Numba, bit for bit: their noise (``context.make_noise``),
+the factor of a row (``context.factor_a``), the row a history reads (``context.row_index``), the
+sparse sums (``context.update_sums``) and the update (``context.update``). The forward's use of the
+tables is forward.py's _add_context, beside the embedding."""
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ... import context
+from ...config import Config
+from ...es import NOISE_STD_PRODUCT
+from ...noise import GOLDEN, rank_mult
+from .arith import clip8
+from .noise import U64, _gaussian, _key, mix
+
+
+@njit(inline="always")
+def row_index(hist, order, salt, bits):
+    """``context.row_index`` of one history (hist[0] the byte being read, then the bytes before);
+    salt = context.order_salt(order)."""
+    key = U64(0)
+    for i in range(order):
+        key |= U64(hist[i]) << U64(8 * i)
+    return np.int64(mix(key + U64(salt)) >> U64(64 - bits))
+
+
+@njit(inline="always")
+def factor_a(key, row, k, r, mult):
+    """Component k of ``context.factor_a`` at one row for one pair's stream key."""
+    return np.int32(_gaussian(mix(key ^ mix(U64(row * r + k) + U64(GOLDEN))), mult))
+
+
+@njit(parallel=True, cache=True)
+def _rows_read(tokens, before, salts, bits, reads, after):
+    """``context.rows_read``, the streams in parallel; before/after (rows, N - 1) stored bytes."""
+    n_tables = reads.shape[2]
+    for q in prange(tokens.shape[0]):
+        hist = np.zeros(n_tables + 1, np.int64)
+        slots = after[q]
+        for i in range(n_tables):
+            slots[i] = before[q, i]
+        for t in range(reads.shape[1]):
+            byte = np.int64(tokens[q, t])
+            if byte == 0:
+                slots[:] = 0
+            hist[0] = byte
+            for i in range(n_tables):
+                hist[i + 1] = slots[i] & 255
+            for i in range(n_tables):
+                reads[q, t, i] = row_index(hist, i + 2, salts[i], bits)
+            for i in range(n_tables - 1, 0, -1):
+                slots[i] = slots[i - 1]
+            slots[0] = byte if byte < 128 else byte - 256
+
+
+def rows_read(cfg: Config, tokens, state_row) -> tuple:
+    """``context.rows_read``."""
+    n = cfg.context_order - 1
+    reads = np.empty((tokens.shape[0], tokens.shape[1] - 1, n), np.int64)
+    after = np.empty((tokens.shape[0], n), np.int64)
+    before = np.ascontiguousarray(state_row[:, context.history_slots(cfg)], dtype=np.int64)
+    _rows_read(np.ascontiguousarray(tokens), before, salts(cfg), cfg.context_bits, reads, after)
+    return reads, after
+
+
+def salts(cfg: Config):
+    """Each table's ``context.order_salt``, as the kernels read them."""
+    return np.array([context.order_salt(i + 2) for i in range(cfg.context_order - 1)], np.uint64)
+
+
+@njit(parallel=True, cache=True)
+def _fill(seed, tensor_id0, step, p0, start, mult, keys, b):
+    """keys[q, i] = the stream key of table i (tensor id tensor_id0 + i) for pair p0 + q; b[q, i] =
+    its values start .. start + b[q, i].size, as (d, r)."""
+    d, r = b.shape[2], b.shape[3]
+    for q in prange(keys.shape[0]):
+        for i in range(keys.shape[1]):
+            k = _key(seed, tensor_id0 + i, step, np.int64(p0) + q)
+            keys[q, i] = k
+            for j in range(d):
+                for c in range(r):
+                    b[q, i, j, c] = _gaussian(mix(k ^ mix(U64(start + j * r + c) + U64(GOLDEN))), mult)
+
+
+def make_noise(cfg: Config, step: int, p0: int, p1: int) -> tuple:
+    """``context.make_noise`` of pairs [p0, p1)."""
+    t = context.tables(cfg)
+    keys = np.empty((p1 - p0, t.count), np.uint64)
+    b = np.empty((p1 - p0, t.count, cfg.width, cfg.rank), np.int8)
+    _fill(cfg.seed, t.tensor_id(0), step, p0, t.rows * cfg.rank, rank_mult(cfg.rank), keys, b)
+    return keys, b
+
+
+@njit(cache=True)
+def _list_reads(f, reads, slot):
+    """slot[i, row] = the place of (table i, row) in the ascending list of the rows read by pairs with
+    f != 0 (-1 if none read it; slot comes in as -1s); returns that list (n, 2)."""
+    n_tables, rows = slot.shape
+    for p in range(f.shape[0]):
+        if f[p] != 0:
+            for t in range(reads.shape[1]):
+                for i in range(n_tables):
+                    slot[i, reads[p, t, i]] = 0
+    n = 0
+    for i in range(n_tables):
+        for row in range(rows):
+            if slot[i, row] == 0:
+                n += 1
+    read = np.empty((n, 2), np.int64)
+    n = 0
+    for i in range(n_tables):
+        for row in range(rows):
+            if slot[i, row] == 0:
+                slot[i, row] = n
+                read[n, 0], read[n, 1] = i, row
+                n += 1
+    return read
+
+
+@njit(parallel=True, cache=True)
+def _sums(f, keys, b, reads, mult, slot, lanes, Z, S):
+    """``context.update_sums`` into zeroed Z, S (n, d), (n,) at the places ``slot`` gives. Lane q of a
+    table takes the places with place % lanes == q, so lanes and tables run in parallel without
+    racing; seen[place] is the last pair that added to it, so a pair counts a row once."""
+    d, r = b.shape[2], b.shape[3]
+    seen = np.full(S.shape[0], -1, np.int64)
+    for job in prange(slot.shape[0] * lanes):
+        i, lane = job // lanes, job % lanes
+        ab = np.zeros(d, np.int64)
+        for p in range(f.shape[0]):
+            fp = np.int64(f[p])
+            if fp == 0:
+                continue
+            for t in range(reads.shape[1]):
+                place = slot[i, reads[p, t, i]]
+                if place % lanes != lane or seen[place] == p:
+                    continue
+                seen[place] = p
+                for j in range(d):
+                    ab[j] = 0
+                for c in range(r):
+                    a = np.int64(factor_a(keys[p, i], reads[p, t, i], c, r, mult))
+                    for j in range(d):
+                        ab[j] += a * np.int64(b[p, i, j, c])
+                z = Z[place]
+                for j in range(d):
+                    z[j] += fp * ab[j]
+                S[place] += fp * fp
+
+
+def update_sums(cfg: Config, noise, f, reads) -> tuple:
+    """``context.update_sums``: (read, Z, S) int64."""
+    t = context.tables(cfg)
+    keys, b = noise
+    reads = np.ascontiguousarray(reads, dtype=np.int64)
+    slot = np.full(t.shape[:2], -1, np.int64)
+    read = _list_reads(f, reads, slot)
+    Z = np.zeros((read.shape[0], cfg.width), np.int64)
+    S = np.zeros(read.shape[0], np.int64)
+    _sums(f, keys, b, reads, rank_mult(cfg.rank), slot, numba.get_num_threads(), Z, S)
+    return read, Z, S
+
+
+@njit(parallel=True, cache=True)
+def _apply(param, Z, momentum, k, read, thr):
+    """``context.update`` on the read rows: momentum, thresholded steps, the threshold spent."""
+    moved = 0
+    for i in prange(read.shape[0]):
+        tb, row, t = read[i, 0], read[i, 1], thr[i]
+        for j in range(param.shape[2]):
+            v = Z[i, j]
+            if k:
+                mo = np.int64(momentum[tb, row, j])
+                decay = abs(mo) >> k
+                v = (mo - decay if mo > 0 else mo + decay) + v
+            move = 0
+            if abs(v) > t:
+                move = 1 if v > 0 else -1
+            param[tb, row, j] = clip8(np.int64(param[tb, row, j]) + move)
+            if k:
+                momentum[tb, row, j] = v - move * t
+            moved += abs(move)
+    return moved
+
+
+@njit(cache=True)
+def _thresholds(S, num, den, out):
+    """out[i] = isqrt(num * S[i] // den * NOISE_STD_PRODUCT**2) // 16 (``context.thresholds``) where
+    that product stays below 2**62: the float square root, then corrected to the exact floor."""
+    for i in range(S.shape[0]):
+        v = num * S[i] // den * (NOISE_STD_PRODUCT * NOISE_STD_PRODUCT)
+        r = np.int64(np.sqrt(np.float64(v)))
+        while r * r > v:
+            r -= 1
+        while (r + 1) * (r + 1) <= v:
+            r += 1
+        out[i] = r // 16
+
+
+def thresholds(z_q4: int, momentum_shift: int, S):
+    """``context.thresholds``, in int64 where the largest S allows it, else in Python integers."""
+    k = momentum_shift
+    num, den = z_q4 * z_q4 * 4 ** k, 2 ** (k + 1) - 1
+    if S.size == 0 or num * int(S.max()) // den * NOISE_STD_PRODUCT ** 2 >= 1 << 62:
+        return context.thresholds(z_q4, k, S)
+    out = np.empty(S.shape[0], np.int64)
+    _thresholds(np.ascontiguousarray(S, dtype=np.int64), num, den, out)
+    return out
+
+
+def update(param, cfg: Config, z_q4: int, read, Z, S, momentum=None) -> int:
+    """``context.update``."""
+    if read.shape[0] == 0:
+        return 0
+    thr = thresholds(z_q4, cfg.momentum_shift, S)
+    k = cfg.momentum_shift
+    return int(_apply(param, Z, momentum if k else np.zeros((1, 1, 1), np.int32), k, read, thr))

@@ -1,0 +1,220 @@
+"""Context tables: embeddings indexed by the last 2, 3, .. N bytes, with a sparse EGGROLL update.
+
+With ``context_bits`` K > 0 and ``context_order`` N the model's input vector for a byte is
+
+    x = clip8(embed[byte] + sum over n = 2..N of context[n - 2, row_n])
+
+where row_n hashes the last n bytes (this one and the n - 1 before it) to one of 2**K rows of table
+n - 2. The bytes before are carried in the recurrent state (one more row, ``model.state_shape``), and
+a 0 byte, which starts a document, forgets them like the rest of the state (they read as 0). The
+tables start at zero, so a run with them starts as the model without them.
+
+Why: an ES estimate of a weight is drowned by the fitness noise of every other perturbed weight that
+the member's window depends on. A window reads at most ``window`` rows of each table, so its fitness
+difference depends on those rows alone: the tables add capacity (N - 1 tables of 2**K x width
+weights) while adding to each window only the noise of the rows it reads. The update uses that: a
+row's sum counts only the pairs whose window read it (the other pairs' fitness differences are
+independent of the row's noise, so they would add only noise to its estimate),
+
+    Z_j = sum over pairs p that read row j of f_p A_pj B_p^T,    S_j = sum of f_p^2 over the same pairs,
+
+and its z-test threshold is the dense matrices' with S_j in place of sum f_p^2. A row no pair read
+keeps its weights and its momentum: momentum decays at each read, so a rare row averages its
+evidence over its last ~2**k reads rather than its last 2**k steps.
+
+A pair's perturbation of a table is rank r like a matrix's (A: rows x r, B: width x r, laid out as one
+counter-hash stream, A row-major first), but A is never made whole: a row's factors are hashed when a
+window reads the row (``factor_a``), so the noise of a step costs the same at any K.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from .arith import clip8, isqrt, rshift_round
+from .config import Config
+from .noise import GOLDEN, MASK64, gaussian_from_hash, mix_array, rank_mult, stream, stream_key
+
+NAME = "context"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tables:
+    """The tables as one parameter (N - 1, rows, width) and their place in the noise keys (after every
+    dense tensor; table i is block i)."""
+    shape: tuple
+    index: int
+
+    @property
+    def count(self) -> int:
+        return self.shape[0]
+
+    @property
+    def rows(self) -> int:
+        return self.shape[1]
+
+    def tensor_id(self, table: int) -> int:
+        return (self.index << 20) | table
+
+
+def tables(cfg: Config):
+    """The context tables of this config, or None."""
+    if not cfg.context_bits:
+        return None
+    from .model import tensors  # model imports this module
+
+    return Tables((cfg.context_order - 1, 1 << cfg.context_bits, cfg.width), len(tensors(cfg)))
+
+
+def row_index(history, order: int, bits: int):
+    """The row of the order-``order`` table read for ``history`` (..., >= order) of bytes, the byte
+    being read first, then the bytes before it: the top bits of the splitmix hash of the last
+    ``order`` bytes packed into 64 bits, the order added so that the tables hash apart."""
+    h = np.asarray(history, np.uint64)
+    key = np.zeros(h.shape[:-1], np.uint64)
+    for i in range(order):
+        key |= h[..., i] << np.uint64(8 * i)
+    return (mix_array(key + np.uint64(order_salt(order))) >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def order_salt(order: int) -> int:
+    """What the hash key of an order adds: order * GOLDEN, wrapped to 64 bits."""
+    return (order * GOLDEN) & MASK64
+
+
+def stored_byte(byte):
+    """A byte as the signed int8 the state stores it as (0 stays 0, so a reset state reads bytes 0)."""
+    b = np.asarray(byte, np.int64)
+    return np.where(b < 128, b, b - 256)
+
+
+def read_bytes(stored):
+    return np.asarray(stored, np.int64) & 255
+
+
+def history_slots(cfg: Config) -> slice:
+    """Where the state's extra row (index cfg.layers) keeps the bytes before: most recent first."""
+    return slice(0, cfg.context_order - 1)
+
+
+def step_history(cfg: Config, state_row, byte):
+    """After reading ``byte`` (rows,): the bytes before move back one slot (the oldest leaves), the
+    byte enters first. ``state_row``, the state's extra row, is changed in place (its slots past
+    history_slots are never written)."""
+    n = cfg.context_order - 1
+    state_row[:, 1:n] = state_row[:, 0:n - 1].copy()
+    state_row[:, 0] = stored_byte(byte)
+
+
+def history(cfg: Config, byte, state_row):
+    """(rows, N): the byte being read, then the bytes before it from the state's extra row."""
+    before = read_bytes(state_row[:, history_slots(cfg)])
+    return np.concatenate([np.asarray(byte, np.int64)[:, None], before], axis=1)
+
+
+def rows_read(cfg: Config, tokens, state_row) -> tuple:
+    """(reads, after): the row of each table read at each input position, (rows, T, N - 1) int64, for
+    ``tokens`` (rows, T + 1), each row of tokens starting from the extra state row ``state_row``
+    (rows, width) of its stream; and the bytes before as the state then holds them (rows, N - 1),
+    stored as ``stored_byte``. The forward's own sequence of resets and shifts (model.read_byte), on
+    a copy of the bytes."""
+    hist = np.zeros((tokens.shape[0], cfg.context_order - 1), np.int64)
+    hist[...] = state_row[:, history_slots(cfg)]
+    T = tokens.shape[1] - 1
+    out = np.zeros((tokens.shape[0], T, cfg.context_order - 1), np.int64)
+    for t in range(T):
+        byte = np.asarray(tokens[:, t], np.int64)
+        hist[byte == 0] = 0
+        full = history(cfg, byte, hist)
+        for n in range(2, cfg.context_order + 1):
+            out[:, t, n - 2] = row_index(full, n, cfg.context_bits)
+        step_history(cfg, hist, byte)
+    return out, hist
+
+
+def make_noise(cfg: Config, step: int, pairs) -> tuple:
+    """Each pair's (stream keys (pairs, tables) uint64, B (pairs, tables, width, r) int8): B is each
+    table's stream values after A's rows * r."""
+    t = tables(cfg)
+    keys = np.array([[stream_key(cfg.seed, t.tensor_id(i), step, p) for i in range(t.count)] for p in pairs],
+                    dtype=np.uint64).reshape(len(pairs), t.count)
+    r, d = cfg.rank, cfg.width
+    b = [stream(int(k), d * r, rank_mult(r), start=t.rows * r).reshape(d, r) for k in keys.reshape(-1)]
+    return keys, (np.stack(b) if b else np.zeros((0, d, r), np.int8)).reshape(len(pairs), t.count, d, r)
+
+
+def factor_a(cfg: Config, keys, rows):
+    """A's values (..., r) int32 at ``rows`` for the streams of ``keys`` (same shape as rows):
+    element row * r + k of each stream, as ``noise.stream`` makes it."""
+    r = cfg.rank
+    idx = np.asarray(rows, np.uint64)[..., None] * np.uint64(r) + np.arange(r, dtype=np.uint64)
+    h = mix_array(np.asarray(keys, np.uint64)[..., None] ^ mix_array(idx + np.uint64(GOLDEN)))
+    return gaussian_from_hash(h, rank_mult(r))
+
+
+def member_rows(cfg: Config, weight, noise, pair, sign, hist):
+    """Each member's sum over the tables of its perturbed row (members, width) int64, each row
+    clip8(row + s * (A_row . B^T >> 4 + sigma)) as ``model.Members.embed`` perturbs an embedding row;
+    ``hist`` (members, N) from ``history``; noise None: the rows as they are."""
+    total = np.zeros((len(hist), cfg.width), np.int64)
+    for i in range(cfg.context_order - 1):
+        rows = row_index(hist, i + 2, cfg.context_bits)
+        x = weight[i, rows].astype(np.int64)
+        if noise is not None:
+            keys, b = noise
+            a = factor_a(cfg, keys[pair, i], rows).astype(np.int64)  # (members, r)
+            pert = rshift_round(np.einsum("pr,pdr->pd", a, b[pair, i].astype(np.int64)), 4 + cfg.sigma_shift)
+            x = clip8(x + sign[:, None] * pert)
+        total += x
+    return total
+
+
+def update_sums(cfg: Config, noise, f, reads) -> tuple:
+    """The sums of the rows read, (read (n, 2), Z (n, width), S (n,)), int64: ``read`` lists each
+    (table, row) that a pair with f_p != 0 read (``reads`` (pairs, T, tables): rows_read of each
+    pair's window), in ascending order; Z and S are its sums over those pairs of f_p A_pj B_p^T and
+    of f_p^2. Only read rows are listed, so a step's sums cost what the windows read, not the tables' size."""
+    t = tables(cfg)
+    keys, b = noise
+    Z = np.zeros(t.shape, np.int64)
+    S = np.zeros(t.shape[:2], np.int64)
+    for p in range(len(f)):
+        fp = int(f[p])
+        if fp == 0:
+            continue
+        for i in range(t.count):
+            rows = np.unique(reads[p, :, i])
+            a = factor_a(cfg, np.full(rows.shape, keys[p, i]), rows).astype(np.int64)  # (n, r)
+            Z[i, rows] += fp * (a @ b[p, i].astype(np.int64).T)
+            S[i, rows] += fp * fp
+    table, row = np.nonzero(S)
+    return np.stack([table, row], axis=1).astype(np.int64), Z[table, row], S[table, row]
+
+
+def thresholds(z_q4: int, momentum_shift: int, S):
+    """Each row's threshold (int64) for its S: es.thresholds' matrix threshold with S in place of
+    sum f^2, in exact Python integers."""
+    from .es import NOISE_STD_PRODUCT  # es imports this module
+
+    k = momentum_shift
+    return np.array([isqrt(z_q4 * z_q4 * int(s) * 4 ** k // (2 ** (k + 1) - 1) * NOISE_STD_PRODUCT ** 2) // 16
+                     for s in S], dtype=np.int64)
+
+
+def update(param, cfg: Config, z_q4: int, read, Z, S, momentum=None) -> int:
+    """The rows read (``update_sums``), in every table: momentum (decayed once per read),
+    thresholded +-1 steps, the threshold spent; returns the weights moved."""
+    if read.shape[0] == 0:
+        return 0
+    table, read = read[:, 0], read[:, 1]
+    thr = thresholds(z_q4, cfg.momentum_shift, S)[:, None]
+    z = Z
+    k = cfg.momentum_shift
+    if k:
+        m = momentum[table, read].astype(np.int64)
+        z = m - np.sign(m) * (np.abs(m) >> k) + z
+    move = np.where(np.abs(z) > thr, np.sign(z), 0)
+    param[table, read] = clip8(param[table, read].astype(np.int64) + move).astype(np.int8)
+    if k:
+        momentum[table, read] = z - move * thr
+    return int(np.count_nonzero(move))

@@ -1,0 +1,266 @@
+"""The context tables (intlm/context.py): the row a history reads, the rows a window reads, zero
+tables changing nothing, the sparse update sums and the update (reference properties, and the Numba
+kernels against them at worst-case values), the settings they refuse."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from intlm import context, es, model
+from intlm.backends.numba import context as numba_context
+from intlm.config import CONTEXT_BITS, CONTEXT_ORDERS, INT32_MAX, worst_case_bounds
+from intlm.errors import IntlmError
+from intlm.noise import NOISE_MAX, rank_mult
+
+from conftest import random_params, random_state, random_tokens, tiny_config
+
+
+@given(bits=st.integers(*CONTEXT_BITS), order=st.integers(*CONTEXT_ORDERS), seed=st.integers(0, 2 ** 32 - 1))
+@settings(max_examples=20, deadline=None)
+def test_row_index_range_and_numba(bits, order, seed):
+    """Every history maps into the table, the same in Numba; only the last ``order`` bytes count; the
+    map spreads (65536 histories reach at least half of min(rows, 65536) rows); orders hash apart."""
+    rng = np.random.default_rng(seed)
+    hist = rng.integers(0, 256, (1 << 16, 8))
+    hist[:, :2] = np.stack(np.divmod(np.arange(1 << 16), 256), axis=1)  # every last two bytes
+    rows = context.row_index(hist, order, bits)
+    assert rows.min() >= 0 and rows.max() < 1 << bits
+    assert len(np.unique(rows)) >= min(1 << bits, 1 << 16) // 2
+    changed = hist.copy()
+    changed[:, order:] = rng.integers(0, 256, changed[:, order:].shape)
+    assert np.array_equal(context.row_index(changed, order, bits), rows)
+    salt = np.uint64(context.order_salt(order))
+    assert [numba_context.row_index(h, order, salt, bits) for h in hist[::4099]] == rows[::4099].tolist()
+    if order < 8 and bits >= 12:  # the same bytes in two orders' tables land on unrelated rows
+        assert np.mean(context.row_index(hist, order + 1, bits) == rows) < 0.01
+
+
+def test_stored_bytes_round_trip():
+    b = np.arange(256)
+    s = context.stored_byte(b)
+    assert s.min() >= -128 and s.max() <= 127 and s[0] == 0
+    assert np.array_equal(context.read_bytes(s.astype(np.int8)), b)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), layers=st.integers(1, 2), order=st.integers(2, 4))
+def test_zero_tables_change_nothing(seed, layers, order, numba_backend):
+    """Zero tables (how a run starts) give the log-likelihoods and GRU states of the model without them."""
+    rng = np.random.default_rng(seed)
+    plain = tiny_config(layers=layers, window=9)
+    with_tables = tiny_config(layers=layers, window=9, context_bits=8, context_order=order)
+    params = random_params(plain, rng)
+    tokens = random_tokens(3, 12, rng)
+    state = random_state(with_tables, 3, rng)
+    a, b = state[:, :layers].copy(), state.copy()
+    ll_plain = numba_backend.forward(params, plain, tokens, a)
+    zero = np.zeros((order - 1, 256, 16), np.int8)
+    ll_tables = numba_backend.forward({**params, context.NAME: zero}, with_tables, tokens, b)
+    assert np.array_equal(ll_plain, ll_tables)
+    assert np.array_equal(a, b[:, :layers])
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), order=st.integers(2, 4))
+def test_rows_read_are_the_rows_the_forward_reads(seed, order, numpy_backend, numba_backend):
+    """A row changes a stream's log-likelihoods exactly when rows_read says the stream read it:
+    rows_read (which the update uses) and the forward agree, the bytes before from the state included."""
+    rng = np.random.default_rng(seed)
+    cfg = tiny_config(window=6, context_bits=8, context_order=order)
+    params = random_params(cfg, rng)
+    params[context.NAME][...] = 0
+    tokens = random_tokens(4, 7, rng, zero_rate=0.2)
+    state = random_state(cfg, 4, rng)
+    reads, after = context.rows_read(cfg, tokens, state[:, cfg.layers])
+    assert reads.shape == (4, 6, order - 1)
+    moved_on = state.copy()
+    base = numpy_backend.forward(params, cfg, tokens, moved_on)
+    assert np.array_equal(moved_on[:, cfg.layers, :order - 1], after)  # the bytes before, as the forward leaves them
+    reset = (tokens[:, :-1] == 0).any(axis=1)  # a 0 byte zeroes the whole state, the slots past the bytes too
+    rest = moved_on[:, cfg.layers, order - 1:]
+    assert not rest[reset].any() and np.array_equal(rest[~reset], state[~reset, cfg.layers, order - 1:])
+    fast = numba_backend.rows_read(cfg, tokens, state[:, cfg.layers])
+    assert np.array_equal(fast[0], reads) and np.array_equal(fast[1], after)
+    for table in range(order - 1):
+        for row in np.unique(np.concatenate([reads[:, 0, table], rng.integers(0, 256, 2)])):
+            changed = {k: v.copy() for k, v in params.items()}
+            changed[context.NAME][table, row] = 100
+            ll = numpy_backend.forward(changed, cfg, tokens, state.copy())
+            # a read row changes the prediction of the byte after it (a row of 100 moves x far)
+            for s in range(4):
+                first = np.nonzero(reads[s, :, table] == row)[0]
+                if first.size:
+                    assert not np.array_equal(ll[s, first[0]:], base[s, first[0]:])
+                    assert np.array_equal(ll[s, :first[0]], base[s, :first[0]])
+                else:
+                    assert np.array_equal(ll[s], base[s])
+
+
+def dense(cfg, sums):
+    """The sums of the rows read as whole tables: (Z (tables, rows, width), S (tables, rows)), zero
+    where no pair read; and checks the list is ascending, without repeats, of rows with S > 0."""
+    read, z, s = sums
+    shape = context.tables(cfg).shape
+    assert read.dtype == z.dtype == s.dtype == np.int64 and z.shape == (len(read), shape[2]) and (s > 0).all()
+    flat = read[:, 0] * shape[1] + read[:, 1]
+    assert (np.diff(flat) > 0).all()
+    Z, S = np.zeros(shape, np.int64), np.zeros(shape[:2], np.int64)
+    Z[read[:, 0], read[:, 1]], S[read[:, 0], read[:, 1]] = z, s
+    return Z, S
+
+
+def assert_sums_equal(a, b):
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), rank=st.integers(1, 3), pop=st.sampled_from([2, 8, 40]),
+       window=st.integers(1, 9), order=st.integers(2, 3))
+def test_sparse_sums(seed, rank, pop, window, order, numpy_backend):
+    """Z and S count each pair once for each row its window read, and nothing else: S_j is the sum of
+    f_p^2 over those pairs; a row no pair read has Z = S = 0; a pair's sums do not change when its
+    window reads a row again; Numba equals the reference."""
+    rng = np.random.default_rng(seed)
+    cfg = tiny_config(rank=rank, population=pop, window=window, context_bits=8, context_order=order, fitness="rank")
+    noise = numpy_backend.make_noise(cfg, int(rng.integers(0, 1 << 40)))[context.NAME]
+    f = rng.integers(-8, 9, cfg.pairs).astype(np.int32)
+    reads = rng.integers(0, 12, (cfg.pairs, window, order - 1))  # few rows: many repeats
+    sums = context.update_sums(cfg, noise, f, reads)
+    assert_sums_equal(sums, numba_context.update_sums(cfg, noise, f, reads))
+    Z, S = dense(cfg, sums)
+    for table in range(order - 1):
+        want = np.zeros(256, np.int64)
+        for p in range(cfg.pairs):
+            for row in set(reads[p, :, table].tolist()):
+                want[row] += int(f[p]) ** 2
+        assert np.array_equal(S[table], want)
+        unread = np.setdiff1d(np.arange(256), reads[:, :, table])
+        assert not Z[table, unread].any() and not S[table, unread].any()
+    doubled = np.concatenate([reads, reads], axis=1)
+    assert_sums_equal(sums, context.update_sums(cfg, noise, f, doubled))
+    assert np.abs(Z).max(initial=0) <= worst_case_bounds(cfg)["update sum Z"]
+
+
+def test_sums_at_extreme_noise(numpy_backend):
+    """B at its largest magnitude, f at 8 for every pair and every window reading one row: Numba, which
+    sums in int64, equals the reference, and the sums stay within the config's "update sum Z" bound
+    (a table's terms are bounded like a matrix's)."""
+    cfg = tiny_config(rank=2, population=16, context_bits=8, context_order=3, fitness="rank")
+    keys, b = numpy_backend.make_noise(cfg, 0)[context.NAME]
+    a = context.factor_a(cfg, keys, np.zeros(keys.shape, np.int64))
+    assert np.max(np.abs(a)) <= (NOISE_MAX * rank_mult(cfg.rank) + 77) // 78
+    f = np.full(cfg.pairs, 8, np.int32)
+    big = (NOISE_MAX * rank_mult(cfg.rank) + 77) // 78
+    b_ext = np.where(b >= 0, big, -big).astype(np.int8)
+    reads = np.zeros((cfg.pairs, cfg.window, 2), np.int64)
+    sums = context.update_sums(cfg, (keys, b_ext), f, reads)
+    assert_sums_equal(sums, numba_context.update_sums(cfg, (keys, b_ext), f, reads))
+    Z, S = dense(cfg, sums)
+    assert 0 < np.abs(Z).max() <= worst_case_bounds(cfg)["update sum Z"]
+    assert (S[:, 0] == 64 * cfg.pairs).all() and not S[:, 1:].any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(momentum_shift=st.integers(0, 8), seed=st.integers(0, 2 ** 32 - 1), z_q4=st.integers(1, 127))
+def test_update_matches_numba_and_leaves_unread_rows(momentum_shift, seed, z_q4):
+    """From saturated weights, momentum at its bound and Z at the sum bound: the Numba update equals
+    the reference (weights, momentum, moves); rows with S = 0 keep their weights and momentum; a
+    read row moves by at most one, towards the sign of its evidence, only past its threshold."""
+    cfg = tiny_config(momentum_shift=momentum_shift, population=16, rank=2, context_bits=8, context_order=3,
+                      fitness="rank")
+    rng = np.random.default_rng(seed)
+    bounds = worst_case_bounds(cfg)
+    zmax, mmax = bounds["update sum Z"], min(bounds["momentum M"], INT32_MAX)
+    shape = (2, 256, 16)
+    param = rng.choice([-127, -1, 0, 1, 127], shape).astype(np.int8)
+    Z = rng.integers(-zmax, zmax + 1, shape)
+    S = np.where(rng.random(shape[:2]) < 0.5, 0, rng.integers(1, 64 * cfg.pairs + 1, shape[:2]))
+    mom = rng.integers(-mmax, mmax + 1, shape).astype(es.momentum_dtype(cfg)) if momentum_shift else None
+    p_ref, p_nb = param.copy(), param.copy()
+    m_ref = None if mom is None else mom.copy()
+    m_nb = None if mom is None else mom.copy()
+    table, row = np.nonzero(S)
+    sums = np.stack([table, row], axis=1), Z[table, row], S[table, row]
+    moved = context.update(p_ref, cfg, z_q4, *sums, m_ref)
+    assert numba_context.update(p_nb, cfg, z_q4, *sums, m_nb) == moved
+    assert np.array_equal(p_ref, p_nb)
+    unread = S == 0
+    assert np.array_equal(p_ref[unread], param[unread])
+    evidence = Z if mom is None else mom.astype(np.int64) - np.sign(mom) * (np.abs(mom.astype(np.int64)) >> momentum_shift) + Z
+    thr = np.zeros(shape[:2], np.int64)
+    thr[~unread] = context.thresholds(z_q4, momentum_shift, S[~unread])
+    assert (thr[~unread] > 0).all()
+    want = np.where(unread[..., None], 0, np.where(np.abs(evidence) > thr[..., None], np.sign(evidence), 0))
+    assert np.array_equal(p_ref.astype(np.int64), np.clip(param.astype(np.int64) + want, -127, 127))
+    assert moved == np.count_nonzero(want)
+    if mom is not None:
+        assert np.array_equal(m_ref, m_nb)
+        assert np.array_equal(m_ref[unread], mom[unread])
+        assert np.abs(m_ref.astype(np.int64)).max() <= bounds["momentum M"]
+
+
+def test_thresholds_grow_with_the_read_pairs():
+    """The threshold is the dense z-test's with S in place of sum f^2: proportional to sqrt(S)."""
+    t = context.thresholds(32, 3, np.array([1, 4, 16, 64]))
+    assert t[1] in (2 * t[0], 2 * t[0] + 1) and t[3] in range(8 * t[0], 8 * t[0] + 8)
+    dense_thr, _ = es.thresholds(tiny_config(momentum_shift=3, population=2, alpha_q16=32768), 0,
+                                 np.array([8], np.int32))
+    assert context.thresholds(es.z_threshold_q4(tiny_config(momentum_shift=3, population=2), 0), 3,
+                              np.array([64]))[0] == dense_thr
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(context_bits=7), "context bits"),
+    (dict(context_bits=21), "context bits"),
+    (dict(context_bits=8, optimizer="openes"), "EGGROLL"),
+    (dict(context_bits=8, anchor_decay=4), "anchor"),
+    (dict(context_bits=8, context_order=9), "context order"),
+    (dict(context_bits=8, context_order=1), "context order"),
+    (dict(context_order=3), "needs --context-bits"),
+])
+def test_refused_settings(changes, message):
+    with pytest.raises(IntlmError, match=message):
+        tiny_config(**changes)
+
+
+def test_state_shape_has_the_bytes_before():
+    assert model.state_shape(tiny_config(layers=2), 5) == (5, 2, 16)
+    assert model.state_shape(tiny_config(layers=2, context_bits=8, context_order=8), 5) == (5, 3, 16)
+
+
+@settings(max_examples=30, deadline=None)
+@given(S=st.lists(st.integers(1, 2 ** 40), min_size=1, max_size=20), z_q4=st.integers(1, 127),
+       k=st.integers(0, 8))
+def test_numba_thresholds_are_exact(S, z_q4, k):
+    """The int64 thresholds (float square root, corrected) equal the exact Python ones, up to S at
+    which the product no longer fits (then the Python ones are used)."""
+    S = np.array(S, np.int64)
+    assert np.array_equal(numba_context.thresholds(z_q4, k, S), context.thresholds(z_q4, k, S))
+
+
+def test_training_with_tables_is_bit_exact_across_backends_and_resume(corpus, tmp_path):
+    """A run with tables of orders 2 and 3 writes the same checkpoint bytes on NumPy and Numba, and
+    resumed half way; the tables learn (rows move) and the state carries the bytes before."""
+    from intlm import train
+    from intlm.run import load_run
+
+    from conftest import checkpoint_state
+
+    cfg = tiny_config(population=16, window=6, rank=2, fitness="rank", momentum_shift=3, mlp_ratio=2,
+                      alpha_q16=65536, context_bits=8, context_order=3)
+
+    def pretrain(name, steps, backend, resume=False):
+        return train.pretrain(corpus, cfg, tmp_path / name, steps=steps, progress=False, save_seconds=1e9,
+                              backend=backend, resume=resume)
+
+    pretrain("numpy", 4, "numpy")
+    pretrain("numba", 4, "numba")
+    pretrain("split", 2, "numba")
+    pretrain("split", 4, "numba", resume=True)
+    last = "step-00000004"
+    assert checkpoint_state(tmp_path / "numpy" / last) == checkpoint_state(tmp_path / "numba" / last)
+    assert checkpoint_state(tmp_path / "split" / last) == checkpoint_state(tmp_path / "numba" / last)
+    run, _ = load_run(tmp_path / "numba")
+    assert np.count_nonzero(run.params[context.NAME]) > 0 and np.count_nonzero(run.momentum[context.NAME]) > 0
+    assert run.hidden.shape == (16, 2, 16) and run.hidden[:, 1, :2].any()
