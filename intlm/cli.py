@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from .backends import NAMES as BACKENDS
-from .config import FITNESS_MODES, OPTIMIZERS, PAIR_STATES, SPSA_ROUNDINGS, Config
+from .config import FITNESS_MODES, OPTIMIZERS, PAIR_STATES, PRETRAIN_CONTEXT, SPSA_ROUNDINGS, Config
 from .errors import IntlmError, Stopped
 
 DEFAULTS = Config()
@@ -113,10 +113,11 @@ INIT_OPTION = click.option("--init", type=click.Path(), metavar="CHECKPOINT_OR_R
 @click.option("--window", type=int, default=DEFAULTS.window, show_default=True, help="Bytes per member per step.")
 @click.option("--pair-state", type=click.Choice(PAIR_STATES), default=DEFAULTS.pair_state, show_default=True,
               help="mean: a pair's members continue from their mean state; own: each keeps its own.")
-@click.option("--context-bits", type=int, default=DEFAULTS.context_bits, show_default=True,
+@click.option("--context-bits", type=int, default=PRETRAIN_CONTEXT["context_bits"], show_default=True,
               help="0: no context tables; K: tables of 2**K rows indexed by the last 2 .. N bytes, added to the "
-              "input and learned with a sparse update (README). EGGROLL's: other optimisers run without them.")
-@click.option("--context-order", type=int, default=DEFAULTS.context_order, show_default=True,
+              "input and learned with a sparse update (README). EGGROLL's: other optimisers and --anchor-decay "
+              "run without them unless they are typed.")
+@click.option("--context-order", type=int, default=PRETRAIN_CONTEXT["context_order"], show_default=True,
               help="N: one context table for each of the last 2, 3, .. N bytes.")
 @UPDATE_OPTIONS
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True,

@@ -56,9 +56,14 @@ def main():
     parser.add_argument("--rank", type=int, default=1)
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--context-bits", type=int, default=0, help="context tables (0: none; a revision before "
+                        "c7eae7c has none to compare)")
+    parser.add_argument("--context-order", type=int, default=2)
     args = parser.parse_args()
     cfg_args = dict(width=args.width, layers=args.layers, population=args.population, rank=args.rank,
                     window=args.window)
+    if args.context_bits:
+        cfg_args.update(context_bits=args.context_bits, context_order=args.context_order)
     data = np.random.default_rng(0).integers(1, 256, 1 << 20, dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["NUMBA_CACHE_DIR"] = os.path.join(tmp, "numba-cache")  # before numba is imported
@@ -78,7 +83,9 @@ def main():
                 times[name].append((step_s, infer_s))
     (a, b), tokens = (np.array(times[name]) for name in versions), args.population * args.window
     print(f"width {args.width} x {args.layers}, population {args.population}, rank {args.rank}, "
-          f"window {args.window}, {args.rounds} rounds")
+          f"window {args.window}, "
+          + (f"context tables 2^{args.context_bits} rows, orders 2..{args.context_order}, " if args.context_bits else "")
+          + f"{args.rounds} rounds")
     for name, t in zip(versions, (a, b)):
         print(f"  {name:>12}: training {tokens / np.median(t[:, 0]):>10,.0f} tok/s, inference "
               f"{tokens / np.median(t[:, 1]):>10,.0f} tok/s, ratio {spread(t[:, 1] / t[:, 0])}")

@@ -264,3 +264,26 @@ def test_training_with_tables_is_bit_exact_across_backends_and_resume(corpus, tm
     run, _ = load_run(tmp_path / "numba")
     assert np.count_nonzero(run.params[context.NAME]) > 0 and np.count_nonzero(run.momentum[context.NAME]) > 0
     assert run.hidden.shape == (16, 2, 16) and run.hidden[:, 1, :2].any()
+
+
+def test_pretrain_adds_tables_for_eggroll_only(monkeypatch, capsys, tmp_path):
+    """`intlm pretrain` trains with PRETRAIN_CONTEXT's tables by default; another optimiser, or Anchored
+    Weight Decay, runs without them unless they are typed, and typed they are refused in one line."""
+    from intlm.config import PRETRAIN_CONTEXT
+    from intlm.run import load_run
+
+    from conftest import run_main, text_bytes
+
+    monkeypatch.setenv("INTLM_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(text_bytes(400, 1))
+    tiny = ["--population", "8", "--width", "16", "--window", "4", "--steps", "1", "--backend", "numba"]
+    assert run_main(monkeypatch, capsys, "pretrain", corpus, "--out", tmp_path / "egg", *tiny)[0] == 0
+    cfg = load_run(tmp_path / "egg")[0].cfg
+    assert (cfg.context_bits, cfg.context_order) == tuple(PRETRAIN_CONTEXT.values())
+    assert run_main(monkeypatch, capsys, "pretrain", corpus, "--out", tmp_path / "spsa", *tiny,
+                    "--optimizer", "spsa")[0] == 0
+    assert load_run(tmp_path / "spsa")[0].cfg.context_bits == 0
+    code, _, err = run_main(monkeypatch, capsys, "pretrain", corpus, "--out", tmp_path / "typed", *tiny,
+                            "--optimizer", "spsa", "--context-bits", "8")
+    assert code == 2 and err.count("error:") == 1 and "EGGROLL" in err

@@ -26,6 +26,24 @@ def row_index(hist, order, salt, bits):
 
 
 @njit(inline="always")
+def load_history(hist, slots, byte, n_tables):
+    """hist = the byte being read, then the bytes before it from the state's ``slots``
+    (``context.history``)."""
+    hist[0] = byte
+    for i in range(n_tables):
+        hist[i + 1] = np.int64(slots[i]) & 255
+
+
+@njit(inline="always")
+def push_byte(slots, byte, n_tables):
+    """After reading ``byte``: the bytes before move back one slot, the byte enters first
+    (``context.step_history``)."""
+    for i in range(n_tables - 1, 0, -1):
+        slots[i] = slots[i - 1]
+    slots[0] = byte if byte < 128 else byte - 256
+
+
+@njit(inline="always")
 def factor_a(key, row, k, r, mult):
     """Component k of ``context.factor_a`` at one row for one pair's stream key."""
     return np.int32(_gaussian(mix(key ^ mix(U64(row * r + k) + U64(GOLDEN))), mult))
@@ -44,14 +62,10 @@ def _rows_read(tokens, before, salts, bits, reads, after):
             byte = np.int64(tokens[q, t])
             if byte == 0:
                 slots[:] = 0
-            hist[0] = byte
-            for i in range(n_tables):
-                hist[i + 1] = slots[i] & 255
+            load_history(hist, slots, byte, n_tables)
             for i in range(n_tables):
                 reads[q, t, i] = row_index(hist, i + 2, salts[i], bits)
-            for i in range(n_tables - 1, 0, -1):
-                slots[i] = slots[i - 1]
-            slots[0] = byte if byte < 128 else byte - 256
+            push_byte(slots, byte, n_tables)
 
 
 def rows_read(cfg: Config, tokens, state_row) -> tuple:

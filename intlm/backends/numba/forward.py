@@ -137,9 +137,7 @@ def _add_context(first, rows, tokens, token_div, t, h, x, pairs, signs, hist, ac
     for b in range(rows):
         byte = tokens[(first + b) // token_div, t]
         hp, xr = h[b, L], x[b]
-        hist[0] = byte
-        for i in range(n_tables):
-            hist[i + 1] = np.int64(hp[i]) & 255
+        _ctx.load_history(hist, hp, byte, n_tables)
         for j in range(d):
             acc[j] = 0
         # each member hashes its own rows: a pair's members read the same bytes, but a state given
@@ -161,9 +159,7 @@ def _add_context(first, rows, tokens, token_div, t, h, x, pairs, signs, hist, ac
                 acc[j] += clip8(np.int32(cr[j]) + s * rshift_round(pert[j], emb_shift))
         for j in range(d):
             xr[j] = clip8(xr[j] + acc[j])
-        for i in range(n_tables - 1, 0, -1):
-            hp[i] = hp[i - 1]
-        hp[0] = byte if byte < 128 else byte - 256
+        _ctx.push_byte(hp, byte, n_tables)
 
 
 @njit(cache=True)
