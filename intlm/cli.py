@@ -165,7 +165,8 @@ def pretrain(ctx, corpus, out, init, steps, minutes, backend, resume, resume_or_
                     err = e
             world.agree(err)
     if world is not None and world.reduce == "sums" and cfg.context_bits:
-        raise IntlmError("--mpi-reduce sums does not sum a context table's sparse update: use --mpi-reduce fitness")
+        raise IntlmError("--mpi-reduce sums does not sum the context tables' sparse update: use --mpi-reduce "
+                         "fitness, or --context-bits 0")
     if steps is None and minutes is None:
         minutes = 10.0
     run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
@@ -195,7 +196,9 @@ def _run_setup(ctx, out, steps, minutes, resume, resume_or_start, intervals, alp
     if not typed & {"context_bits", "context_order"} and (given.get("optimizer", "eggroll") != "eggroll"
                                                          or given.get("anchor_decay")):
         # the context tables are EGGROLL's (their sparse update): the others run without them
-        given["context_bits"], given["context_order"] = 0, Config.context_order
+        given["context_bits"] = 0
+    if not given.get("context_bits") and "context_order" not in typed:
+        given["context_order"] = Config.context_order  # no tables: no order (--context-bits 0 alone)
     # resuming or starting from a checkpoint, the settings the user did not type are the checkpoint's
     cfg = resume_or_fresh(out, Config(**given), resume, resume_or_start, typed=typed, peek=True, init=init).cfg
     return cfg.check()

@@ -284,6 +284,10 @@ def test_pretrain_adds_tables_for_eggroll_only(monkeypatch, capsys, tmp_path):
     assert run_main(monkeypatch, capsys, "pretrain", corpus, "--out", tmp_path / "spsa", *tiny,
                     "--optimizer", "spsa")[0] == 0
     assert load_run(tmp_path / "spsa")[0].cfg.context_bits == 0
+    assert run_main(monkeypatch, capsys, "pretrain", corpus, "--out", tmp_path / "none", *tiny,
+                    "--context-bits", "0")[0] == 0
+    none = load_run(tmp_path / "none")[0].cfg
+    assert (none.context_bits, none.context_order) == (0, 2) and "context_order" not in none.to_json()
     code, _, err = run_main(monkeypatch, capsys, "pretrain", corpus, "--out", tmp_path / "typed", *tiny,
                             "--optimizer", "spsa", "--context-bits", "8")
     assert code == 2 and err.count("error:") == 1 and "EGGROLL" in err

@@ -21,9 +21,10 @@ from intlm.errors import IntlmError
 from conftest import checkpoint_state, text_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-# 7 pairs: uneven shares for 2, 3 and 4 processes; CLI defaults otherwise (rank fitness, momentum)
+# 7 pairs: uneven shares for 2, 3 and 4 processes; CLI defaults otherwise (rank fitness, momentum),
+# but no context tables, which --mpi-reduce sums does not take (test_context_tables_under_mpi_... has them)
 TINY = ["--population", "14", "--width", "16", "--layers", "1", "--mlp-ratio", "1", "--window", "4",
-        "--save-seconds", "0", "--eval-seconds", "1000"]
+        "--save-seconds", "0", "--eval-seconds", "1000", "--context-bits", "0"]
 STEPS = 4
 
 
@@ -235,7 +236,7 @@ def test_periodic_guard_between_saves(work):
 def test_context_tables_under_mpi_are_the_single_process_bytes(work):
     """With context tables every process needs every pair's bytes before (the update's reads): 3
     processes write the plain run's bytes; summing update sums instead is refused in one line."""
-    tables = ["--context-bits", "8", "--context-order", "3", "--backend", "numba", "--steps", str(STEPS)]
+    tables = ["--context-bits", "8", "--context-order", "3", "--backend", "numba", "--steps", str(STEPS)]  # after TINY's 0
     plain = pretrain(work, work / "ctx-plain", None, *tables)
     assert plain.returncode == 0, plain.stderr
     done = pretrain(work, work / "ctx-mpi", 3, *tables)
