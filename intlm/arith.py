@@ -12,6 +12,8 @@ Every table is built here with integer arithmetic only (Python big ints), so it 
 every machine, and each is at most a few KB.
 """
 
+import math
+
 import numpy as np
 
 ONE = 16  # fixed point: 16 means 1.0
@@ -32,7 +34,9 @@ def iroot(x: int, k: int) -> int:
 
 
 def isqrt(x: int) -> int:
-    return iroot(x, 2)
+    """floor(sqrt(x)) for integers x >= 0, exactly: the standard library's integer square root (equal
+    to iroot(x, 2), and about ten times faster; the context tables take one per distinct row sum a step)."""
+    return math.isqrt(x)
 
 
 # --- Softmax tables -------------------------------------------------------------------------

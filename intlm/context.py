@@ -33,7 +33,7 @@ import numpy as np
 
 from .arith import clip8, isqrt, rshift_round
 from .config import Config
-from .noise import GOLDEN, MASK64, gaussian_from_hash, mix_array, rank_mult, stream, stream_key
+from .noise import GOLDEN, MASK64, mix_array, rank_mult, stream, stream_at, stream_key
 
 NAME = "context"
 
@@ -148,8 +148,7 @@ def factor_a(cfg: Config, keys, rows):
     element row * r + k of each stream, as ``noise.stream`` makes it."""
     r = cfg.rank
     idx = np.asarray(rows, np.uint64)[..., None] * np.uint64(r) + np.arange(r, dtype=np.uint64)
-    h = mix_array(np.asarray(keys, np.uint64)[..., None] ^ mix_array(idx + np.uint64(GOLDEN)))
-    return gaussian_from_hash(h, rank_mult(r))
+    return stream_at(np.asarray(keys, np.uint64)[..., None], idx, rank_mult(r))
 
 
 def member_rows(cfg: Config, weight, noise, pair, sign, hist):

@@ -74,6 +74,13 @@ def stream(key: int, count: int, mult: int = NOISE_MULT, start: int = 0) -> np.n
     return gaussian_from_hash(hashes(key, count, start), mult).astype(np.int8)
 
 
+def stream_at(keys, index, mult: int = NOISE_MULT) -> np.ndarray:
+    """Element ``index`` of the stream of each key in ``keys`` (uint64; the two broadcast), int32:
+    the values ``stream`` makes, at chosen places (a context table's rows as windows read them)."""
+    idx = np.asarray(index, np.uint64) + np.uint64(GOLDEN)
+    return gaussian_from_hash(mix_array(np.asarray(keys, np.uint64) ^ mix_array(idx)), mult)
+
+
 def uniform32(keys, index: int) -> np.ndarray:
     """Element ``index`` of each stream in ``keys`` (uint64) as a uniform 32-bit integer (int64; used by
     sampling): the top half of mix(key ^ mix(index + GOLDEN))."""

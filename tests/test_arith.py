@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from intlm import es, model
 from intlm.arith import (EXP2, EXP2_BITS, EXP2_NEG, LOG2_FRAC, TAIL_Q31, clip8, div_round, int_log2_q8,
-                         iroot, log_likelihood, matmul_shift, rshift_round)
+                         iroot, isqrt, log_likelihood, matmul_shift, rshift_round)
 from intlm.config import (FITNESS_MODES, INT32_MAX, INT64_ACCUMULATORS, INT64_MAX, POPULATION_MAX, RANK_LEVELS,
                           Config, worst_case_bounds)
 from intlm.errors import IntlmError
@@ -498,3 +498,10 @@ def test_layer_norm_bound_is_attained():
     x = np.full((1, cfg.width), 127, dtype=np.int64)
     assert int(np.max(np.abs(x * 127 * cfg.width))) == worst_case_bounds(cfg)["layer norm"]
     assert np.all(model.layer_norm(x, np.full(cfg.width, 127)) == 127)
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=st.integers(0, 2 ** 200))
+def test_isqrt_is_iroot_2(x):
+    """isqrt (the standard library's) equals the integer Newton root of this module, over big ints."""
+    assert isqrt(x) == iroot(x, 2)

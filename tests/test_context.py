@@ -233,8 +233,8 @@ def test_state_shape_has_the_bytes_before():
 @given(S=st.lists(st.integers(1, 2 ** 40), min_size=1, max_size=20), z_q4=st.integers(1, 127),
        k=st.integers(0, 8))
 def test_numba_thresholds_are_exact(S, z_q4, k):
-    """The int64 thresholds (float square root, corrected) equal the exact Python ones, up to S at
-    which the product no longer fits (then the Python ones are used)."""
+    """The Numba backend's thresholds (the exact ones once per distinct S, mapped back to every row)
+    equal the exact Python ones, for S far past what an int64 product would hold."""
     S = np.array(S, np.int64)
     assert np.array_equal(numba_context.thresholds(z_q4, k, S), context.thresholds(z_q4, k, S))
 

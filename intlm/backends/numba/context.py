@@ -9,10 +9,9 @@ from numba import njit, prange
 
 from ... import context
 from ...config import Config
-from ...es import NOISE_STD_PRODUCT
-from ...noise import GOLDEN, rank_mult
+from ...noise import rank_mult
 from .arith import clip8
-from .noise import U64, _gaussian, _key, mix
+from .noise import U64, _key, mix, stream_value
 
 
 @njit(inline="always")
@@ -46,7 +45,7 @@ def push_byte(slots, byte, n_tables):
 @njit(inline="always")
 def factor_a(key, row, k, r, mult):
     """Component k of ``context.factor_a`` at one row for one pair's stream key."""
-    return np.int32(_gaussian(mix(key ^ mix(U64(row * r + k) + U64(GOLDEN))), mult))
+    return np.int32(stream_value(key, row * r + k, mult))
 
 
 @njit(parallel=True, cache=True)
@@ -94,7 +93,7 @@ def _fill(seed, tensor_id0, step, p0, start, mult, keys, b):
             keys[q, i] = k
             for j in range(d):
                 for c in range(r):
-                    b[q, i, j, c] = _gaussian(mix(k ^ mix(U64(start + j * r + c) + U64(GOLDEN))), mult)
+                    b[q, i, j, c] = stream_value(k, start + j * r + c, mult)
 
 
 def make_noise(cfg: Config, step: int, p0: int, p1: int) -> tuple:
@@ -198,29 +197,10 @@ def _apply(param, Z, momentum, k, read, thr):
     return moved
 
 
-@njit(cache=True)
-def _thresholds(S, num, den, out):
-    """out[i] = isqrt(num * S[i] // den * NOISE_STD_PRODUCT**2) // 16 (``context.thresholds``) where
-    that product stays below 2**62: the float square root, then corrected to the exact floor."""
-    for i in range(S.shape[0]):
-        v = num * S[i] // den * (NOISE_STD_PRODUCT * NOISE_STD_PRODUCT)
-        r = np.int64(np.sqrt(np.float64(v)))
-        while r * r > v:
-            r -= 1
-        while (r + 1) * (r + 1) <= v:
-            r += 1
-        out[i] = r // 16
-
-
 def thresholds(z_q4: int, momentum_shift: int, S):
-    """``context.thresholds``, in int64 where the largest S allows it, else in Python integers."""
-    k = momentum_shift
-    num, den = z_q4 * z_q4 * 4 ** k, 2 ** (k + 1) - 1
-    if S.size == 0 or num * int(S.max()) // den * NOISE_STD_PRODUCT ** 2 >= 1 << 62:
-        return context.thresholds(z_q4, k, S)
-    out = np.empty(S.shape[0], np.int64)
-    _thresholds(np.ascontiguousarray(S, dtype=np.int64), num, den, out)
-    return out
+    """``context.thresholds`` (exact Python integers), once per distinct S: many rows share a sum."""
+    values, which = np.unique(S, return_inverse=True)
+    return context.thresholds(z_q4, momentum_shift, values)[which]
 
 
 def update(param, cfg: Config, z_q4: int, read, Z, S, momentum=None) -> int:

@@ -43,6 +43,12 @@ def _gaussian(h, mult):
     return -mag if c < 0 else mag
 
 
+@njit(inline="always")
+def stream_value(key, index, mult):
+    """Element ``index`` of the stream with this key (``noise.stream_at`` of one key)."""
+    return _gaussian(mix(key ^ mix(U64(index) + U64(GOLDEN))), mult)
+
+
 @njit(parallel=True, cache=True)
 def fill_streams(seed, tensor_ids, step, p0, count, mult, out):
     """out[q, b, :] = the first `count` values of ``noise.stream`` (stream_key(seed, tensor_ids[b],
