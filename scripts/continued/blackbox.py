@@ -1,6 +1,6 @@
 """A black-box objective: writing without the letter e (issue 16).
 
-    python scripts/blackbox.py [--root runs/experiments] [--steps 60] [--every 10] [--population 512]
+    python scripts/continued/blackbox.py [--out-dir DIR] [--root runs/experiments] [--steps 60] [--every 10] [--population 512]
 
 From the Shakespeare base (continued.shakespeare_base, reused when there) it runs ``intlm evolve``'s
 task for --steps steps at --population, 32-byte samples, three ways: intlm.objectives:lipogram;
@@ -10,7 +10,8 @@ and the latter with Anchored Weight Decay K = 6. Every --every steps it measures
 letters that are e in SAMPLES samples of 32 bytes (the default prompts in turn, seeds 0, 1, ...),
 their bits/byte under the Shakespeare trigram model, and the whole Shakespeare validation split's
 bits/byte. Prints the table, samples before and after, and the wall times; writes
-scripts/blackbox.json and the plot scripts/blackbox.png.
+blackbox.json and the plot blackbox.png into --out-dir (default scripts/continued/records-local,
+git-ignored; the shipped ones are beside this script: --out-dir scripts/continued).
 """
 
 import argparse
@@ -29,7 +30,7 @@ from intlm.run import load_run
 from intlm.sample import escape_controls, generate
 from intlm.train import evaluate
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
 SAMPLES = 64
 LENGTH = 32
 RUNS = {  # name -> (objective, anchor decay)
@@ -62,6 +63,7 @@ def shown(run) -> list:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", type=Path, default=HERE / "records-local", help="where the record and plot go")
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--every", type=int, default=10)
@@ -104,9 +106,9 @@ def main():
                   curves("lipogram")),
                  ("Shakespeare trigram bits/byte of those samples", "bits per byte", curves("trigram_bpb")),
                  ("Shakespeare validation bits/byte of the model", "bits per byte", curves("val_bpb"))],
-                HERE / "blackbox.png", title=f"intlm evolve from the Shakespeare base, population {args.population}",
+                args.out_dir / "blackbox.png", title=f"intlm evolve from the Shakespeare base, population {args.population}",
                 xlabel="step of the evolve run")
-    (HERE / "blackbox.json").write_text(json.dumps({"base": str(base), "runs": runs, "samples": texts}, indent=1)
+    (args.out_dir / "blackbox.json").write_text(json.dumps({"base": str(base), "runs": runs, "samples": texts}, indent=1)
                                         + "\n")
 
 

@@ -1,14 +1,15 @@
 """Forgetting, and Anchored Weight Decay against it (issue 16).
 
-    python scripts/forgetting.py [--root runs/experiments] [--steps 300] [--every 50] [--decays 0,3,6]
+    python scripts/continued/forgetting.py [--out-dir DIR] [--root runs/experiments] [--steps 300] [--every 50] [--decays 0,3,6]
 
 Trains the Shakespeare base (continued.shakespeare_base: default settings, population 2048, 1000
 steps; reused when there), then continues it with ``--init`` on another corpus that ships with every
 Python: the top-level ``.py`` files of the standard library (sysconfig's ``stdlib`` folder, sorted;
 every 10th file is validation), once per Anchored Weight Decay strength K (0: off), for --steps
 steps with the base's settings. Both corpora's whole validation splits are measured every --every
-steps. Prints the table and the wall times, writes scripts/forgetting.json and the plot
-scripts/forgetting.png.
+steps. Prints the table and the wall times, writes forgetting.json and the plot forgetting.png into
+--out-dir (default scripts/continued/records-local, git-ignored; the shipped ones are beside this
+script: --out-dir scripts/continued).
 """
 
 import argparse
@@ -24,7 +25,7 @@ from intlm.plot import draw_panels
 from intlm.run import load_run
 from intlm.train import evaluate
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
 
 
 def stdlib_corpus(root: Path):
@@ -37,6 +38,7 @@ def stdlib_corpus(root: Path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", type=Path, default=HERE / "records-local", help="where the record and plot go")
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=50)
@@ -74,9 +76,9 @@ def main():
                      for k in decays} for name in ("shakespeare", "python")}
     draw_panels([("Shakespeare validation (the old task)", "bits per byte", curves["shakespeare"]),
                  ("Python stdlib validation (the new task)", "bits per byte", curves["python"])],
-                HERE / "forgetting.png", title="continued training on the Python stdlib from a Shakespeare model",
+                args.out_dir / "forgetting.png", title="continued training on the Python stdlib from a Shakespeare model",
                 xlabel="step of the continued run")
-    (HERE / "forgetting.json").write_text(json.dumps({"base": str(base), "runs": runs}, indent=1) + "\n")
+    (args.out_dir / "forgetting.json").write_text(json.dumps({"base": str(base), "runs": runs}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

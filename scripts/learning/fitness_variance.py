@@ -2,7 +2,7 @@
 F+ - F- over the pairs of a population with only one tensor perturbed, as a share of it with every
 tensor perturbed, for two steps' noise.
 
-    python scripts/fitness_variance.py [STEPS] [POPULATION]
+    python scripts/learning/fitness_variance.py [STEPS] [POPULATION]
 
 A share near 1 means that tensor's perturbations decide the pair's fitness difference, and so act as
 noise in every other tensor's update sum; the shares need not add up to 1 (the tensors interact).

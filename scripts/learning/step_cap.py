@@ -1,7 +1,7 @@
 """Does the +-1 step cap the update? After each EGGROLL update, the share of each tensor's weights
 whose momentum still exceeds the threshold: those had evidence for two or more steps and moved one.
 
-    python scripts/step_cap.py POPULATION WINDOW STEPS [REPORT_AT,...]
+    python scripts/learning/step_cap.py POPULATION WINDOW STEPS [REPORT_AT,...]
 
 Deterministic (the default corpus, the default settings with this population and window). A share
 near 0 means a weight's evidence rarely outruns one step per update, so larger steps would change

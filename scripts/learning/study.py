@@ -1,20 +1,23 @@
 """Wall-clock learning study: validation bits/byte (the full split) at fixed minutes of training.
 
-    python scripts/study.py run NAME [--minutes 10] [--at 1,2,5,10] [--record FILE] [FIELD=VALUE ...]
-    python scripts/study.py run NAME --member-bytes 1,4,16 [--eval-bytes N] [FIELD=VALUE ...]
-    python scripts/study.py table [--record FILE...] [--only NAME...]
-    python scripts/study.py plot [--record FILE...] [--only NAME...] --out study.png
+    python scripts/learning/study.py run NAME [--minutes 10] [--at 1,2,5,10] [--record FILE] [FIELD=VALUE ...]
+    python scripts/learning/study.py run NAME --member-bytes 1,4,16 [--eval-bytes N] [FIELD=VALUE ...]
+    python scripts/learning/study.py table [--record FILE...] [--only NAME...]
+    python scripts/learning/study.py plot [--record FILE...] [--only NAME...] --out study.png
 
 `run` trains one configuration (the default Config with FIELD=VALUE changes, e.g. population=8192)
 from scratch on the default corpus for --minutes of training time, evaluates the whole validation
-split at each --at minute, and appends one JSON record to FILE (default scripts/study.jsonl): the
+split at each --at minute, and appends one JSON record to FILE (default
+scripts/learning/records-local/study.jsonl, git-ignored; the shipped records are
+scripts/learning/study.jsonl and fitness_screen.jsonl, given with --record to add to them): the
 settings, the command, the CPU, the points (minutes, step, member-bytes, bits/byte), steps/s and
 peak memory. One configuration per command, so every row of the table says how to reproduce it;
 run them one after another, never two at once. The training clock stops while the study evaluates
 (a full evaluation takes a second or two) and starts after a warm-up step that compiles the backend
 on a throwaway copy of the run, so the minutes are training minutes. `table` prints every record of
-FILE (the latest record per name and CPU, or those whose names contain an --only string) with the CPU
-each ran on; `plot` draws them over the baselines of the split.
+FILE (default: the shipped study.jsonl, then the local records if any; the latest record per name and
+CPU, or those whose names contain an --only string) with the CPU each ran on; `plot` draws them over
+the baselines of the split.
 
 Any optimiser (FIELD optimizer=...) trains through its own step. With --member-bytes the marks are
 millions of member-bytes instead of minutes: training is deterministic, so those figures do not
@@ -38,7 +41,9 @@ from intlm.data import baselines, cache_dir_default, load_corpus
 from intlm.run import Run
 from intlm.train import evaluate
 
-RECORD = Path(__file__).with_name("study.jsonl")
+HERE = Path(__file__).resolve().parent
+RECORD = HERE / "study.jsonl"  # the shipped records (tracked)
+LOCAL_RECORD = HERE / "records-local" / "study.jsonl"  # where a run writes unless told (git-ignored)
 
 
 def cpu_name() -> str:
@@ -86,11 +91,12 @@ def run(args):
                        "val_bpb": round(bpb, 4)})
         print(f"{args.name}: {trained / 60:.2f} min, step {r.step}, {r.step * per_step / 1e6:g} M member-bytes, "
               f"validation {bpb:.4f} bits/byte, {r.step * per_step / trained:,.0f} member-bytes/s", flush=True)
-    record = {"name": args.name, "command": "python scripts/study.py " + shlex.join(sys.argv[1:]),
+    record = {"name": args.name, "command": "python scripts/learning/study.py " + shlex.join(sys.argv[1:]),
               "config": cfg.to_json(), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "points": points, "steps_per_s": round(r.step / trained, 3),
               "member_bytes_per_s": round(r.step * per_step / trained),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+    args.record.parent.mkdir(parents=True, exist_ok=True)
     with open(args.record, "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -151,11 +157,13 @@ def plot(args):
     draw_records(latest_records(args.record, args.only), Path(args.out), "validation bits/byte, 2-core CPU")
 
 
-def add_report_commands(sub, record: Path, table_fn, plot_fn):
-    """The ``table`` and ``plot`` subcommands, reading FILE... (--record, default ``record``)."""
+def add_report_commands(sub, record: Path, local: Path, table_fn, plot_fn):
+    """The ``table`` and ``plot`` subcommands, reading FILE... (--record; default the shipped
+    ``record``, then ``local``, the runs made here, when it exists)."""
+    default = [record] + ([local] if local.exists() else [])
     for name, fn in (("table", table_fn), ("plot", plot_fn)):
         p = sub.add_parser(name)
-        p.add_argument("--record", type=Path, nargs="+", default=[record], help="record files, read in turn")
+        p.add_argument("--record", type=Path, nargs="+", default=default, help="record files, read in turn")
         p.add_argument("--only", nargs="*", help="rows whose name contains one of these")
         if name == "plot":
             p.add_argument("--out", required=True)
@@ -173,9 +181,9 @@ def main():
     p.add_argument("--member-bytes", help="millions of member-bytes at which to evaluate (instead of minutes)")
     p.add_argument("--eval-bytes", type=int, default=0, help="validation bytes to evaluate (0: the whole split)")
     p.add_argument("--backend", default="auto")
-    p.add_argument("--record", type=Path, default=RECORD)
+    p.add_argument("--record", type=Path, default=LOCAL_RECORD, help="the file a record is appended to")
     p.set_defaults(fn=run)
-    add_report_commands(sub, RECORD, table, plot)
+    add_report_commands(sub, RECORD, LOCAL_RECORD, table, plot)
     args = ap.parse_args()
     args.fn(args)
 

@@ -1,6 +1,6 @@
 """Learning-speed study: validation bits/byte after a fixed number of training tokens, per setting.
 
-    python scripts/study_settings.py MILLION_TOKENS '{"width": 32}' '{"width": 32, "fitness": "sign"}' ...
+    python scripts/learning/study_settings.py MILLION_TOKENS '{"width": 32}' '{"width": 32, "fitness": "sign"}' ...
 
 Each JSON object changes the default Config. Every run trains from scratch on the default corpus
 for MILLION_TOKENS million member-bytes and prints the validation bits/byte (a fixed 64 KiB sample

@@ -1,13 +1,15 @@
 """Every optimiser on the same model, corpus and budgets: EGGROLL, OpenES, SPSA, sep-CMA-ES, CEM.
 
-    python scripts/compare_optimizers.py commands [--minutes 2,10,30 | --member-bytes 1,4,16]
-    python scripts/compare_optimizers.py run [--minutes 2,10,30 | --member-bytes 1,4,16] [--only NAME...]
-    python scripts/compare_optimizers.py table [--record FILE...]
-    python scripts/compare_optimizers.py plot --out FILE [--record FILE...]
+    python scripts/optimizers/compare_optimizers.py commands [--minutes 2,10,30 | --member-bytes 1,4,16]
+    python scripts/optimizers/compare_optimizers.py run [--minutes 2,10,30 | --member-bytes 1,4,16] [--only NAME...]
+    python scripts/optimizers/compare_optimizers.py table [--record FILE...]
+    python scripts/optimizers/compare_optimizers.py plot --out FILE [--record FILE...]
 
-Each row is one scripts/study.py run (one process, from scratch, on the default Shakespeare split,
+Each row is one scripts/learning/study.py run (one process, from scratch, on the default Shakespeare split,
 the full validation split evaluated at every budget, peak memory recorded) appended to FILE
-(default scripts/compare_optimizers.jsonl). The rows are every optimiser at two model sizes (width
+(default scripts/optimizers/records-local/compare_optimizers.jsonl, git-ignored; the shipped records
+are compare_optimizers.jsonl and compare_optimizers_xeon.jsonl beside this script, which ``table``
+and ``plot`` read by default, then the local ones). The rows are every optimiser at two model sizes (width
 32 x 1 and 64 x 2), each with a small sweep of its own main setting, so no method is compared at a
 bad setting. ``commands`` prints one command per row (to run by hand, one at a time, on a quiet
 machine); ``run`` runs them in turn (--only: rows whose name contains any of the given strings).
@@ -22,12 +24,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
+HERE = Path(__file__).resolve().parent
+STUDY = HERE.parent / "learning" / "study.py"  # runs every row
+SCRIPTS = HERE.parent
+sys.path.insert(0, str(STUDY.parent))
 from intlm.config import Config  # noqa: E402
-from study import add_report_commands, draw_records, latest_records, short_cpu  # noqa: E402  (a script beside this one)
+from study import add_report_commands, draw_records, latest_records, short_cpu  # noqa: E402  (the learning study's script)
 
-RECORD = HERE / "compare_optimizers.jsonl"
+RECORD = HERE / "compare_optimizers.jsonl"  # the shipped records (tracked)
+LOCAL_RECORD = HERE / "records-local" / "compare_optimizers.jsonl"  # where `run` writes unless told (git-ignored)
 SIZES = {"w32": {"width": 32, "layers": 1}, "w64x2": {"width": 64, "layers": 2}}
 # optimiser -> (its main setting, the values swept, other settings it runs with)
 SWEEPS = {
@@ -55,12 +60,12 @@ def rows() -> list:
 def command(name, changes, args) -> list:
     budget = (["--member-bytes", args.member_bytes] if args.member_bytes else
               ["--minutes", str(max(float(m) for m in args.minutes.split(","))), "--at", args.minutes])
-    return [sys.executable, str(HERE / "study.py"), "run", name, *changes, *budget, "--record", str(args.record)]
+    return [sys.executable, str(STUDY), "run", name, *changes, *budget, "--record", str(args.record)]
 
 
 def commands(args):
     for name, changes in rows():
-        print("python " + shlex.join(command(name, changes, args)[1:]).replace(str(HERE) + "/", "scripts/"))
+        print("python " + shlex.join(command(name, changes, args)[1:]).replace(str(SCRIPTS) + "/", "scripts/"))
 
 
 def run(args):
@@ -128,12 +133,12 @@ def main():
     sub = ap.add_subparsers(dest="command", required=True)
     for name, fn in (("commands", commands), ("run", run)):
         p = sub.add_parser(name)
-        p.add_argument("--record", type=Path, default=RECORD)
+        p.add_argument("--record", type=Path, default=LOCAL_RECORD)
         p.add_argument("--minutes", default="2,10,30", help="training minutes at which to evaluate")
         p.add_argument("--member-bytes", help="millions of member-bytes at which to evaluate, instead")
         p.set_defaults(fn=fn)
     p.add_argument("--only", nargs="*", help="rows whose name contains one of these")
-    add_report_commands(sub, RECORD, table, plot)
+    add_report_commands(sub, RECORD, LOCAL_RECORD, table, plot)
     args = ap.parse_args()
     args.fn(args)
 

@@ -2,7 +2,7 @@
 the path's squared norm over n, the mean's drift and the full validation split's bits/byte, every
 EVERY steps.
 
-    python scripts/sepcma_trace.py POPULATION STEPS EVERY [DAMPING]
+    python scripts/optimizers/sepcma_trace.py POPULATION STEPS EVERY [DAMPING]
 
 Deterministic (the default corpus and settings, width 32 x 1, with --optimizer sepcma and
 --sepcma-damping DAMPING, 1 unless given)."""

@@ -1,6 +1,6 @@
 """Validation curve of a run: every checkpoint's full-validation bits/byte against wall time.
 
-    python scripts/curve.py runs/shakespeare [CORPUS]
+    python scripts/quickstart/curve.py runs/shakespeare [CORPUS]
 
 Prints one row per checkpoint (step, minutes of training when it was written, bits/byte) and the
 unigram/bigram baselines of the same split. The minutes come from the run's log.jsonl.

@@ -6,7 +6,7 @@ package is exported under another name), runs whole training steps and unperturb
 alternately, and prints medians of ratios taken within each round, so a slow spell of the machine
 slows both versions alike. It also checks that both versions compute the same bits.
 
-    python scripts/ab.py HEAD~1 --width 128 --rounds 60
+    python scripts/speed/ab.py HEAD~1 --width 128 --rounds 60
 
 Both versions must share the backend interface (train.train_step, backends.get, train.Run.fresh). Numba
 compiles both afresh into a temporary cache (its on-disk cache would not see an edit to
@@ -23,7 +23,7 @@ import tempfile
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def export(rev: str, into: pathlib.Path) -> str:

@@ -1,7 +1,7 @@
 """Figures for MPI training: tokens/s, the phases of a step and the time spent communicating.
 
-    mpirun -n 2 -genv NUMBA_NUM_THREADS 1 python3 scripts/mpi_bench.py --width 32
-    NUMBA_NUM_THREADS=2 python3 scripts/mpi_bench.py --width 32          # one process, no MPI
+    mpirun -n 2 -genv NUMBA_NUM_THREADS 1 python3 scripts/speed/mpi_bench.py --width 32
+    NUMBA_NUM_THREADS=2 python3 scripts/speed/mpi_bench.py --width 32          # one process, no MPI
 
 Runs ``--steps`` timed training steps (after one untimed) of a fresh run on a synthetic corpus and
 prints one JSON line from rank 0: tokens/s, each phase's seconds per step (the slowest process's),
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from intlm import distributed  # noqa: E402
 from intlm.backends import get  # noqa: E402
