@@ -16,6 +16,7 @@ from click.core import ParameterSource
 from .backends import NAMES as BACKENDS
 from .config import FITNESS_MODES, OPTIMIZERS, PAIR_STATES, PRETRAIN_CONTEXT, SPSA_ROUNDINGS, Config
 from .errors import IntlmError, Stopped
+from .signals import interruption, quiet_start_ends
 
 DEFAULTS = Config()
 
@@ -165,8 +166,10 @@ def pretrain(ctx, corpus, out, init, steps, minutes, backend, resume, resume_or_
                     err = e
             world.agree(err)
     if world is not None and world.reduce == "sums" and cfg.context_bits:
-        raise IntlmError("--mpi-reduce sums does not sum the context tables' sparse update: use --mpi-reduce "
-                         "fitness, or --context-bits 0")
+        refusal = IntlmError("--mpi-reduce sums does not sum the context tables' sparse update: use --mpi-reduce "
+                             "fitness, or --context-bits 0")
+        refusal.everywhere = True  # every process refuses alike: rank 0 says it, no MPI_Abort
+        raise refusal
     if steps is None and minutes is None:
         minutes = 10.0
     run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
@@ -284,6 +287,8 @@ def sample(checkpoint_path, prompt, length, temperature, top_k, seed, raw):
 
     if length < 0 or top_k < 0 or not 0 <= temperature <= 64 or not 0 <= seed < 1 << 63:
         raise IntlmError("--length and --top-k must be >= 0, --seed in [0, 2**63), --temperature between 0 and 64")
+    if sys.stdout is None:  # closed at launch (intlm sample ... >&-)
+        raise IntlmError("standard output is closed: the sample has nowhere to go")
     run, _ = load_run(checkpoint_path)
     prompt_bytes = os.fsencode(prompt)  # the bytes typed, even when they are not valid UTF-8
     out = TextOut(sys.stdout, raw)
@@ -433,6 +438,7 @@ def bench(width, layers, population, rank, window, repeats, processes, backend, 
 
 
 def main():
+    _reserve_closed_streams()
     warnings.filterwarnings("ignore", module="zarr")  # a damaged store's warnings: the error line says it
     from . import distributed
 
@@ -477,9 +483,29 @@ def _mpi_rank() -> int:
     return 0
 
 
+def _reserve_closed_streams():
+    """A standard stream closed at launch (``>&-``) leaves its file number to the next file opened, where
+    a stray write would land: /dev/null takes it. Python has set sys.stdout or sys.stderr to None;
+    stderr then writes to /dev/null, and a command that needs stdout refuses."""
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
+
+
 def _main():
     try:
-        cli.main(standalone_mode=False)
+        try:
+            quiet_start_ends()  # a Ctrl-C is a KeyboardInterrupt again, reported below
+            cli.main(standalone_mode=False)
+        except SystemError as err:  # a signal's exception raised inside a Numba call (signals.interruption)
+            raise interruption(err) or err from None
     except click.exceptions.Abort:
         click.echo("error: interrupted", err=True)
         sys.exit(130)

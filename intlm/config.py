@@ -88,10 +88,15 @@ class Config:
 
     @classmethod
     def from_json(cls, d: dict) -> "Config":
+        if not isinstance(d, dict):
+            raise IntlmError(f"the config is {type(d).__name__}, not a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise IntlmError(f"unknown config fields {sorted(unknown)}")
+        for f in dataclasses.fields(cls):  # checked like any input: a width of "32" would fail deep inside
+            if f.name in d and type(d[f.name]) is not f.type:  # type(): a bool is no int here
+                raise IntlmError(f"config field {f.name} is {d[f.name]!r}, not {'an integer' if f.type is int else 'a string'}")
         if d.get("optimizer") == "spsa":
             d = {"spsa_rounding": SPSA_ROUNDING_BEFORE, **d}
         # a later field left out means "as before", whatever its default is now

@@ -30,6 +30,7 @@ from .model import Members, read_byte, state_shape
 from .noise import stream_key
 from .progress import Laps
 from .sample import choose
+from .signals import interruption
 from .train import apply_fitness
 
 DEFAULT_PROMPTS = (b"", b"\n", b"The ", b"I ", b"And ", b"What ", b"My lord, ", b"KING.\n")
@@ -149,7 +150,9 @@ class Objective:
     def score(self, samples, step):
         try:
             return self.function(samples)
-        except Exception as err:  # the objective is the user's code: any failure is one line
+        except (Exception, SystemExit) as err:  # the objective is the user's code: any failure is one line
+            if interruption(err) is not None:  # a second Ctrl-C while it ran: the signal's, not its failure
+                raise interruption(err) from None
             raise IntlmError(f"objective {self.spec} at step {step} raised {_one_line(err)}") from None
 
     def figures(self, cfg, stats: dict) -> tuple:

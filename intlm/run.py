@@ -19,6 +19,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import checkpoint, optimizers
+from .atomic import clean_stale
 from .config import Config
 from .errors import IntlmError
 from .model import init_params, state_shape
@@ -97,7 +98,10 @@ def _load(path, quiet) -> tuple:
         print(f"warning: passed over a damaged checkpoint ({ck.damaged[0]}){more}; using {ck.path}", file=sys.stderr)
     if ck.attrs.get("format") != CHECKPOINT_FORMAT or "config" not in ck.attrs:
         raise IntlmError(f"{ck.path} is not an intlm training checkpoint")
-    cfg = Config.from_json(ck.attrs["config"]).check()
+    try:
+        cfg = Config.from_json(ck.attrs["config"]).check()
+    except IntlmError as err:
+        raise IntlmError(f"checkpoint {ck.path} holds a config intlm cannot use: {err}") from None
     fresh = Run.fresh(cfg)
     loaded = {}
     for name, want in fresh.arrays().items():
@@ -144,7 +148,7 @@ class Start(NamedTuple):
 def refuse_missing(run_dir, resume=False, resume_or_start=False):
     """--resume (without --resume-or-start) of a folder that holds no checkpoint is refused: a
     mistyped --out. train.pretrain asks this before it writes anything."""
-    if resume and not resume_or_start and not checkpoint.list_checkpoints(run_dir):
+    if resume and not resume_or_start and not _checkpoints(run_dir):
         raise IntlmError(f"--resume: {run_dir} holds no checkpoint (check --out, or pass "
                          f"--resume-or-start to start a fresh run there)")
 
@@ -170,7 +174,7 @@ def resume_or_fresh(run_dir, cfg: Config, resume=False, resume_or_start=False, t
     asked = resume or resume_or_start
     if init is not None and asked:
         raise IntlmError("--init starts a new run and --resume continues one: pass one of them")
-    found = checkpoint.list_checkpoints(run_dir)
+    found = _checkpoints(run_dir)
     if peek:
         if init is not None:
             return Start(None, start_from(init, cfg, typed, quiet=True).cfg, False)
@@ -207,6 +211,13 @@ def resume_or_fresh(run_dir, cfg: Config, resume=False, resume_or_start=False, t
         raise IntlmError(f"--resume: the objective's settings differ from the run's ({', '.join(diff)}); "
                          f"leave them as they were")
     return Start(run, run.cfg, True)
+
+
+def _checkpoints(run_dir) -> list:
+    """The checkpoints of ``run_dir``, a checkpoint a dead process moved aside (``.step-*.old-PID``, the
+    instant of a swap) put back first, as checkpoint.load does: the only one is then found too."""
+    clean_stale(run_dir)
+    return checkpoint.list_checkpoints(run_dir)
 
 
 def _typed_over(base: Config, cfg: Config, typed) -> Config:

@@ -1,0 +1,207 @@
+"""Issue 31's probes ("Nothing lost, round two"): what a careless or hostile user can do to a corpus
+store, a run folder, the memory, the signals and the standard streams, each ending in one line (or
+being repaired) instead of a traceback, silent zeros or two runs in one folder.
+
+Tiny sizes throughout (width 16, population 8, window 4, the NumPy backend, a few steps)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from intlm import checkpoint
+from intlm.cli import cli
+from intlm.errors import IntlmError, Stopped
+
+from conftest import run_main, text_bytes
+
+TINY = ["--population", "8", "--width", "16", "--window", "4", "--context-bits", "0", "--backend", "numpy"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTLM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(run folder, corpus store): a 2-step run (a checkpoint per step) on a prepared store."""
+    root = tmp_path_factory.mktemp("reliability")
+    (root / "corpus.txt").write_bytes(text_bytes(1500, seed=31))
+    store = root / "corpus.zarr"
+    result = CliRunner().invoke(cli, ["prepare", str(root / "corpus.txt"), "--out", str(store)])
+    assert result.exit_code == 0, result.output
+    run = root / "run"
+    result = CliRunner().invoke(cli, ["pretrain", str(store), "--steps", "2", *TINY, "--out", str(run),
+                                      "--save-seconds", "0", "--eval-seconds", "1000"])
+    assert result.exit_code == 0, result.output
+    return run, store
+
+
+def one_error_line(err, *fragments):
+    """One `error:` line, the last on stderr (a run's header may come before it), and no traceback."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in err, err
+    for f in fragments:
+        assert f in errors[0], err
+
+
+def command(*args):
+    return [sys.executable, "-m", "intlm.cli", *map(str, args)]
+
+
+def env(tmp_path, **extra):
+    return {**os.environ, "INTLM_CACHE": str(tmp_path / "cache"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+# --- 5: a checkpoint moved aside ------------------------------------------------------------------
+
+
+def test_resume_puts_back_the_only_checkpoint_moved_aside(monkeypatch, capsys, tmp_path, trained):
+    """A folder whose only checkpoint is `.step-*.old-PID` of a dead process (killed in the instant
+    of a swap): `pretrain --resume` puts it back and continues, as `eval` would."""
+    run, store = trained
+    from conftest import dead_pid
+    import shutil
+
+    copy = tmp_path / "run"
+    copy.mkdir()
+    shutil.copytree(run / "step-00000002", copy / f".step-00000002.old-{dead_pid()}")
+    code, _, err = run_main(monkeypatch, capsys, "pretrain", store, *TINY, "--out", copy, "--resume",
+                            "--steps", "3", "--save-seconds", "0", "--eval-seconds", "1000")
+    assert code == 0, err
+    assert [p.name for p in checkpoint.list_checkpoints(copy)] == ["step-00000002", "step-00000003"]
+
+
+# --- 7: objectives --------------------------------------------------------------------------------
+
+OBJECTIVES = textwrap.dedent('''
+    import time
+
+    def exits(samples):
+        raise SystemExit(3)
+
+    def hangs(samples):
+        open("hanging", "w").close()
+        while True:
+            time.sleep(0.01)
+''')
+
+
+@pytest.fixture
+def objectives(tmp_path, monkeypatch):
+    (tmp_path / "reliability_objectives.py").write_text(OBJECTIVES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "reliability_objectives", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return "reliability_objectives"
+
+
+def test_an_objective_raising_system_exit_is_one_error_line(monkeypatch, capsys, tmp_path, trained, objectives):
+    run, _ = trained
+    code, _, err = run_main(monkeypatch, capsys, "evolve", "--objective", f"{objectives}:exits", "--init", run,
+                            "--out", tmp_path / "evolved", "--steps", "1", "--population", "8", "--backend", "numpy")
+    assert code == 2
+    one_error_line(err, "raised SystemExit: 3")
+
+
+def test_a_hanging_objective_stopped_by_two_sigints_exits_130(tmp_path, trained, objectives):
+    """The first SIGINT asks for a stop after the step, which never ends; the second stops it: the
+    signal's exit status and line, not the objective's failure."""
+    run, _ = trained
+    proc = subprocess.Popen(command("evolve", "--objective", f"{objectives}:hangs", "--init", run, "--out",
+                                    tmp_path / "evolved", "--steps", "5", "--population", "8", "--backend", "numpy"),
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env(tmp_path))
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "hanging").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("stopped by SIGINT"), err
+
+
+# --- 9, 4: closed streams, signals at start-up and inside a Numba call ---------------------------------
+
+
+def test_sample_with_stdout_closed_is_one_error_line(tmp_path, trained):
+    run, _ = trained
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *command("sample", run, "--length", "5")],
+                          capture_output=True, text=True, env=env(tmp_path))
+    assert done.returncode == 2
+    one_error_line(done.stderr, "standard output is closed")
+
+
+def test_pretrain_with_stderr_closed_runs(tmp_path, trained):
+    _, store = trained
+    done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh",
+                           *command("pretrain", store, *TINY, "--steps", "1", "--out", tmp_path / "run")],
+                          capture_output=True, text=True, env=env(tmp_path))
+    assert done.returncode == 0
+    assert checkpoint.list_checkpoints(tmp_path / "run")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see the imports under way")
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, trained):
+    """SIGINT while intlm's modules load (numpy's libraries are being mapped): one line, status 130."""
+    run, _ = trained
+    proc = subprocess.Popen(command("sample", run, "--length", "100000000"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env(tmp_path))
+    try:
+        maps = Path(f"/proc/{proc.pid}/maps")
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and "numpy" not in maps.read_text():
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == "error: interrupted", err
+
+
+@pytest.mark.parametrize("cause", [Stopped(signal.SIGINT, None), KeyboardInterrupt()], ids=["second", "first"])
+def test_a_signal_raised_inside_a_numba_call_is_one_line(monkeypatch, capsys, cause):
+    """A signal handler's exception raised inside a Numba call reaches Python as `SystemError:
+    CPUDispatcher(...) returned a result with an exception set`, caused by it: the signal's line."""
+    def step(*args, **kwargs):
+        try:
+            raise cause
+        except BaseException as err:
+            raise SystemError("CPUDispatcher(<function _as_rows>) returned a result with an exception set") from err
+
+    monkeypatch.setattr(cli, "main", step)
+    code, _, err = run_main(monkeypatch, capsys, "eval", "x")
+    assert code == 130
+    assert "Traceback" not in err and err.strip().splitlines()[-1].endswith(
+        "save abandoned, the previous checkpoint is intact" if isinstance(cause, Stopped) else "interrupted")
+
+
+# --- 10: a checkpoint's config is checked like any input -------------------------------------------
+
+
+@pytest.mark.parametrize("field,value", [("width", "16"), ("population", True), ("fitness", 1)])
+def test_a_config_value_of_the_wrong_type_is_one_error_line(monkeypatch, capsys, tmp_path, trained, field, value):
+    """A checkpoint with a valid content hash whose config holds a width of "16": one line, not a TypeError."""
+    run, store = trained
+    ck = checkpoint.load(run / "step-00000002")
+    checkpoint.save(tmp_path / "odd", ck.step, ck.arrays, {**ck.attrs, "config": {**ck.attrs["config"], field: value}})
+    for args in (("eval", tmp_path / "odd", store), ("sample", tmp_path / "odd", "--length", "3")):
+        code, _, err = run_main(monkeypatch, capsys, *args)
+        assert code == 2
+        one_error_line(err, f"config field {field} is {value!r}")
