@@ -105,6 +105,15 @@ def list_checkpoints(run_dir) -> list[Path]:
     return sorted(found, key=lambda p: int(STEP_DIR.fullmatch(p.name).group(1)))
 
 
+def refuse_inside(folder, what: str) -> None:
+    """Refuse to write ``what`` (say "--out run/step-00000100") into ``folder`` when it is or is inside a
+    zarr store (a checkpoint, a corpus): it would nest in, and be lost with, a folder replaced whole."""
+    folder = Path(folder).absolute()
+    for store in (folder, *folder.parents):
+        if (store / "zarr.json").is_file():
+            raise IntlmError(f"{what} is inside {store}, a checkpoint or corpus store: choose a folder outside it")
+
+
 def latest(run_dir) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None

@@ -366,8 +366,10 @@ def plot(run_dirs, out, corpus, title):
     Each RUN_DIR is a folder written by `intlm pretrain` (its log.jsonl); the runs are overlaid.
     The unigram, bigram, gzip -9 and xz -9 lines are of the corpus the first run was trained on.
     """
+    from .checkpoint import refuse_inside
     from .plot import curve_of_run, draw
 
+    refuse_inside(Path(out).parent, f"--out {out}")
     names = [Path(d).resolve().name for d in run_dirs]
     curves = [curve_of_run(Path(d), label=name if names.count(name) == 1 else str(d))
               for d, name in zip(run_dirs, names)]

@@ -234,8 +234,18 @@ def draw(curves: list[Curve], baselines: dict[str, float], out: Path, title: str
     ax_step.legend(loc="upper right", fontsize=8, framealpha=0.9)
     if title:
         fig.suptitle(title)
+    return _save(fig, out)
+
+
+def _save(fig, out: Path) -> Path:
+    """Write ``fig`` as a PNG at ``out`` (parent folders created). A character of a run's name or title
+    that the font lacks is drawn as a box, without matplotlib's two-line warning for each."""
+    import warnings
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=DPI)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+        fig.savefig(out, format="png", dpi=DPI)
     return out
 
 
@@ -266,6 +276,4 @@ def draw_panels(panels: list, out: Path, title: str = "", xlabel: str = "step") 
     axes[0].legend(fontsize=8, framealpha=0.9)
     if title:
         fig.suptitle(title)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=DPI)
-    return out
+    return _save(fig, out)

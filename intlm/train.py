@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import anchor, context, es, optimizers
+from . import anchor, checkpoint, context, es, optimizers
 from .arith import LL_ONE_BIT
 from .atomic import clean_stale
 from .backends import get as get_backend
@@ -178,6 +178,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
                 if cfg.optimizer != "eggroll":
                     raise IntlmError(f"--optimizer {cfg.optimizer} runs in one process: only eggroll runs under MPI")
                 world.split(cfg)  # refuses a population too small for the processes, before any work
+            checkpoint.refuse_inside(run_dir, f"--out {run_dir}")
             refuse_missing(run_dir, resume, resume_or_start)  # before anything is written
             if world is not None:
                 world.use_device(backend)

@@ -205,3 +205,57 @@ def test_a_config_value_of_the_wrong_type_is_one_error_line(monkeypatch, capsys,
         code, _, err = run_main(monkeypatch, capsys, *args)
         assert code == 2
         one_error_line(err, f"config field {field} is {value!r}")
+
+
+# --- 8: MPI refusals ----------------------------------------------------------------------------------
+
+
+def _mpi_missing():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return True
+    import shutil
+
+    return shutil.which("mpirun") is None
+
+
+@pytest.mark.skipif(_mpi_missing(), reason="needs mpi4py and mpirun (pip install 'intlm[mpi]')")
+def test_a_refusal_every_mpi_process_makes_is_printed_once_without_abort(tmp_path, trained):
+    """`mpirun -n 2 ... --mpi-reduce sums` with context tables: rank 0's one line, no MPI_Abort banners."""
+    _, store = trained
+    done = subprocess.run(["mpirun", "-n", "2", *command("pretrain", store, "--population", "8", "--width", "16",
+                                                         "--window", "4", "--context-bits", "16", "--mpi-reduce", "sums",
+                                                         "--steps", "1", "--out", tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120, env=env(tmp_path, NUMBA_NUM_THREADS="1"))
+    assert done.returncode == 2
+    one_error_line(done.stderr, "--mpi-reduce sums")
+    assert "Abort" not in done.stdout + done.stderr
+
+
+# --- 12: intlm plot, --out inside a checkpoint ----------------------------------------------------------
+
+
+def test_plot_prints_no_missing_glyph_warning(tmp_path, trained):
+    """A title (or run name) with characters the font lacks: boxes in the PNG, no two-line warning each."""
+    run, store = trained
+    done = subprocess.run(command("plot", run, "--corpus", store, "--out", tmp_path / "c.png", "--title",
+                                  "run \N{SLIGHTLY SMILING FACE} \N{CJK UNIFIED IDEOGRAPH-65E5}"),
+                          capture_output=True, text=True, env=env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("baselines:") and len(done.stderr.splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("args", [("pretrain", "{store}", *TINY, "--steps", "1", "--out", "{ck}"),
+                                  ("pretrain", "{store}", *TINY, "--steps", "1", "--out", "{ck}/nested"),
+                                  ("evolve", "--objective", "intlm.objectives:lipogram", "--init", "{run}", "--steps",
+                                   "1", "--out", "{ck}/nested"),
+                                  ("plot", "{run}", "--out", "{ck}/curve.png")], ids=["pretrain", "nested", "evolve", "plot"])
+def test_out_inside_a_checkpoint_is_refused(monkeypatch, capsys, trained, args):
+    run, store = trained
+    ck = run / "step-00000001"
+    before = sorted(p.name for p in ck.iterdir())
+    code, _, err = run_main(monkeypatch, capsys, *(a.format(store=store, ck=ck, run=run) for a in args))
+    assert code == 2
+    one_error_line(err, f"is inside {ck}")
+    assert sorted(p.name for p in ck.iterdir()) == before
