@@ -184,8 +184,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
                 world.use_device(backend)
             be = get_backend(backend)
             run_dir.mkdir(parents=True, exist_ok=True)
-            if primary:
-                stack.enter_context(run_lock(run_dir))
+            held = stack.enter_context(run_lock(run_dir)) if primary else None
             stop = stack.enter_context(StopOnSignal())
             if primary:
                 clean_stale(run_dir)
@@ -208,18 +207,19 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             print(f"training {run_dir} from step {run.step}{origin} on {task.describe()}; backend {be.name}{procs}; "
                   f"{run.cfg.describe()}", file=sys.stderr)
         _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds,
-              save_seconds, eval_bytes, progress and primary, sample_seconds, world)
+              save_seconds, eval_bytes, progress and primary, sample_seconds, world, held)
     return run
 
 
 def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
-          eval_bytes, progress, sample_seconds=0.0, world=None):
+          eval_bytes, progress, sample_seconds=0.0, world=None, held=None):
     """The steps, each logged before it may be saved (so a checkpoint's step is always in the log),
     then the final save, evaluation and record; a signal ends it with a save and Stopped.
 
     Under MPI (``world``) rank 0's clock decides saves and --minutes, a signal on any process stops
     all, and these decisions reach every process in the control word of the step's Allgatherv;
-    rank 0 alone logs, evaluates and writes, after the state rows are gathered to it."""
+    rank 0 alone logs, evaluates and writes, after the state rows are gathered to it. ``held``: the run
+    folder's lock (rank 0's), checked before every log write and save (lock.Held.check)."""
     from . import distributed
 
     cfg = run.cfg
@@ -239,6 +239,7 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
             world.gather_state(run.hidden)
             if not primary:
                 return None
+        held.check()
         return run.save(run_dir, meta)
 
     while not time_up and (world is not None or stop.signum is None):
@@ -281,6 +282,7 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
                 val_bpb = evaluate(run.params, cfg, corpus.val, be, max_bytes=eval_bytes)
                 record["val_bpb_sample"] = round(val_bpb, 4)
                 last_eval = time.perf_counter()
+            held.check()
             log.write(json.dumps(record) + "\n")
             log.flush()
         if save_due:
@@ -299,6 +301,7 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
         return
     val_bpb = evaluate(run.params, cfg, corpus.val, be)
     elapsed = time.perf_counter() - start
+    held.check()
     log.write(json.dumps({"step": run.step, "elapsed_s": round(total_seconds(), 3), "val_bpb": round(val_bpb, 4),
                           "final": True}) + "\n")
     bar.show(run.step, elapsed, figure, val_bpb, tokens_done / max(elapsed, 1e-9), final=True)

@@ -259,3 +259,43 @@ def test_out_inside_a_checkpoint_is_refused(monkeypatch, capsys, trained, args):
     assert code == 2
     one_error_line(err, f"is inside {ck}")
     assert sorted(p.name for p in ck.iterdir()) == before
+
+
+# --- 2: a run owns its folder -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_run_whose_folder_is_removed_or_replaced_stops_and_writes_nothing_more(tmp_path, trained, how):
+    """rm -rf of a training run's folder (or a fresh folder put in its place, as a second run starting
+    there would make): the run stops with one line at its next write and never recreates or touches it."""
+    _, store = trained
+    out = tmp_path / "run"
+    proc = subprocess.Popen(command("pretrain", store, *TINY, "--steps", "100000", "--save-seconds", "0",
+                                    "--eval-seconds", "1000", "--out", out),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(tmp_path))
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.list_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        out.rename(tmp_path / "old")
+        if how == "replaced":
+            out.mkdir()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2
+    one_error_line(err, f"{out} was removed or replaced while this run trained")
+    assert sorted(os.listdir(out)) == [] if how == "replaced" else not out.exists()
+
+
+def test_a_run_folder_lock_records_its_holder(tmp_path):
+    from intlm.lock import run_lock
+
+    with run_lock(tmp_path) as held:
+        pid, token = (tmp_path / ".lock").read_text().split()
+        assert int(pid) == os.getpid() and len(token) == 16
+        held.check()
+        (tmp_path / ".lock").unlink()
+        (tmp_path / ".lock").write_text(f"{pid} {token}\n")  # the same words in another file: not ours
+        with pytest.raises(IntlmError, match="removed or replaced"):
+            held.check()
