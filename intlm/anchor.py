@@ -16,6 +16,11 @@ step settles about p * 2**K away: noise is held close, signal is let go far. A c
 step every 2**K steps, whatever the distance) would hold a walk at about alpha_t * 2**(K-1), and
 slow a weight that must move for the new task by as much near the anchor as far from it.
 
+Every parameter is pulled, a context table's rows included, whether or not a window read them this
+step: a row's pull, like any weight's, is decay toward where it started, and a row no window has read
+for a while is exactly the one whose drift nothing checks. (Its cost is one hash per table weight a
+step, about as much as the update's dense pass over the table.)
+
 One implementation for every backend: it is a few elementwise passes per step over the
 parameters (the update's share of a step, not the forward's), on host arrays that every backend
 updates in place.
@@ -23,7 +28,7 @@ updates in place.
 
 import numpy as np
 
-from .model import tensors
+from .params import tensors
 from .noise import hashes, stream_key
 
 ANCHOR_TENSOR = (1 << 32) - 3  # the noise-key tensor id of the pull's draws (no parameter uses it)

@@ -116,8 +116,8 @@ INIT_OPTION = click.option("--init", type=click.Path(), metavar="CHECKPOINT_OR_R
               help="mean: a pair's members continue from their mean state; own: each keeps its own.")
 @click.option("--context-bits", type=int, default=PRETRAIN_CONTEXT["context_bits"], show_default=True,
               help="0: no context tables; K: tables of 2**K rows indexed by the last 2 .. N bytes, added to the "
-              "input and learned with a sparse update (README). EGGROLL's: other optimisers and --anchor-decay "
-              "run without them unless they are typed.")
+              "input; EGGROLL updates only the rows its windows read, the full-rank optimisers perturb and "
+              "update every row (slow at large K).")
 @click.option("--context-order", type=int, default=PRETRAIN_CONTEXT["context_order"], show_default=True,
               help="N: one context table for each of the last 2, 3, .. N bytes.")
 @UPDATE_OPTIONS
@@ -165,11 +165,6 @@ def pretrain(ctx, corpus, out, init, steps, minutes, backend, resume, resume_or_
                 except IntlmError as e:
                     err = e
             world.agree(err)
-    if world is not None and world.reduce == "sums" and cfg.context_bits:
-        refusal = IntlmError("--mpi-reduce sums does not sum the context tables' sparse update: use --mpi-reduce "
-                             "fitness, or --context-bits 0")
-        refusal.everywhere = True  # every process refuses alike: rank 0 says it, no MPI_Abort
-        raise refusal
     if steps is None and minutes is None:
         minutes = 10.0
     run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
@@ -196,10 +191,6 @@ def _run_setup(ctx, out, steps, minutes, resume, resume_or_start, intervals, alp
     typed = {f for o, f in options.items() if ctx.get_parameter_source(o) != ParameterSource.DEFAULT}
     if ctx.get_parameter_source("alpha") != ParameterSource.DEFAULT:
         typed.add("alpha_q16")
-    if not typed & {"context_bits", "context_order"} and (given.get("optimizer", "eggroll") != "eggroll"
-                                                         or given.get("anchor_decay")):
-        # the context tables are EGGROLL's (their sparse update): the others run without them
-        given["context_bits"] = 0
     if not given.get("context_bits") and "context_order" not in typed:
         given["context_order"] = Config.context_order  # no tables: no order (--context-bits 0 alone)
     # resuming or starting from a checkpoint, the settings the user did not type are the checkpoint's

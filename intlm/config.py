@@ -7,6 +7,7 @@ float enters the training path.
 import dataclasses
 import json
 
+from . import params
 from .errors import IntlmError
 from .noise import NOISE_MAX, NOISE_MULT, rank_mult
 from .optimizers import NAMES as OPTIMIZERS
@@ -37,8 +38,8 @@ SEPCMA_DAMPING_MAX = 1024  # beyond, the global step size would barely adapt wit
 ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negligible
 CONTEXT_BITS = (8, 20)  # the context tables' rows: 2**8 .. 2**20 (context.py)
 CONTEXT_ORDERS = (2, 8)  # tables for the last 2 .. N bytes, N at most 8 (a hash key is 8 bytes)
-# What `intlm pretrain` adds to the defaults below when the optimiser is EGGROLL without Anchored
-# Weight Decay: the context tables that learned fastest per second (README, "Context tables").
+# What `intlm pretrain` adds to the defaults below: the context tables that learned fastest per
+# second (README, "Context tables").
 PRETRAIN_CONTEXT = {"context_bits": 16, "context_order": 4}
 
 
@@ -147,8 +148,6 @@ class Config:
         lo, hi = CONTEXT_BITS
         need(self.context_bits == 0 or lo <= self.context_bits <= hi,
              f"context bits must be 0 (no context table) or between {lo} and {hi}, got {self.context_bits}")
-        need(not self.context_bits or (self.optimizer == "eggroll" and not self.anchor_decay),
-             "--context-bits is EGGROLL's (its sparse update), without --anchor-decay")
         lo, hi = CONTEXT_ORDERS
         need(lo <= self.context_order <= hi, f"context order must be between {lo} and {hi}, got {self.context_order}")
         need(self.context_bits or self.context_order == lo, "--context-order needs --context-bits")
@@ -198,7 +197,5 @@ def worst_case_bounds(cfg: Config) -> dict:
 
 
 def parameter_count(cfg: Config) -> int:
-    """Weights of the model (model.tensors' sizes, counted here since model imports config)."""
-    d, h, L = cfg.width, cfg.hidden, cfg.layers
-    table = ((cfg.context_order - 1) << cfg.context_bits) * d if cfg.context_bits else 0
-    return 2 * 256 * d + L * (4 * d * d + 4 * d + 2 * h * d) + d + 256 + table
+    """Weights of the model: the sizes of its parameter list (params.tensors)."""
+    return params.count(cfg)

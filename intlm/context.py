@@ -33,9 +33,8 @@ import numpy as np
 
 from .arith import clip8, isqrt, rshift_round
 from .config import Config
-from .noise import GOLDEN, MASK64, mix_array, rank_mult, stream, stream_at, stream_key
-
-NAME = "context"
+from .noise import GOLDEN, MASK64, NOISE_STD_PRODUCT, mix_array, rank_mult, stream, stream_at, stream_key
+from .params import TABLE as NAME, tensors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +58,8 @@ class Tables:
 
 def tables(cfg: Config):
     """The context tables of this config, or None."""
-    if not cfg.context_bits:
-        return None
-    from .model import tensors  # model imports this module
-
-    return Tables((cfg.context_order - 1, 1 << cfg.context_bits, cfg.width), len(tensors(cfg)))
+    table = [t for t in tensors(cfg) if t.kind == "table"]
+    return Tables(table[0].shape, table[0].index) if table else None
 
 
 def row_index(history, order: int, bits: int):
@@ -90,6 +86,25 @@ def stored_byte(byte):
 
 def read_bytes(stored):
     return np.asarray(stored, np.int64) & 255
+
+
+def state_rows(cfg: Config) -> int:
+    """Rows the tables add to the recurrent state (model.state_shape): one, for the bytes before."""
+    return 1 if cfg.context_bits else 0
+
+
+def add_rows(params, cfg: Config, x, byte, state, members):
+    """The input vector x (rows, width) of ``byte`` plus each member's perturbed rows of the tables
+    (``member_rows``), the bytes before read from and moved on in the state's extra row (row
+    cfg.layers of ``state``, in place); x itself without tables. ``members``: model.Members."""
+    if not cfg.context_bits:
+        return x
+    extra = state[:, cfg.layers]  # a view: the bytes before move on in place
+    noise = None if members.noise is None else members.noise[NAME]
+    hist = history(cfg, byte, extra)
+    x = clip8(x + member_rows(cfg, params[NAME], noise, members.pair, members.sign, hist))
+    step_history(cfg, extra, byte)
+    return x
 
 
 def history_slots(cfg: Config) -> slice:
@@ -130,6 +145,32 @@ def rows_read(cfg: Config, tokens, state_row) -> tuple:
             out[:, t, n - 2] = row_index(full, n, cfg.context_bits)
         step_history(cfg, hist, byte)
     return out, hist
+
+
+def window_reads(backend, cfg: Config, tokens, state) -> tuple:
+    """(reads, after) of ``rows_read`` (by ``backend``) for every pair's window of ``tokens``, from
+    the population's state (pair p's bytes before in member 2p's extra row), before the forward
+    moves them on; (None, None) without tables."""
+    if not cfg.context_bits:
+        return None, None
+    return backend.rows_read(cfg, tokens, state[0::2, cfg.layers])
+
+
+def pair_reads(backend, cfg: Config, text):
+    """The rows each pair read when its two members read different bytes, ``text`` (population,
+    T + 1) (each member's bytes from a document start; the last is never read): (pairs, 2T, tables),
+    member 2p's rows then member 2p + 1's; None without tables."""
+    if not cfg.context_bits:
+        return None
+    reads, _ = backend.rows_read(cfg, text, np.zeros((len(text), cfg.width), np.int8))
+    return reads.reshape(cfg.pairs, 2 * reads.shape[1], reads.shape[2])
+
+
+def keep_history(cfg: Config, state, after):
+    """Set every member's bytes before to its pair's ``after`` (window_reads'): under MPI a process
+    runs only its own pairs, and the next step's reads need every pair's. No-op without tables."""
+    if cfg.context_bits:
+        state[:, cfg.layers, history_slots(cfg)] = np.repeat(after, 2, axis=0)
 
 
 def make_noise(cfg: Config, step: int, pairs) -> tuple:
@@ -190,11 +231,32 @@ def update_sums(cfg: Config, noise, f, reads) -> tuple:
     return np.stack([table, row], axis=1).astype(np.int64), Z[table, row], S[table, row]
 
 
+def merge_sums(parts) -> tuple:
+    """The sums of several disjoint sets of pairs (each ``update_sums``' (read, Z, S)) as one:
+    rows read by any set, in ascending order, their Z and S added (exact, int64)."""
+    read = np.concatenate([p[0] for p in parts]).reshape(-1, 2)
+    keys, where = np.unique(read[:, 0] * (1 << 32) + read[:, 1], return_inverse=True)
+    width = parts[0][1].shape[1]
+    Z = np.zeros((len(keys), width), np.int64)
+    S = np.zeros(len(keys), np.int64)
+    np.add.at(Z, where.reshape(-1), np.concatenate([p[1] for p in parts]).reshape(-1, width))
+    np.add.at(S, where.reshape(-1), np.concatenate([p[2] for p in parts]))
+    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1).astype(np.int64), Z, S
+
+
+def dense_sums(z, f) -> tuple:
+    """The sums of a table every pair perturbed whole (OpenES's full-rank noise; z (tables, rows,
+    width) int64) in ``update_sums``' layout: every row listed, each with S = sum of f_p^2 over all
+    pairs, so that each row's threshold and momentum are the dense matrices' (decayed every step)."""
+    count, rows, width = z.shape
+    read = np.stack(np.meshgrid(np.arange(count), np.arange(rows), indexing="ij"), axis=-1).reshape(-1, 2)
+    S = np.full(count * rows, int(np.sum(np.asarray(f, np.int64) ** 2)), np.int64)
+    return read.astype(np.int64), z.reshape(-1, width), S
+
+
 def thresholds(z_q4: int, momentum_shift: int, S):
     """Each row's threshold (int64) for its S: es.thresholds' matrix threshold with S in place of
     sum f^2, in exact Python integers."""
-    from .es import NOISE_STD_PRODUCT  # es imports this module
-
     k = momentum_shift
     return np.array([isqrt(z_q4 * z_q4 * int(s) * 4 ** k // (2 ** (k + 1) - 1) * NOISE_STD_PRODUCT ** 2) // 16
                      for s in S], dtype=np.int64)

@@ -18,7 +18,7 @@ DITHER_TENSOR_BIT = 1 << 40  # tensor ids (model.Tensor.tensor_id) stay below 2*
 
 def block_size(t) -> int:
     """Values per block of a tensor (a matrix block's m * n, a vector's n)."""
-    return t.shape[-1] * (t.shape[-2] if t.kind == "matrix" else 1)
+    return t.shape[-1] * (1 if t.kind == "vector" else t.shape[-2])
 
 
 def dense_noise(cfg, t, step: int, member: int) -> np.ndarray:

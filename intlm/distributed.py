@@ -27,7 +27,9 @@ import time
 
 import numpy as np
 
+from . import context
 from .errors import IntlmError
+from .params import tensors
 
 # environment a launcher sets: MPICH/Intel (hydra, also srun --mpi=pmi2), Open MPI, PMIx (srun --mpi=pmix)
 LAUNCHER_VARS = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
@@ -150,14 +152,18 @@ class World:
 
     def allreduce_sums(self, Z):
         """Collective (reduce "sums"): every process's Z over its own pairs, summed exactly in int64
-        (each partial sum is a sum over a subset of pairs, so no order of adding overflows)."""
+        (each partial sum is a sum over a subset of pairs, so no order of adding overflows). A
+        table's sparse sums list different rows on each process: they are gathered and merged
+        (context.merge_sums), the rows read by any process's pairs, in ascending order."""
         t = time.perf_counter()
-        names = list(Z)
+        kinds = {p.name: p.kind for p in tensors(self.local_cfg)}
+        out = {n: context.merge_sums(self.comm.allgather(Z[n])) for n in Z if kinds[n] == "table"}
+        names = [n for n in Z if kinds[n] != "table"]
         flat = np.concatenate([np.asarray(Z[n], dtype=np.int64).reshape(-1) for n in names])
         total = np.empty_like(flat)
         self.comm.Allreduce(flat, total, op=self.MPI.SUM)
-        self.bytes_sent += flat.nbytes
-        out, at = {}, 0
+        self.bytes_sent += flat.nbytes + sum(sum(a.nbytes for a in Z[n]) for n in out)
+        at = 0
         for n in names:
             size = Z[n].size
             out[n] = total[at:at + size].reshape(Z[n].shape)

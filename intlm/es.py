@@ -20,10 +20,9 @@ import numpy as np
 from . import context
 from .arith import TAIL_Q31, clip8, isqrt
 from .config import INT32_MAX, RANK_LEVELS, Config, worst_case_bounds
-from .model import tensors
+from .noise import NOISE_STD, NOISE_STD_PRODUCT
+from .params import tensors
 
-NOISE_STD = 16  # std of one noise value
-NOISE_STD_PRODUCT = NOISE_STD * NOISE_STD  # std of sum over rank of a.b (rank scaling keeps it)
 LINEAR_SPAN = 3  # linear fitness reaches RANK_LEVELS at this many times the mean |F+ - F-|
 
 
@@ -82,19 +81,19 @@ def thresholds(cfg: Config, step: int, f) -> tuple:
 
 
 def update_sums(cfg: Config, noise, f, reads=None) -> dict:
-    """Z for every parameter (NumPy spec): one integer product over pairs per matrix; with context
-    tables, their sums of the rows read, (read, Z, S), from the rows each pair's window read
-    (``reads``, context.rows_read)."""
+    """Z for every parameter (NumPy spec), by kind: a matrix's sum over pairs of f_p A_p B_p^T (one
+    integer product), a vector's of f_p e_p, a table's sparse sums of the rows read
+    (context.update_sums, from the rows each pair's window read: ``reads``, context.rows_read)."""
     f64 = f.astype(np.int64)
     Z = {}
     for t in tensors(cfg):
         if t.kind == "matrix":
             a, b = noise[t.name]
             Z[t.name] = np.einsum("p,p...mr,p...nr->...mn", f64, a.astype(np.int64), b.astype(np.int64))
-        else:
+        elif t.kind == "vector":
             Z[t.name] = np.einsum("p,p...->...", f64, noise[t.name].astype(np.int64))
-    if cfg.context_bits:
-        Z[context.NAME] = context.update_sums(cfg, noise[context.NAME], f, reads)
+        else:
+            Z[t.name] = context.update_sums(cfg, noise[t.name], f, reads)
     return Z
 
 
@@ -112,27 +111,29 @@ def init_momentum(cfg: Config, params) -> dict:
 
 
 def update(params, cfg: Config, step: int, f, Z, momentum=None) -> int:
-    """Apply the thresholded +-1 steps in place (and the momentum, if any); returns weights moved."""
+    """Apply the thresholded +-1 steps in place (and the momentum, if any); returns weights moved.
+    A dense parameter's momentum decays every step; a table's rows only when read (context.update)."""
     k = cfg.momentum_shift
-    table_sums = Z.get(context.NAME)
     if k:
         for t in tensors(cfg):
-            m = momentum[t.name]
-            m -= np.sign(m) * (np.abs(m) >> k)
-            m += Z[t.name]
-        Z = momentum
+            if t.kind != "table":
+                m = momentum[t.name]
+                m -= np.sign(m) * (np.abs(m) >> k)
+                m += Z[t.name]
     if not np.any(f):
         return 0
     thr_matrix, thr_vector = thresholds(cfg, step, f)
     moved = 0
-    if table_sums is not None:
-        moved += context.update(params[context.NAME], cfg, z_threshold_q4(cfg, step), *table_sums,
-                                momentum[context.NAME] if k else None)
     for t in tensors(cfg):
+        if t.kind == "table":
+            moved += context.update(params[t.name], cfg, z_threshold_q4(cfg, step), *Z[t.name],
+                                    momentum[t.name] if k else None)
+            continue
+        evidence = momentum[t.name] if k else Z[t.name]
         thr = thr_matrix if t.kind == "matrix" else thr_vector
-        move = apply_steps(params[t.name], Z[t.name], thr)
+        move = apply_steps(params[t.name], evidence, thr)
         if k:
-            Z[t.name] -= move * thr  # spend the evidence that moved the weight
+            evidence -= move * thr  # spend the evidence that moved the weight
         moved += int(np.count_nonzero(move))
     return moved
 

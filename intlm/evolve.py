@@ -7,7 +7,10 @@ stateful generator, and both members of a pair continue the same prompt with the
 difference of their scores is their perturbation's doing (as both read the same bytes when
 pretraining). The objective, a plain function ``objective(samples: list[bytes]) -> list[int]``,
 scores the samples (member order: pair p's + member, then its - member); its scores are the members'
-fitnesses and the update is train.apply_fitness, pretraining's own.
+fitnesses and the update is train.apply_fitness, pretraining's own. The context tables' sparse
+update counts, for each pair, the rows either of its members read while writing (the two read
+different bytes once their samples differ, and the pair's score difference depends on the noise of
+every row either read).
 
 The objective's module may define PROMPTS (a list of bytes or str): pair p continues
 PROMPTS[p % len(PROMPTS)], after a document start; without it, DEFAULT_PROMPTS.
@@ -25,6 +28,7 @@ import sys
 
 import numpy as np
 
+from . import context
 from .errors import IntlmError
 from .model import Members, read_byte, state_shape
 from .noise import stream_key
@@ -75,17 +79,31 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
+def prompt_text(cfg, prompts):
+    """What each pair reads before it writes (pairs, columns) uint8: a document start, then its
+    prompt; shorter prompts are padded in front with more 0 bytes, each of which starts the document
+    again, so the padding changes nothing."""
+    chosen = [prompts[p % len(prompts)] for p in range(cfg.pairs)]
+    text = np.zeros((cfg.pairs, 1 + max(map(len, chosen))), np.uint8)
+    for p, prompt in enumerate(chosen):
+        text[p, text.shape[1] - len(prompt):] = np.frombuffer(prompt, np.uint8)
+    return text
+
+
+def sample_reads(backend, cfg, prompts, samples):
+    """The context tables' rows each pair read while its members wrote ``samples`` (the sparse
+    update's ``reads``: context.pair_reads), or None without tables."""
+    pair = np.arange(cfg.population) // 2
+    written = np.frombuffer(b"".join(samples), np.uint8).reshape(cfg.population, -1)
+    return context.pair_reads(backend, cfg, np.concatenate([prompt_text(cfg, prompts)[pair], written], axis=1))
+
+
 def generate_population(params, cfg, noise, prompts, length: int, temperature_q4: int, top_k: int,
                         step: int) -> list:
     """Every member's ``length`` bytes (list of bytes, member order) continuing its pair's prompt
     through its own perturbation (``noise``: this step's, in model.make_noise's layout)."""
     rows, pair = cfg.population, np.arange(cfg.population) // 2
-    chosen = [prompts[p % len(prompts)] for p in range(cfg.pairs)]
-    # a document start, then the prompt; shorter prompts are padded in front with more 0 bytes, each
-    # of which starts the document again, so the padding changes nothing
-    text = np.zeros((cfg.pairs, 1 + max(map(len, chosen))), np.uint8)
-    for p, prompt in enumerate(chosen):
-        text[p, text.shape[1] - len(prompt):] = np.frombuffer(prompt, np.uint8)
+    text = prompt_text(cfg, prompts)
     members = Members(noise, cfg, rows)
     state = np.zeros(state_shape(cfg, rows), np.int64)
     for column in text.T:
@@ -134,17 +152,21 @@ class Objective:
     def describe(self) -> str:
         return f"objective {self.spec}, {self.length}-byte samples from {len(self.prompts)} prompts"
 
+    def warm_up(self, run, backend):
+        """The update of a throwaway run (see train.warm_up), its kernels compiled; no objective called."""
+        noise = backend.make_noise(run.cfg, run.step)
+        reads = sample_reads(backend, run.cfg, self.prompts, [b"\n"] * run.cfg.population)
+        apply_fitness(run, backend, noise, np.zeros(run.cfg.population, np.int64), Laps(), reads=reads)
+
     def step(self, run, backend, world=None, control=0) -> dict:
         if world is not None:
             raise IntlmError("intlm evolve runs in one process (not under MPI)")
-        if run.cfg.context_bits:
-            raise IntlmError("intlm evolve does not train a context table (its update needs the rows each "
-                             "window read, and samples are not windows of a corpus)")
         noise = backend.make_noise(run.cfg, run.step)
         samples = generate_population(run.params, run.cfg, noise, self.prompts, self.length, self.temperature_q4,
                                       self.top_k, run.step)
         scores = check_scores(self.score(samples, run.step), len(samples), self.spec, run.step)
-        stats = apply_fitness(run, backend, noise, scores, Laps())
+        reads = sample_reads(backend, run.cfg, self.prompts, samples)
+        stats = apply_fitness(run, backend, noise, scores, Laps(), reads=reads)
         return {"score_sum": sum(scores.tolist()), **stats, "control": control}  # exact: int64 could wrap
 
     def score(self, samples, step):

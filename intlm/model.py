@@ -16,57 +16,24 @@ MLP is nearly linear below saturation), a head bias, and power-of-two matmul res
 width with the init scale making up the difference.
 """
 
-import dataclasses
-import math
-
 import numpy as np
 
 from . import context
 from .arith import ONE, clip8, div_round, isqrt, log_likelihood, matmul_shift, rshift_round
 from .config import Config
 from .noise import INIT_STEP, NOISE_MULT, rank_mult, stream, stream_key
+from .params import VOCAB, Tensor, tensors
 
-VOCAB = 256
 GATE_BIAS = 127  # f in [-127, 127] -> gate gamma = f + 127 in [0, 254], read as gamma / 256
-
-
-@dataclasses.dataclass(frozen=True)
-class Tensor:
-    """One parameter array; matrices are stacks of (rows, cols) blocks, vectors stacks of rows."""
-    name: str
-    shape: tuple
-    kind: str  # "matrix" or "vector"
-    index: int  # position in the parameter list, part of every noise key
-
-    @property
-    def blocks(self) -> int:
-        lead = self.shape[:-2] if self.kind == "matrix" else self.shape[:-1]
-        return math.prod(lead)  # Python ints: read several times per step, and np.prod is slow on tuples
-
-    def tensor_id(self, block: int) -> int:
-        return (self.index << 20) | block
-
-
-def tensors(cfg: Config) -> list:
-    d, h, L = cfg.width, cfg.hidden, cfg.layers
-    specs = [
-        ("embed", (VOCAB, d), "matrix"),
-        ("gru", (L, 4, d, d), "matrix"),  # W_f, U_f, W_h, U_h as (out, in)
-        ("gru_bias", (L, 2, d), "vector"),  # b_f, b_h
-        ("norm", (L, 2, d), "vector"),  # gains before the GRU and before the MLP
-        ("up", (L, h, d), "matrix"),
-        ("down", (L, d, h), "matrix"),
-        ("out_norm", (d,), "vector"),
-        ("head", (VOCAB, d), "matrix"),
-        ("head_bias", (VOCAB,), "vector"),
-    ]
-    return [Tensor(name, shape, kind, i) for i, (name, shape, kind) in enumerate(specs)]
 
 
 def init_params(cfg: Config) -> dict:
     """Deterministic int8 initial parameters from the config seed (same noise hash, INIT_STEP)."""
     params = {}
     for t in tensors(cfg):
+        if t.kind == "table":
+            params[t.name] = np.zeros(t.shape, dtype=np.int8)  # starts as no table: the model's function unchanged
+            continue
         if t.name in ("norm", "out_norm"):
             params[t.name] = np.full(t.shape, ONE, dtype=np.int8)
             continue
@@ -87,15 +54,13 @@ def init_params(cfg: Config) -> dict:
                   for b in range(t.blocks)]
         w = rshift_round(np.stack(blocks).astype(np.int64) * mult, 8)
         params[t.name] = clip8(w).reshape(t.shape).astype(np.int8)
-    if cfg.context_bits:
-        params[context.NAME] = np.zeros(context.tables(cfg).shape, dtype=np.int8)  # starts as no table
     return params
 
 
 def state_shape(cfg: Config, rows: int) -> tuple:
     """The recurrent state of ``rows`` streams: each layer's GRU state, and with context tables one
     more row that holds the bytes read before (context.history_slots)."""
-    return (rows, cfg.layers + (1 if cfg.context_bits else 0), cfg.width)
+    return (rows, cfg.layers + context.state_rows(cfg), cfg.width)
 
 
 def noise_layout(cfg: Config, t: Tensor) -> tuple:
@@ -126,12 +91,13 @@ def make_noise(cfg: Config, step: int, pairs=None) -> dict:
     pairs = range(cfg.pairs) if pairs is None else pairs
     out = {}
     for t in tensors(cfg):
+        if t.kind == "table":
+            out[t.name] = context.make_noise(cfg, step, pairs)
+            continue
         count, mult = noise_layout(cfg, t)
         block = np.stack([np.stack([stream(stream_key(cfg.seed, t.tensor_id(b), step, p), count, mult)
                                     for b in range(t.blocks)]) for p in pairs])
         out[t.name] = split_streams(cfg, t, block)
-    if cfg.context_bits:
-        out[context.NAME] = context.make_noise(cfg, step, pairs)
     return out
 
 
@@ -187,13 +153,7 @@ def read_byte(params, cfg: Config, byte, state, members: Members):
     """The model reads one byte for a batch of rows: updates ``state`` (rows, layers, d) in place and
     returns the logits of the next byte."""
     state[byte == 0] = 0  # a 0 byte starts a document: forget the previous one
-    x = members.embed(params["embed"], byte)
-    if cfg.context_bits:
-        extra = state[:, cfg.layers]  # a view: the bytes before move on in place
-        noise = None if members.noise is None else members.noise[context.NAME]
-        hist = context.history(cfg, byte, extra)
-        x = clip8(x + context.member_rows(cfg, params[context.NAME], noise, members.pair, members.sign, hist))
-        context.step_history(cfg, extra, byte)
+    x = context.add_rows(params, cfg, members.embed(params["embed"], byte), byte, state, members)
     for l in range(cfg.layers):
         h = state[:, l].astype(np.int64)
         a = layer_norm(x, members.vector("norm", params["norm"], l, 0))

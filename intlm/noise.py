@@ -21,6 +21,8 @@ SEED_SALT = 0x5851F42D4C957F2D
 INIT_STEP = (1 << 32) - 1  # the "step" counter of parameter initialisation, never a training step
 NOISE_MULT = 78  # 16 * 1024 / 209: std 16
 NOISE_MAX = (1020 * NOISE_MULT + 512) >> 10  # 78: the largest |noise|
+NOISE_STD = 16  # std of one noise value
+NOISE_STD_PRODUCT = NOISE_STD * NOISE_STD  # std of sum over rank of a.b (rank scaling keeps it)
 
 
 def mix(z: int) -> int:

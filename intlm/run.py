@@ -126,17 +126,27 @@ def start_from(path, cfg: Config, typed=None, quiet=False) -> Run:
     """A new run (step 0, fresh optimiser state) from the weights of the checkpoint at ``path`` (a
     run folder: its newest intact one), recording that checkpoint's path and content hash. Its
     config: the checkpoint's model shape, and ``cfg``'s settings named in ``typed`` (None: all of
-    them) over the checkpoint's others; a typed shape that differs is refused."""
+    them) over the checkpoint's others; a typed shape that differs is refused, except context tables
+    added to a model without them (``_grows``)."""
     base, ck = _load(path, quiet)
     new = cfg if typed is None else _typed_over(base.cfg, cfg, typed)
-    clash = [k for k in SHAPE_FIELDS if getattr(new, k) != getattr(base.cfg, k)]
+    clash = [k for k in SHAPE_FIELDS if getattr(new, k) != getattr(base.cfg, k) and not _grows(base.cfg, new, k)]
     if clash:
         have = ", ".join(f"{k.replace('_', ' ')} {getattr(base.cfg, k)}" for k in clash)
         flags = ", ".join("--" + k.replace("_", "-") for k in clash)
         raise IntlmError(f"--init: the model of {ck.path} has {have}, which a run started from it keeps "
                          f"(leave {flags} out)")
     record = {"path": str(ck.path.resolve()), "content_hash": ck.content_hash, "step": ck.step}
-    return Run.fresh(new.check(), base.params, {"init": record})
+    new = new.check()
+    # a parameter the checkpoint lacks (tables added) starts as a new model's: zero, for a table
+    return Run.fresh(new, {**init_params(new), **base.params}, {"init": record})
+
+
+def _grows(base: Config, new: Config, field: str) -> bool:
+    """Whether ``field`` may differ between a checkpoint's config and a run started from it: context
+    tables may be added to a model without them, since they start at zero and leave its function as
+    it was (the model grows, its first evaluation is the checkpoint's)."""
+    return field in ("context_bits", "context_order") and not base.context_bits
 
 
 class Start(NamedTuple):

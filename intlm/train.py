@@ -83,9 +83,7 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     sums = world is not None and world.reduce == "sums"  # Z from own pairs, summed over processes
     noise = backend.make_noise(cfg, run.step, world.p0, world.p1) if sums else backend.make_noise(cfg, run.step)
     lap("noise")
-    # the context tables' rows each pair's window reads, for their sparse update (before the forward
-    # moves the state's bytes before on)
-    reads, after = backend.rows_read(cfg, tokens, run.hidden[0::2, cfg.layers]) if cfg.context_bits else (None, None)
+    reads, after = context.window_reads(backend, cfg, tokens, run.hidden)  # before the forward moves them on
     if world is None:
         fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
         if cfg.pair_state == "mean":
@@ -97,8 +95,7 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
         local = backend.population_fitness(run.params, cfg, mine, tokens, run.hidden, p0, p1)
         if cfg.pair_state == "mean":
             es.share_pair_state(run.hidden[2 * p0:2 * p1])
-        if cfg.context_bits:  # every pair's bytes before, not only this process's: the next reads need them
-            run.hidden[:, cfg.layers, context.history_slots(cfg)] = np.repeat(after, 2, axis=0)
+        context.keep_history(cfg, run.hidden, after)  # every pair's, not only this process's
         lap("forward")
         fitness, control = world.allgather_fitness(local, control)
         lap("comm")
@@ -110,7 +107,7 @@ def apply_fitness(run: Run, backend, noise, fitness, lap, world=None, reads=None
     """The EGGROLL update from the members' fitnesses, whatever scored them (the corpus here, an
     objective in evolve.py): shaping, the sums Z, the thresholded steps, the anchor's pull; then the
     step is done. ``noise``: this step's (under ``world`` with reduce "sums", this process's pairs');
-    ``reads``: with context tables, the rows each pair's window read (context.rows_read).
+    ``reads``: the rows of the tables each pair's window read (context.window_reads).
     Returns the tie count, the weights moved and (with Anchored Weight Decay) the weights pulled."""
     cfg = run.cfg
     f, ties = es.shape_fitness(fitness, cfg.fitness)

@@ -16,7 +16,7 @@ import numpy as np
 from .. import es
 from ..arith import clip8, rshift_round
 from ..data import stream_windows
-from ..model import tensors
+from ..params import tensors
 
 
 def add_clipped(w, delta):

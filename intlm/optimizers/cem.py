@@ -17,7 +17,7 @@ spread alone.
 import numpy as np
 
 from ..arith import div_round
-from ..model import tensors
+from ..params import tensors
 from . import ranked
 from .units import MEAN_SHIFT, SCALE_MAX, SCALE_MIN
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..arith import clip8, div_round, rshift_round
 from ..data import stream_windows
-from ..model import tensors
+from ..params import tensors
 from . import Optimizer
 from .units import MEAN_MAX, MEAN_SHIFT
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..arith import div_round, iroot, isqrt
 from ..config import parameter_count
-from ..model import tensors
+from ..params import tensors
 from . import ranked
 from .units import LOG_SCALE_MAX, MEAN_SHIFT, PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX, SCALE_MIN
 

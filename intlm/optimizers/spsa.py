@@ -20,7 +20,7 @@ weights do (``spsa_rounding``):
 import numpy as np
 
 from ..arith import clip8
-from ..model import tensors
+from ..params import tensors
 from . import Optimizer, antithetic
 
 RESIDUAL = "residual."

@@ -6,6 +6,7 @@ with the int8 products in gemm.py and the scalar integer arithmetic of ``intlm.a
 Importing this package imports Numba and compiles (or loads from Numba's cache) on first use."""
 
 from ...model import pair_range
+from ...params import tensors
 from .. import Backend
 from . import context as _context, forward as _forward, noise as _noise, update as _update
 
@@ -14,7 +15,9 @@ class NumbaBackend(Backend):
     name = "numba"
 
     def make_noise(self, cfg, step: int, p0: int = 0, p1: int | None = None) -> dict:
-        return _noise.make_noise(cfg, step, *pair_range(cfg, p0, p1))
+        p0, p1 = pair_range(cfg, p0, p1)
+        return {t.name: (_context if t.kind == "table" else _noise).make_noise(cfg, t, step, p0, p1)
+                for t in tensors(cfg)}
 
     def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None):
         return _forward.population_fitness(params, cfg, noise, pair_tokens, state, *pair_range(cfg, p0, p1, noise))

@@ -96,12 +96,12 @@ def _fill(seed, tensor_id0, step, p0, start, mult, keys, b):
                     b[q, i, j, c] = stream_value(k, start + j * r + c, mult)
 
 
-def make_noise(cfg: Config, step: int, p0: int, p1: int) -> tuple:
-    """``context.make_noise`` of pairs [p0, p1)."""
-    t = context.tables(cfg)
-    keys = np.empty((p1 - p0, t.count), np.uint64)
-    b = np.empty((p1 - p0, t.count, cfg.width, cfg.rank), np.int8)
-    _fill(cfg.seed, t.tensor_id(0), step, p0, t.rows * cfg.rank, rank_mult(cfg.rank), keys, b)
+def make_noise(cfg: Config, t, step: int, p0: int, p1: int) -> tuple:
+    """``context.make_noise`` of pairs [p0, p1) (t: the table parameter)."""
+    count, rows = t.shape[:2]
+    keys = np.empty((p1 - p0, count), np.uint64)
+    b = np.empty((p1 - p0, count, cfg.width, cfg.rank), np.int8)
+    _fill(cfg.seed, t.tensor_id(0), step, p0, rows * cfg.rank, rank_mult(cfg.rank), keys, b)
     return keys, b
 
 
@@ -210,3 +210,17 @@ def update(param, cfg: Config, z_q4: int, read, Z, S, momentum=None) -> int:
     thr = thresholds(z_q4, cfg.momentum_shift, S)
     k = cfg.momentum_shift
     return int(_apply(param, Z, momentum if k else np.zeros((1, 1, 1), np.int32), k, read, thr))
+
+
+def operands(params, cfg: Config, noise, perturbed: bool) -> dict:
+    """The context tables, each order's hash salt, and their perturbation (keys, B as rows (pairs,
+    tables, r, d)); without tables (or without noise) stand-ins of the same types, never read."""
+    d, r, n = cfg.width, cfg.rank, cfg.context_order - 1
+    table = params[context.NAME] if cfg.context_bits else np.zeros((0, 1, d), np.int8)
+    if cfg.context_bits and perturbed:
+        keys, b = noise[context.NAME]
+        b = np.ascontiguousarray(b.transpose(0, 1, 3, 2))
+    else:
+        keys, b = np.zeros((1, n), np.uint64), np.zeros((1, n, r, d), np.int8)
+    return {"context_bits": cfg.context_bits, "context_salts": salts(cfg), "context_mult": rank_mult(r),
+            "context": table, "n_context_keys": keys, "n_context_b": b}

@@ -18,9 +18,8 @@ from numba import njit, prange
 
 from ...arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from ...config import Config
-from ... import context
-from ...model import GATE_BIAS, noise_layout, split_streams, tensors
-from ...noise import rank_mult
+from ...model import GATE_BIAS, noise_layout, split_streams
+from ...params import tensors
 from . import context as _ctx
 from .arith import clip8, div_round_reciprocal, log_likelihood, rshift_round, sar32
 from .gemm import DOT_ROWS, GROUP, OFFSET, TILE_ROWS, correction, dot4, gemm, pack
@@ -316,7 +315,7 @@ def _matrix_noise(cfg: Config, noise) -> dict:
         if t.kind == "matrix":
             (a, _), (b, b_corr) = (_as_rows(v) for v in factors(cfg, t, noise))
             out[t.name] = (a, b, b_corr)
-        else:
+        elif t.kind == "vector":
             out[t.name] = noise[t.name]
     return out
 
@@ -327,7 +326,7 @@ def _no_noise(cfg: Config) -> dict:
     layout _operands makes of noise; made once per config, since the optimisers other than EGGROLL
     call the unperturbed forward once per member."""
     return _matrix_noise(cfg, {t.name: split_streams(cfg, t, np.zeros((1, t.blocks, noise_layout(cfg, t)[0]), np.int8))
-                               for t in tensors(cfg)})
+                               for t in tensors(cfg) if t.kind != "table"})
 
 
 def _corrections(params, names) -> dict:
@@ -368,22 +367,8 @@ def _operands(params, cfg: Config, noise, perturbed: bool) -> Operands:
         fields["n_" + name + "_a"], fields["n_" + name + "_b"], fields["n_" + name + "_bc"] = nz[name]
     for name in VECTORS:
         fields[name], fields["n_" + name] = params[name], nz[name]
-    fields.update(_context_operands(params, cfg, noise, perturbed))
+    fields.update(_ctx.operands(params, cfg, noise, perturbed))
     return Operands(**fields)
-
-
-def _context_operands(params, cfg: Config, noise, perturbed: bool) -> dict:
-    """The context tables, each order's hash salt, and their perturbation (keys, B as rows (pairs,
-    tables, r, d)); without tables (or without noise) stand-ins of the same types, never read."""
-    d, r, n = cfg.width, cfg.rank, cfg.context_order - 1
-    table = params[context.NAME] if cfg.context_bits else np.zeros((0, 1, d), np.int8)
-    if cfg.context_bits and perturbed:
-        keys, b = noise[context.NAME]
-        b = np.ascontiguousarray(b.transpose(0, 1, 3, 2))
-    else:
-        keys, b = np.zeros((1, n), np.uint64), np.zeros((1, n, r, d), np.int8)
-    return {"context_bits": cfg.context_bits, "context_salts": _ctx.salts(cfg), "context_mult": rank_mult(r),
-            "context": table, "n_context_keys": keys, "n_context_b": b}
 
 
 def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):

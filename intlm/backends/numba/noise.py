@@ -6,7 +6,6 @@ import functools
 import numpy as np
 from numba import njit, prange
 
-from ... import context
 from ...config import Config
 from ...dense_noise import DITHER_TENSOR_BIT, block_size
 from ...model import noise_layout, split_streams, tensors
@@ -65,20 +64,13 @@ def fill_streams(seed, tensor_ids, step, p0, count, mult, out):
                 out[q, b, i] = _gaussian(mix(k ^ index_hash[i]), mult)
 
 
-def make_noise(cfg: Config, step: int, p0: int, p1: int) -> dict:
-    """``model.make_noise`` of pairs [p0, p1): same layout and values, generated in parallel."""
-    out = {}
-    for t in tensors(cfg):
-        ids = _ids(t)
-        count, mult = noise_layout(cfg, t)
-        block = np.empty((p1 - p0, t.blocks, count), dtype=np.int8)
-        fill_streams(cfg.seed, ids, step, p0, count, mult, block)
-        out[t.name] = split_streams(cfg, t, block)
-    if cfg.context_bits:
-        from . import context as _context  # it imports this module
-
-        out[context.NAME] = _context.make_noise(cfg, step, p0, p1)
-    return out
+def make_noise(cfg: Config, t, step: int, p0: int, p1: int):
+    """``model.make_noise``'s noise of a matrix or vector t for pairs [p0, p1): same layout and
+    values, generated in parallel (a table's is context.make_noise's)."""
+    count, mult = noise_layout(cfg, t)
+    block = np.empty((p1 - p0, t.blocks, count), dtype=np.int8)
+    fill_streams(cfg.seed, _ids(t), step, p0, count, mult, block)
+    return split_streams(cfg, t, block)
 
 
 def factors(cfg: Config, t, noise):

@@ -5,9 +5,9 @@ momentum (``es.update``) as one fused pass per tensor."""
 import numpy as np
 from numba import njit, prange
 
-from ... import context, es
+from ... import es
 from ...config import UPDATE_CHUNK, Config
-from ...model import tensors
+from ...params import tensors
 from . import context as _context
 from .arith import clip8
 from .gemm import TILE_ROWS, gemm16, padded
@@ -103,10 +103,10 @@ def update_sums(cfg: Config, noise, f, reads=None) -> dict:
         if t.kind == "matrix":
             z = _matrix_update_sum(cfg, t, *factors(cfg, t, noise), f, ones)
             Z[t.name] = np.ascontiguousarray(z[:, :, :t.shape[-1]]).reshape(t.shape)
-        else:
+        elif t.kind == "vector":
             Z[t.name] = _vector_sums(f, noise[t.name].reshape(cfg.pairs, -1)).reshape(t.shape)
-    if cfg.context_bits:
-        Z[context.NAME] = _context.update_sums(cfg, noise[context.NAME], f, reads)
+        else:
+            Z[t.name] = _context.update_sums(cfg, noise[t.name], f, reads)
     return Z
 
 
@@ -137,13 +137,15 @@ def update(params, cfg: Config, step: int, f, Z, momentum=None) -> int:
     none = np.zeros(1, np.int32)
     moved = 0
     for t in tensors(cfg):
+        if t.kind == "table":  # sparse: the rows read, their momentum decayed only then
+            if moving:
+                moved += _context.update(params[t.name], cfg, es.z_threshold_q4(cfg, step), *Z[t.name],
+                                         momentum[t.name] if cfg.momentum_shift else None)
+            continue
         arrays = [params[t.name], Z[t.name]] + ([momentum[t.name]] if cfg.momentum_shift else [])
         if not all(a.flags.c_contiguous for a in arrays):
             raise ValueError(f"{t.name}: update arrays must be C-contiguous (updated through flat views)")
         flat = [a.reshape(-1) for a in arrays]
         moved += _apply_steps(flat[0], flat[1], flat[2] if cfg.momentum_shift else none, cfg.momentum_shift,
                               thr_matrix if t.kind == "matrix" else thr_vector, moving)
-    if cfg.context_bits and moving:
-        moved += _context.update(params[context.NAME], cfg, es.z_threshold_q4(cfg, step), *Z[context.NAME],
-                                 momentum[context.NAME] if cfg.momentum_shift else None)
     return int(moved)
