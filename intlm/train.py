@@ -12,6 +12,7 @@ evolve``; both end in ``apply_fitness``, the one EGGROLL update.
 """
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -28,7 +29,7 @@ from .data import stream_windows
 from .errors import IntlmError, Stopped
 from .lock import run_lock
 from .model import state_shape
-from .progress import Laps, Progress
+from .progress import Laps, Progress, compiling, header
 from .run import Run, corpus_meta, refuse_missing, resume_or_fresh
 from .runlog import open_log
 from .sample import preview
@@ -139,6 +140,10 @@ class CorpusFitness:
         c = self.corpus
         return f"{c.path or 'the default corpus'}: {len(c.train)} train / {len(c.val)} validation bytes"
 
+    def warm_up(self, run: Run, backend):
+        """A step of a throwaway run: the kernels a step calls, compiled (see train.warm_up)."""
+        self.step(run, backend)
+
     def step(self, run: Run, backend, world=None, control=0) -> dict:
         if world is None:
             return optimizers.get(run.cfg.optimizer).step(run, self.corpus.train, backend)
@@ -199,13 +204,24 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
         if world is not None:
             world.agree(err)  # a process that could not start (rank 0's lock, say) stops them all
         if progress and primary:
-            procs = f" x {world.size} MPI processes" if world is not None else ""
-            origin = f" (from {run.records['init']['path']})" if "init" in run.records and not resumed else ""
-            print(f"training {run_dir} from step {run.step}{origin} on {task.describe()}; backend {be.name}{procs}; "
-                  f"{run.cfg.describe()}", file=sys.stderr)
+            origin = run.records["init"]["path"] if "init" in run.records and not resumed else None
+            print(header(run_dir, run.step, task, be, run.cfg, world, origin), file=sys.stderr)
+        with compiling(progress and primary):
+            warm_up(task, run.cfg, corpus, be)
         _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds,
               save_seconds, eval_bytes, progress and primary, sample_seconds, world, held)
     return run
+
+
+def warm_up(task, cfg: Config, corpus, backend):
+    """Compile the kernels a run calls (or load them from Numba's cache) on a throwaway run of its
+    config with a short window, before the run's clock starts: compiling is then neither training
+    time (--minutes) nor in the rate. The population stays the run's: the backends choose their
+    kernels by the number of rows."""
+    small = dataclasses.replace(cfg, window=min(cfg.window, 8))
+    run = Run.fresh(small)
+    task.warm_up(run, backend)
+    evaluate(run.params, small, corpus.val, backend, max_bytes=1)
 
 
 def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
@@ -224,7 +240,7 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
     bar = Progress(steps, minutes * 60 if minutes else None, progress, task.figure)
     start = time.perf_counter()
     last_eval = last_save = last_sample = start
-    tokens_done, val_bpb, figure = 0, None, 0.0
+    tokens_done, tokens, val_bpb, figure = 0, 0, None, 0.0
     time_up, stats_control = False, 0
 
     def total_seconds():  # training time over all sessions
@@ -275,6 +291,8 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
             record = {"step": run.step, "elapsed_s": round(total_seconds(), 3), **fields,
                       **{k: stats[k] for k in ("ties", "moved", "pulled") if k in stats},
                       "tokens_per_s": round(tokens_done / max(now - start, 1e-9))}
+            if tokens_done == tokens:  # an invocation's first record: what it trains with and on
+                record.update(config=cfg.to_json(), backend=be.name)
             if now - last_eval >= eval_seconds:
                 val_bpb = evaluate(run.params, cfg, corpus.val, be, max_bytes=eval_bytes)
                 record["val_bpb_sample"] = round(val_bpb, 4)
@@ -289,8 +307,7 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
             bar.sample(run.step, preview(run.params, cfg, SAMPLE_BYTES, seed=run.step))
             last_sample = time.perf_counter()
         if primary:
-            bar.show(run.step, now - start, figure, val_bpb, record["tokens_per_s"],
-                     fresh_val="val_bpb_sample" in record)
+            bar.show(run.step, now - start, figure, val_bpb, tokens, fresh_val="val_bpb_sample" in record)
     path = save()
     if stop.signum is not None:
         raise Stopped(stop.signum, path)
@@ -301,4 +318,4 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
     held.check()
     log.write(json.dumps({"step": run.step, "elapsed_s": round(total_seconds(), 3), "val_bpb": round(val_bpb, 4),
                           "final": True}) + "\n")
-    bar.show(run.step, elapsed, figure, val_bpb, tokens_done / max(elapsed, 1e-9), final=True)
+    bar.show(run.step, elapsed, figure, val_bpb, tokens, final=True)
