@@ -5,7 +5,6 @@ float enters the training path.
 """
 
 import dataclasses
-import json
 
 from . import params
 from .errors import IntlmError
@@ -102,9 +101,6 @@ class Config:
             d = {"spsa_rounding": SPSA_ROUNDING_BEFORE, **d}
         # a later field left out means "as before", whatever its default is now
         return cls(**{**LATER_FIELDS, **d})
-
-    def describe(self) -> str:
-        return json.dumps(self.to_json(), sort_keys=True)
 
     def check(self) -> "Config":
         """Raise IntlmError (one line) for settings the model or the integer bounds cannot take."""
