@@ -12,6 +12,7 @@ backend's own tile kernel, a plain Numba int8 dot (what LLVM makes of a straight
 float32 BLAS for comparison. Figures are medians over ``repeats``.
 """
 
+import dataclasses
 import json
 import resource
 import subprocess
@@ -25,7 +26,7 @@ from .backends.numba import gemm as cpu_gemm
 from .config import Config
 from .model import VOCAB
 
-PHASES = ("data", "noise", "forward", "fitness", "update")
+PHASES = ("data", "noise", "reads", "forward", "fitness", "sums", "update")  # train.train_step's laps
 # The grid `intlm bench` runs when no setting is given: width, layers, population and rank scaling
 # around the official implementation's benchmark sizes (width 128 x 1 and 256 x 2, population 512).
 DEFAULT_GRID = (
@@ -35,6 +36,8 @@ DEFAULT_GRID = (
     + [dict(width=128, layers=1, population=p) for p in (256, 2048, 8192)]
     + [dict(width=128, layers=1, population=512, rank=4)]
     + [dict(width=256, layers=2, population=4096)]
+    # the model `intlm pretrain` trains by default (context tables K 16, orders 2-4), and without tables
+    + [dict(width=32, layers=1, population=8192, context_bits=16, context_order=4), dict(width=32, layers=1, population=8192)]
 )
 
 
@@ -82,14 +85,19 @@ def measure(cfg: Config, repeats: int = 10, backend: str = "auto") -> dict:
     from .backends import get
 
     be = get(backend)
-    _, step, infer = timers(cfg, be, synthetic_bytes(max(1 << 20, 4 * cfg.pairs * (cfg.window + 1))))
-    step(), infer()  # compile, or load the compiled kernels
-    train_s, infer_s, phases = [], [], []
+    data = synthetic_bytes(max(1 << 20, 4 * cfg.pairs * (cfg.window + 1)))
+    _, step, infer = timers(cfg, be, data)
+    # with context tables, a step of the same model without them beside each step: the tables' share
+    plain = timers(dataclasses.replace(cfg, context_bits=0, context_order=2), be, data)[1] if cfg.context_bits else None
+    step(), infer(), plain and plain()  # compile, or load the compiled kernels
+    train_s, infer_s, plain_s, phases = [], [], [], []
     for _ in range(repeats):
         laps = {}
         train_s.append(step(laps))
         phases.append(laps)
         infer_s.append(infer()[0])
+        if plain:
+            plain_s.append(plain())
     tokens = cfg.population * cfg.window
     train, inference = tokens / float(np.median(train_s)), tokens / float(np.median(infer_s))
     step = float(np.median(train_s))
@@ -98,13 +106,17 @@ def measure(cfg: Config, repeats: int = 10, backend: str = "auto") -> dict:
     ratio = float(np.median(np.array(infer_s) / np.array(train_s)))
     return {
         "width": cfg.width, "layers": cfg.layers, "population": cfg.population, "rank": cfg.rank,
-        "window": cfg.window, "backend": be.name,
+        "window": cfg.window, "context_bits": cfg.context_bits, "context_order": cfg.context_order if cfg.context_bits else 0,
+        "backend": be.name,
         "train_tokens_per_s": round(train), "inference_tokens_per_s": round(inference),
         "ratio": float(f"{ratio:.3g}"),  # significant digits: a step slowed by a busy machine is not 0
         "train_gmacs": round(train * macs_per_token(cfg) / 1e9, 1),
         "inference_gmacs": round(inference * macs_per_token(cfg) / 1e9, 1),
         "step_s": round(step, 6),
         "shares": {p: round(float(np.median([laps.get(p, 0.0) for laps in phases])) / step, 3) for p in PHASES},
+        # the whole step's time the tables add (their reads, the forward's table read, their sums and
+        # update): 1 - a step without them / a step with them, each step's ratio to the one beside it
+        "table_share": round(1 - float(np.median(np.array(plain_s) / np.array(train_s))), 3) if plain else 0.0,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
@@ -182,9 +194,9 @@ def run_one(setting: dict, repeats: int, backend: str, processes: int = 1) -> di
 
 
 def table_header() -> str:
-    head = (f"{'width':>5} {'layers':>6} {'pop':>6} {'rank':>4} {'win':>4} | {'train tok/s':>11} "
+    head = (f"{'width':>5} {'layers':>6} {'pop':>6} {'rank':>4} {'win':>4} {'ctx':>4} | {'train tok/s':>11} "
             f"{'infer tok/s':>11} {'ratio':>5} {'runs':>9} | {'GMAC/s':>6} {'of limit':>8} | "
-            + " ".join(f"{p:>7}" for p in PHASES) + f" | {'peak MB':>7}")
+            + " ".join(f"{p:>7}" for p in PHASES) + f" {'tables':>7} | {'peak MB':>7}")
     return head + "\n" + "-" * len(head)
 
 
@@ -193,10 +205,12 @@ def table_row(r: dict, limit: dict) -> str:
     frac = f"{100 * r['train_gmacs'] / max(limit.values()):7.0f}%" if limit else f"{'-':>8}"
     runs = r.get("ratio_runs", [r["ratio"]])
     spread = f"{runs[0]:.2f}-{runs[-1]:.2f}" if len(runs) > 1 else "-"
-    return (f"{r['width']:>5} {r['layers']:>6} {r['population']:>6} {r['rank']:>4} {r['window']:>4} | "
+    ctx = f"{r['context_bits']}/{r['context_order']}" if r["context_bits"] else "-"
+    return (f"{r['width']:>5} {r['layers']:>6} {r['population']:>6} {r['rank']:>4} {r['window']:>4} {ctx:>4} | "
             f"{r['train_tokens_per_s']:>11,} {r['inference_tokens_per_s']:>11,} {r['ratio']:>5.2f} {spread:>9} | "
             f"{r['train_gmacs']:>6.1f} {frac} | "
-            + " ".join(f"{100 * r['shares'][p]:>6.1f}%" for p in PHASES) + f" | {r['peak_rss_mb']:>7}")
+            + " ".join(f"{100 * r['shares'][p]:>6.1f}%" for p in PHASES) + f" {100 * r['table_share']:>6.1f}%"
+            + f" | {r['peak_rss_mb']:>7}")
 
 
 if __name__ == "__main__":  # one setting, measured in this process: used by run_one

@@ -393,12 +393,15 @@ def _int_list(ctx, param, value):
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--json", "json_path", type=click.Path(), help="Also write the results as JSON here.")
 @click.option("--no-limit", is_flag=True, help="Skip the int8 product microbenchmark.")
-def bench(width, layers, population, rank, window, repeats, processes, backend, json_path, no_limit):
+def bench(width, layers, population, rank, context_bits, context_order, window, repeats, processes, backend,
+          json_path, no_limit):
     """Training vs inference tokens/s, multiply-adds/s, phase shares and peak memory.
 
     With no setting given it runs a default grid (widths 64-256, layers 1-4, populations 256-8192,
-    rank 1 and 4); any setting given makes the grid the product of the lists (defaults: width 128,
-    1 layer, population 512, rank 1). Each setting runs in its own processes (--processes): on a
+    rank 1 and 4, and the default model of `intlm pretrain` with and without its context tables);
+    any setting given makes the grid the product of the lists (defaults: width 128, 1 layer,
+    population 512, rank 1, no context tables). Phases: data, noise, the tables' rows read, forward,
+    fitness shaping, update sums, update; "tables" is the share of a step the context tables add. Each setting runs in its own processes (--processes): on a
     shared machine the training/inference ratio moves more from one process to the next than
     within one, so the table shows the run with the median ratio and the range of all runs.
     """
@@ -409,11 +412,16 @@ def bench(width, layers, population, rank, window, repeats, processes, backend, 
 
     if repeats < 1 or processes < 1:
         raise IntlmError("--repeats and --processes must be >= 1")
-    if width is layers is population is rank is None:
+    if width is layers is population is rank is context_bits is context_order is None:
         grid = [dict(s, window=window) for s in DEFAULT_GRID]
     else:
-        grid = [dict(width=w, layers=n, population=p, rank=r, window=window) for w, n, p, r in itertools.product(
-            width or [128], layers or [1], population or [512], rank or [1])]
+        grid = [dict(width=w, layers=n, population=p, rank=r, window=window, context_bits=k,
+                     context_order=o if k else 2)
+                for w, n, p, r, k, o in itertools.product(width or [128], layers or [1], population or [512],
+                                                          rank or [1], context_bits or [0], context_order or [4])]
+        grid = [dict(t) for t in dict.fromkeys(tuple(s.items()) for s in grid)]  # orders of no table: one
+@click.option("--context-bits", callback=_int_list, help="Context table bits, comma-separated (0: no tables) [0].")
+@click.option("--context-order", callback=_int_list, help="Context orders N, comma-separated [4].")
     for setting in grid:
         Config(**setting).check()
     limit = {} if no_limit else machine_limit()

@@ -72,7 +72,8 @@ def _pair_slice(noise, p0, p1):
 
 def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=None, control=0) -> dict:
     """One EGGROLL step in place; returns integer statistics of it. ``timings``, a dict, collects
-    the seconds of its phases: data, noise, forward, fitness, update (and comm under MPI).
+    the seconds of its phases: data, noise, reads (the tables' rows), forward, fitness, sums, update
+    (and comm under MPI).
 
     ``world`` (distributed.World): this process evaluates its pairs [p0, p1) only, and one
     Allgatherv gives every process the whole fitness vector (and the OR of the processes'
@@ -101,6 +102,7 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
         fitness, control = world.allgather_fitness(local, control)
         lap("comm")
     stats = apply_fitness(run, backend, noise, fitness, lap, world, reads)
+    lap("reads")
     return {"fitness_sum": int(fitness.astype(np.int64).sum()), **stats, "control": control}
 
 
@@ -134,6 +136,7 @@ class CorpusFitness:
     record = None  # what checkpoints record of the task (run.RECORDS "objective"): nothing
 
     def __init__(self, corpus):
+    lap("sums")
         self.corpus = corpus
 
     def describe(self) -> str:

@@ -43,6 +43,25 @@ def test_measure_reports_consistent_figures():
     assert r["peak_rss_mb"] > 10
 
 
+def test_measure_reports_the_tables_phases_and_share():
+    """With context tables the step has a reads phase and the tables' share of the step (a step
+    without them timed beside it); without, both are zero."""
+    r = bench.measure(Config(**TINY, context_bits=8, context_order=3).check(), repeats=2, backend="numba")
+    assert (r["context_bits"], r["context_order"]) == (8, 3) and r["shares"]["reads"] > 0
+    assert -1 < r["table_share"] < 1 and r["table_share"] != 0
+    plain = bench.measure(Config(**TINY).check(), repeats=1, backend="numba")
+    assert plain["table_share"] == 0 and plain["shares"]["reads"] < r["shares"]["reads"]
+
+
+def test_default_grid_has_the_default_model():
+    """The default grid measures what `intlm pretrain` trains, with and without its tables."""
+    from intlm.cli import DEFAULTS
+    from intlm.config import PRETRAIN_CONTEXT
+
+    default = dict(width=DEFAULTS.width, layers=DEFAULTS.layers, population=DEFAULTS.population)
+    assert dict(default, **PRETRAIN_CONTEXT) in bench.DEFAULT_GRID and default in bench.DEFAULT_GRID
+
+
 def test_machine_limit_measures_three_kernels():
     limit = bench.machine_limit(rows=64, inner=64, cols=64, repeats=2)
     assert len(limit) == 3 and all(v > 0 for v in limit.values())
@@ -53,11 +72,13 @@ def test_bench_command_prints_table_and_json(tmp_path):
     """`intlm bench` with settings runs their product, each in its own processes, and writes JSON;
     a setting's figures are those of the run with the median ratio, beside every run's ratio."""
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(cli, ["bench", "--width", "16,32", "--population", "8", "--window", "4",
+    result = CliRunner().invoke(cli, ["bench", "--width", "16", "--population", "8", "--window", "4",
+                                      "--context-bits", "0,8", "--context-order", "2,3",
                                       "--repeats", "1", "--processes", "3", "--no-limit", "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert [(r["width"], r["population"], r["window"]) for r in report["results"]] == [(16, 8, 4), (32, 8, 4)]
+    assert [(r["width"], r["population"], r["window"], r["context_bits"], r["context_order"])
+            for r in report["results"]] == [(16, 8, 4, 0, 0), (16, 8, 4, 8, 2), (16, 8, 4, 8, 3)]  # no table: one row
     for r in report["results"]:
         assert len(r["ratio_runs"]) == 3 and r["ratio_runs"] == sorted(r["ratio_runs"])
         assert r["ratio"] == r["ratio_runs"][1]
