@@ -1,6 +1,7 @@
-"""Write a folder or file all at once: build it under a temporary sibling name, then rename it into place.
+"""Write a folder or file all at once: build it under a temporary sibling name, then rename it into place
+(and delete a folder all at once: rename it aside, then delete it).
 
-A crash leaves at most a hidden ``.NAME.tmp-PID`` (a half-built replacement) or
+A crash leaves at most a hidden ``.NAME.tmp-PID`` (a half-built replacement, or a folder half deleted) or
 ``.NAME.old-PID`` folder (the previous NAME, moved aside for the instant of the swap) behind, never
 a half-written or half-deleted NAME. ``clean_stale`` removes the first kind and puts the second
 back when NAME is missing, for processes that are no longer alive.
@@ -110,3 +111,13 @@ def atomic_file(final, data: bytes) -> None:
         _fsync(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_folder(folder) -> None:
+    """Delete ``folder`` all at once: it is renamed to a hidden ``.NAME.tmp-PID`` first, which
+    clean_stale removes should this process die before the deletion is done."""
+    folder = Path(folder)
+    aside = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    os.replace(folder, aside)
+    _fsync(folder.parent)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from .atomic import atomic_folder, clean_stale
+from .atomic import atomic_folder, clean_stale, remove_folder
 from .errors import IntlmError
 
 STEP_DIR = re.compile(r"step-(\d{8,})")
@@ -103,6 +103,15 @@ def list_checkpoints(run_dir) -> list[Path]:
         return []
     found = [p for p in run_dir.iterdir() if p.is_dir() and STEP_DIR.fullmatch(p.name)]
     return sorted(found, key=lambda p: int(STEP_DIR.fullmatch(p.name).group(1)))
+
+
+def prune(run_dir, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints of a run (0: delete none), each all at once;
+    returns the ones deleted."""
+    gone = list_checkpoints(run_dir)[:-keep] if keep > 0 else []
+    for path in gone:
+        remove_folder(path)
+    return gone
 
 
 def refuse_inside(folder, what: str) -> None:

@@ -13,7 +13,9 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from . import __version__
 from .backends import NAMES as BACKENDS
+from .clihelp import Commands, Sections
 from .config import FITNESS_MODES, OPTIMIZERS, PAIR_STATES, PRETRAIN_CONTEXT, SPSA_ROUNDINGS, Config
 from .errors import IntlmError, Stopped
 from .signals import interruption, quiet_start_ends
@@ -27,9 +29,19 @@ def _corpus(source):
     return load_corpus(source, cache_dir_default())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli():
-    """Integer-only byte-level language models trained by EGGROLL evolution strategies."""
+@click.group(cls=Commands, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="intlm", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx):
+    """Integer-only byte-level language models trained by EGGROLL evolution strategies.
+
+    \b
+    Quick start (Shakespeare's plays, 10 minutes on a CPU):
+      intlm pretrain
+      intlm sample runs/shakespeare --prompt "ROMEO."
+    """
+    if ctx.invoked_subcommand is None:  # bare `intlm`: the help, as --help shows it
+        click.echo(ctx.get_help())
 
 
 @cli.command()
@@ -65,17 +77,23 @@ def _options(*options):
     return apply
 
 
+KEEP_LAST = 3  # checkpoints a run keeps: the newest, and two to fall back on should it be damaged
 # how long a run trains, on what, and how it reports: pretrain and evolve alike
 RUN_OPTIONS = _options(
     click.option("--steps", type=int, help="Stop after this many steps (total, counting resumed ones)."),
-    click.option("--minutes", type=float, help="Stop after this many minutes of wall time [10 if --steps is not given]."),
-    click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True),
+    click.option("--minutes", type=float, help="Stop after this many minutes of training (compiling the kernels, on a "
+                 "first run, not counted) [10 if --steps is not given]."),
+    click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                 help="auto: numba, on every core (numpy: the readable reference; cupy: a CUDA GPU). Every "
+                 "backend writes the same checkpoint bytes."),
     click.option("--resume", is_flag=True, help="Continue the newest intact checkpoint in --out (settings left out "
                  "are kept); refused when --out holds none."),
     click.option("--eval-seconds", type=float, default=30.0, show_default=True, help="Validation sample every N seconds."),
     click.option("--save-seconds", type=float, default=60.0, show_default=True, help="Checkpoint every N seconds."),
     click.option("--sample-every", type=float, default=120.0, show_default=True,
                  help="A line of text sampled from the model every N seconds of the progress output (0: never)."),
+    click.option("--keep-last", type=click.IntRange(min=0), default=KEEP_LAST, show_default=True, metavar="N",
+                 help="Keep the newest N checkpoints, deleting older ones as new ones are saved (0: keep all)."),
 )
 # the update's settings: a run started from a checkpoint (--init) may change them
 UPDATE_OPTIONS = _options(
@@ -84,7 +102,9 @@ UPDATE_OPTIONS = _options(
     click.option("--rank", type=int, default=DEFAULTS.rank, show_default=True, help="Rank of each perturbation."),
     click.option("--sigma-shift", type=int, default=DEFAULTS.sigma_shift, show_default=True,
                  help="Perturbation scale 2**-S."),
-    click.option("--fitness", type=click.Choice(FITNESS_MODES), default=DEFAULTS.fitness, show_default=True),
+    click.option("--fitness", type=click.Choice(FITNESS_MODES), default=DEFAULTS.fitness, show_default=True,
+                 help="What a pair weighs in the update: the sign of its members' difference, that sign graded "
+                 "by the difference's rank among the pairs, or the difference itself (scaled, clipped)."),
     click.option("--alpha", type=float, default=DEFAULTS.alpha_q16 / 65536, show_default=True,
                  help="Fraction of weights a step moves at the start."),
     click.option("--alpha-halflife", type=int, default=DEFAULTS.alpha_halflife, show_default=True,
@@ -94,7 +114,8 @@ UPDATE_OPTIONS = _options(
     click.option("--anchor-decay", type=int, default=DEFAULTS.anchor_decay, show_default=True,
                  help="Anchored Weight Decay: pull each weight toward the run's starting weights (the --init "
                  "checkpoint's) at rate 2**-K per step (0: off)."),
-    click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True),
+    click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
+                 help="Seed of the initial weights and of the noise."),
 )
 INIT_OPTION = click.option("--init", type=click.Path(), metavar="CHECKPOINT_OR_RUN_DIR",
                            help="Start a new run (step 0, its own log and checkpoints) from this checkpoint's "
@@ -102,15 +123,27 @@ INIT_OPTION = click.option("--init", type=click.Path(), metavar="CHECKPOINT_OR_R
                            "left out are its own. The run records the checkpoint's path and content hash.")
 
 
-@cli.command()
+RUN_SECTION = ["out", "steps", "minutes", "backend", "resume", "resume_or_start", "eval_seconds", "save_seconds",
+               "sample_every", "keep_last", "mpi", "mpi_reduce", "help"]
+UPDATE_SECTION = ["population", "rank", "sigma_shift", "fitness", "alpha", "alpha_halflife", "momentum_shift",
+                  "anchor_decay", "seed"]
+
+
+@cli.command(cls=Sections, sections=[
+    ("Model", ["width", "layers", "mlp_ratio", "context_bits", "context_order", "context_logits", "init"]),
+    ("Population and update", ["optimizer", "window", "pair_state"] + UPDATE_SECTION),
+    ("Optimiser-specific", ["shared_rows", "step_shift", "spsa_rounding", "sepcma_damping", "elite_shift"]),
+    ("Run and output", RUN_SECTION)])
 @click.argument("corpus", required=False)
 @click.option("--out", type=click.Path(), help="Run folder for checkpoints and log.jsonl [runs/<corpus name>].")
 @INIT_OPTION
 @RUN_OPTIONS
 @click.option("--resume-or-start", is_flag=True, help="As --resume, but start a fresh run when --out holds no checkpoint.")
-@click.option("--width", type=int, default=DEFAULTS.width, show_default=True)
-@click.option("--layers", type=int, default=DEFAULTS.layers, show_default=True)
-@click.option("--mlp-ratio", type=int, default=DEFAULTS.mlp_ratio, show_default=True)
+@click.option("--width", type=int, default=DEFAULTS.width, show_default=True,
+              help="Units of the GRU's state and of each embedding (a multiple of 16).")
+@click.option("--layers", type=int, default=DEFAULTS.layers, show_default=True, help="GRU layers, each with its MLP.")
+@click.option("--mlp-ratio", type=int, default=DEFAULTS.mlp_ratio, show_default=True,
+              help="The MLP's hidden units as a multiple of the width.")
 @click.option("--window", type=int, default=DEFAULTS.window, show_default=True, help="Bytes per member per step.")
 @click.option("--pair-state", type=click.Choice(PAIR_STATES), default=DEFAULTS.pair_state, show_default=True,
               help="mean: a pair's members continue from their mean state; own: each keeps its own.")
@@ -143,7 +176,7 @@ INIT_OPTION = click.option("--init", type=click.Path(), metavar="CHECKPOINT_OR_R
               "(8 bytes per parameter; for many processes). The checkpoint bytes are the same.")
 @click.pass_context
 def pretrain(ctx, corpus, out, init, steps, minutes, backend, resume, resume_or_start, eval_seconds, save_seconds,
-             sample_every, alpha, mpi, mpi_reduce, **settings):
+             sample_every, keep_last, alpha, mpi, mpi_reduce, **settings):
     """Train a model on CORPUS (text file, folder or prepared store; default: Shakespeare)."""
     from . import distributed
     from .train import pretrain as run_pretrain
@@ -169,7 +202,7 @@ def pretrain(ctx, corpus, out, init, steps, minutes, backend, resume, resume_or_
         minutes = 10.0
     run_pretrain(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
                  resume_or_start=resume_or_start, eval_seconds=eval_seconds, save_seconds=save_seconds,
-                 sample_seconds=sample_every, world=world, init=init)
+                 sample_seconds=sample_every, world=world, init=init, keep_last=keep_last)
     if world is None or world.primary:
         click.echo(f"checkpoints in {out}", err=True)
 
@@ -198,7 +231,10 @@ def _run_setup(ctx, out, steps, minutes, resume, resume_or_start, intervals, alp
     return cfg.check()
 
 
-@cli.command()
+@cli.command(cls=Sections, sections=[
+    ("Objective and sampling", ["objective", "init", "corpus", "length", "temperature", "top_k"]),
+    ("Population and update", UPDATE_SECTION),
+    ("Run and output", RUN_SECTION)])
 @click.option("--objective", metavar="PACKAGE.MODULE:FUNCTION",
               help="objective(samples: list[bytes]) -> list[int], one integer score per sample (higher is better); "
               "its module may define PROMPTS, the texts the members continue. Shipped: intlm.objectives:lipogram, "
@@ -214,7 +250,7 @@ def _run_setup(ctx, out, steps, minutes, resume, resume_or_start, intervals, alp
 @UPDATE_OPTIONS
 @click.pass_context
 def evolve(ctx, objective, init, out, corpus, length, temperature, top_k, steps, minutes, backend, resume,
-           eval_seconds, save_seconds, sample_every, alpha, **settings):
+           eval_seconds, save_seconds, sample_every, keep_last, alpha, **settings):
     """Train a model on a score of the text it writes: each member samples from its own perturbation,
     the objective scores the samples, and EGGROLL updates on the scores as on log-likelihoods.
     Resuming, the objective and sampling settings left out are the run's."""
@@ -246,7 +282,8 @@ def evolve(ctx, objective, init, out, corpus, length, temperature, top_k, steps,
     if steps is None and minutes is None:
         minutes = 10.0
     run_training(data, cfg, out, steps=steps, minutes=minutes, backend=backend, resume=resume,
-                 eval_seconds=eval_seconds, save_seconds=save_seconds, sample_seconds=sample_every, init=init, task=task)
+                 eval_seconds=eval_seconds, save_seconds=save_seconds, sample_seconds=sample_every, init=init, task=task,
+                 keep_last=keep_last)
     click.echo(f"checkpoints in {out}", err=True)
 
 
@@ -386,6 +423,8 @@ def _int_list(ctx, param, value):
 @click.option("--layers", callback=_int_list, help="Layer counts, comma-separated.")
 @click.option("--population", callback=_int_list, help="Populations, comma-separated.")
 @click.option("--rank", callback=_int_list, help="Perturbation ranks, comma-separated.")
+@click.option("--context-bits", callback=_int_list, help="Context table bits, comma-separated (0: no tables) [0].")
+@click.option("--context-order", callback=_int_list, help="Context orders N, comma-separated [4].")
 @click.option("--window", type=int, default=100, show_default=True, help="Bytes per member per step.")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed steps per process (median).")
 @click.option("--processes", type=int, default=3, show_default=True,
@@ -420,8 +459,6 @@ def bench(width, layers, population, rank, context_bits, context_order, window, 
                 for w, n, p, r, k, o in itertools.product(width or [128], layers or [1], population or [512],
                                                           rank or [1], context_bits or [0], context_order or [4])]
         grid = [dict(t) for t in dict.fromkeys(tuple(s.items()) for s in grid)]  # orders of no table: one
-@click.option("--context-bits", callback=_int_list, help="Context table bits, comma-separated (0: no tables) [0].")
-@click.option("--context-order", callback=_int_list, help="Context orders N, comma-separated [4].")
     for setting in grid:
         Config(**setting).check()
     limit = {} if no_limit else machine_limit()

@@ -86,6 +86,7 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     noise = backend.make_noise(cfg, run.step, world.p0, world.p1) if sums else backend.make_noise(cfg, run.step)
     lap("noise")
     reads, after = context.window_reads(backend, cfg, tokens, run.hidden)  # before the forward moves them on
+    lap("reads")
     if world is None:
         fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
         if cfg.pair_state == "mean":
@@ -102,7 +103,6 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
         fitness, control = world.allgather_fitness(local, control)
         lap("comm")
     stats = apply_fitness(run, backend, noise, fitness, lap, world, reads)
-    lap("reads")
     return {"fitness_sum": int(fitness.astype(np.int64).sum()), **stats, "control": control}
 
 
@@ -120,6 +120,7 @@ def apply_fitness(run: Run, backend, noise, fitness, lap, world=None, reads=None
         Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[world.p0:world.p1], local))
     else:
         Z = backend.update_sums(cfg, noise, f, reads)
+    lap("sums")
     stats = {"ties": ties, "moved": backend.update(run.params, cfg, run.step, f, Z, run.momentum)}
     if cfg.anchor_decay:
         stats["pulled"] = anchor.pull(run.params, run.anchor, cfg, run.step)
@@ -136,7 +137,6 @@ class CorpusFitness:
     record = None  # what checkpoints record of the task (run.RECORDS "objective"): nothing
 
     def __init__(self, corpus):
-    lap("sums")
         self.corpus = corpus
 
     def describe(self) -> str:
@@ -161,7 +161,7 @@ class CorpusFitness:
 
 def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="auto", resume=False,
              eval_seconds=30.0, save_seconds=60.0, eval_bytes=1 << 16, progress=True, resume_or_start=False,
-             sample_seconds=0.0, world=None, init=None, task=None) -> Run:
+             sample_seconds=0.0, world=None, init=None, task=None, keep_last=0) -> Run:
     """Train until ``steps`` or ``minutes`` (whichever first); checkpoints land in ``run_dir``; with
     ``progress``, a line of sampled text every ``sample_seconds`` (0: none).
 
@@ -171,7 +171,8 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
     after its current step and raises Stopped. ``world`` (distributed.World): this is one of
     several MPI processes training the run together; rank 0 alone holds the lock and writes.
     ``task``: what a step optimises, CorpusFitness(corpus) unless given (evolve.py gives its own);
-    ``corpus``'s validation split is what the run is validated on either way."""
+    ``corpus``'s validation split is what the run is validated on either way. ``keep_last``: the
+    newest checkpoints kept as new ones are saved (0: every one)."""
     run_dir = Path(run_dir)
     primary = world is None or world.primary
     meta = corpus_meta(corpus)
@@ -212,7 +213,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
         with compiling(progress and primary):
             warm_up(task, run.cfg, corpus, be)
         _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds,
-              save_seconds, eval_bytes, progress and primary, sample_seconds, world, held)
+              save_seconds, eval_bytes, progress and primary, sample_seconds, world, held, keep_last)
     return run
 
 
@@ -228,7 +229,7 @@ def warm_up(task, cfg: Config, corpus, backend):
 
 
 def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
-          eval_bytes, progress, sample_seconds=0.0, world=None, held=None):
+          eval_bytes, progress, sample_seconds=0.0, world=None, held=None, keep_last=0):
     """The steps, each logged before it may be saved (so a checkpoint's step is always in the log),
     then the final save, evaluation and record; a signal ends it with a save and Stopped.
 
@@ -256,7 +257,9 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
             if not primary:
                 return None
         held.check()
-        return run.save(run_dir, meta)
+        path = run.save(run_dir, meta)
+        checkpoint.prune(run_dir, keep_last)
+        return path
 
     while not time_up and (world is not None or stop.signum is None):
         now = time.perf_counter()
