@@ -35,6 +35,26 @@ __device__ __forceinline__ u64 mix64(u64 z) {
 #define INTLM_GATE_BIAS 127                    // model.GATE_BIAS
 #define INTLM_UPDATE_CHUNK 32768               // config.UPDATE_CHUNK
 
+// noise.stream_key(seed, tensor, step, pair): the key of one noise stream.
+__device__ __forceinline__ u64 stream_key(u64 seed, u64 tensor, u64 step, u64 pair) {
+    u64 k = mix64(seed ^ INTLM_SEED_SALT);
+    k = mix64(k ^ tensor);
+    k = mix64(k ^ step);
+    return mix64(k ^ pair);
+}
+
+// noise.stream_at(key, i, mult): element i of the stream with this key, mix(key ^ mix(i + GOLDEN))
+// made approximately Gaussian by noise.gaussian_from_hash (the 8 bytes summed, centred, scaled by
+// mult / 1024 with rounding symmetric about 0).
+__device__ __forceinline__ int stream_value(u64 key, u64 i, int mult) {
+    const u64 h = mix64(key ^ mix64(i + INTLM_GOLDEN));
+    int c = 0;
+    for (int byte = 0; byte < 8; ++byte) c += (int)((h >> (8 * byte)) & 255ULL);
+    c -= 1020;
+    const int mag = (abs(c) * mult + 512) >> 10;
+    return c < 0 ? -mag : mag;
+}
+
 // A population row of a batch: member ``row`` is pair row >> 1 of the noise range, sign +1 for even
 // rows and -1 for odd (model.Members); perturbed == 0 means the unperturbed model (sign 0).
 __device__ __forceinline__ int member_sign(int perturbed, int row) { return perturbed ? 1 - 2 * (row & 1) : 0; }
@@ -71,4 +91,28 @@ __device__ __forceinline__ void layer_norm_row(const i8* x, int d, int total, co
         int g = perturbed_vector(gain, gain_noise, gain_blocks, gain_blk, d, pair, sign, sigma, j);
         out[j] = (i8)clip8(div_round((int)x[j] * g * d, total));
     }
+}
+
+// es.update (a dense weight) and context.update (a weight of a table row read) for one weight i:
+// with momentum (k > 0) the evidence is M - sign(M) * (|M| >> k) + z, else z; the weight moves by
+// sign(evidence) when ``moving`` and |evidence| > thr (clip8); with momentum M = evidence - move * thr
+// (the threshold spent). Returns the move.
+template <typename MT>
+__device__ __forceinline__ int step_weight(i8* param, MT* mom, i64 i, i64 z, int k, int moving, i64 thr) {
+    i64 v = z;
+    if (k) {
+        const i64 mo = mom[i];
+        const i64 decay = (mo < 0 ? -mo : mo) >> k;
+        v += mo > 0 ? mo - decay : mo + decay;
+    }
+    const int move = (moving && (v > thr || v < -thr)) ? (v > 0 ? 1 : -1) : 0;
+    param[i] = (i8)clip8((int)param[i] + move);
+    if (k) mom[i] = (MT)(v - (i64)move * thr);
+    return move;
+}
+
+// Adds the warp's count of moved weights to *moved (every lane of the warp takes part).
+__device__ __forceinline__ void count_moves(int mine, u64* moved) {
+    mine = warp_sum(mine);
+    if ((threadIdx.x & 31) == 0 && mine) atomicAdd(moved, (u64)mine);
 }

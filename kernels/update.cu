@@ -17,7 +17,8 @@
 // int64 (es.momentum_dtype) or none):
 //   with momentum (k > 0): M = M - sign(M) * (|M| >> k) + Z; v = M.  Without: v = Z.
 //   move = sign(v) if moving and |v| > thr else 0;  param = clip8(param + move);  M -= move * thr
-//   moved += |move| (the count es.update returns; moving = any(f), thr from es.thresholds).
+//   moved += |move| (the count es.update returns; moving = any(f), thr from es.thresholds);
+//   common.cuh's step_weight, which context.cu's sparse step shares.
 // Geometry (geometry.grid_stride): 256 threads, grid-stride over the tensor's size.
 #include "common.cuh"
 
@@ -82,18 +83,6 @@ extern "C" __global__ void update_sums_vector(const i8* __restrict__ noise, int 
     }
 }
 
-__device__ __forceinline__ void count_moves(int mine, u64* moved) {
-    mine = warp_sum(mine);
-    if ((threadIdx.x & 31) == 0 && mine) atomicAdd(moved, (u64)mine);
-}
-
-// v: Z, or the momentum after its decay and Z; returns the move and applies it to the parameter.
-__device__ __forceinline__ int step_one(i8* param, i64 i, i64 v, int moving, i64 thr) {
-    const int move = (moving && (v > thr || v < -thr)) ? (v > 0 ? 1 : -1) : 0;
-    param[i] = (i8)clip8((int)param[i] + move);
-    return move;
-}
-
 #define INTLM_UPDATE_STEP(NAME, MT)                                                                        \
     extern "C" __global__ void NAME(i8* __restrict__ param, const i64* __restrict__ z, MT* __restrict__ mom, \
                                     i64 size, int k, i64 thr, int moving, u64* __restrict__ moved) {       \
@@ -102,19 +91,7 @@ __device__ __forceinline__ int step_one(i8* param, i64 i, i64 v, int moving, i64
         const i64 rounds = (size + stride - 1) / stride;                                                   \
         for (i64 round = 0; round < rounds; ++round) {                                                     \
             const i64 i = round * stride + (i64)blockIdx.x * blockDim.x + threadIdx.x;                     \
-            int mine = 0;                                                                                  \
-            if (i < size) {                                                                                \
-                i64 v = z[i];                                                                              \
-                if (k) {                                                                                   \
-                    const i64 mo = mom[i];                                                                 \
-                    const i64 decay = (mo < 0 ? -mo : mo) >> k;                                            \
-                    v += mo > 0 ? mo - decay : mo + decay;                                                 \
-                }                                                                                          \
-                const int move = step_one(param, i, v, moving, thr);                                       \
-                if (k) mom[i] = (MT)(v - (i64)move * thr);                                                 \
-                mine = move != 0;                                                                          \
-            }                                                                                              \
-            count_moves(mine, moved);                                                                      \
+            count_moves(i < size && step_weight(param, mom, i, z[i], k, moving, thr) != 0, moved);         \
         }                                                                                                  \
     }
 
