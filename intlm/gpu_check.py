@@ -3,9 +3,12 @@ scripts/gpu_check.sh for the wheel folder a registry-less GPU machine needs). On
 
 1. each kernel of kernels/*.cu against the NumPy reference on random inputs at worst-case values
    (noise, linear on tensor cores and on dp4a, log-likelihood, update sums past an UPDATE_CHUNK
-   boundary and 2**31, the update with int32 / int64 / no momentum, fitness and forward);
-2. ten whole training steps on the cupy, NumPy and Numba backends: the run arrays, the checkpoint
-   content hash and the checkpoint folders' bytes equal;
+   boundary and 2**31, the update with int32 / int64 / no momentum, fitness and forward), and the
+   context tables' kernels (context.cu) with the default model's table settings (config.PRETRAIN_CONTEXT):
+   the table read in fitness and forward, the rows read, the sparse sums and step at worst-case values;
+2. ten whole training steps on the cupy, NumPy and Numba backends, without and with the default
+   model's context tables: the run arrays, the checkpoint content hash and the checkpoint folders'
+   bytes equal;
 3. a bench of the cupy backend at width 256 x 6 layers for populations 2**12 .. 2**18: training and
    inference tokens/s, their ratio, int8 tensor-core utilisation against the card's dense int8 peak,
    peak GPU memory (populations left when the time budget runs out are reported as skipped).
@@ -45,6 +48,39 @@ def worst_case_linear(rng, rows, n, m, rank, sigma):
     a = raw[:, 0, :m * rank].reshape(rows // 2, m, rank)
     b = raw[:, 0, m * rank:].reshape(rows // 2, n, rank)
     return x, w, raw, model.Members({"t": (a, b)}, cfg, rows).linear("t", w, x.astype(np.int64))
+
+
+def table_config(**sizes):
+    """A config with the default model's context tables (config.PRETRAIN_CONTEXT; --small: 2**8 rows)."""
+    from .config import PRETRAIN_CONTEXT, Config
+
+    return Config(**{**PRETRAIN_CONTEXT, **({"context_bits": 8} if SMALL else {}), **sizes}).check()
+
+
+def worst_case_table_noise(cfg, rng, step: int = 4):
+    """A population's noise (model.make_noise) with every table's B at its rank-scaled extreme +-max in
+    random signs; A, hashed when a row is read, keeps its values."""
+    from . import context, model
+    from .noise import NOISE_MAX, NOISE_MULT, rank_mult
+
+    noise = model.make_noise(cfg, step)
+    keys, b = noise[context.NAME]
+    top = -(-NOISE_MAX * rank_mult(cfg.rank) // NOISE_MULT)
+    noise[context.NAME] = (keys, (top * rng.choice(np.array([-1, 1], np.int8), b.shape)).astype(np.int8))
+    return noise
+
+
+def same_update(gpu, cfg, f, z_ref, z_gpu, params, mom) -> tuple:
+    """es.update and the backend's update of copies of ``params`` and ``mom`` (step 2): (parameters
+    and momentum equal, weights the reference moved, weights the backend moved)."""
+    from . import es
+
+    p_ref, p_gpu = ({k: v.copy() for k, v in params.items()} for _ in range(2))
+    m_ref, m_gpu = ({k: v.copy() for k, v in mom.items()} for _ in range(2))
+    n_ref, n_gpu = es.update(p_ref, cfg, 2, f, z_ref, m_ref), gpu.update(p_gpu, cfg, 2, f, z_gpu, m_gpu)
+    ok = n_ref == n_gpu and all(same(p_ref[k], p_gpu[k]) for k in params) and all(
+        same(m_ref[k], m_gpu[k]) and m_ref[k].dtype == m_gpu[k].dtype for k in mom)
+    return ok, n_ref, n_gpu
 
 
 def verdict(name: str, ok: bool, detail: str = ""):
@@ -88,9 +124,9 @@ def kernel_checks(gpu, gpu_dp4a, cp):
     rng = np.random.default_rng(12)
     i32 = np.int32
 
-    @check("noise_streams (noise.cu) == model.make_noise over a pair range, rank 4")
+    @check("noise_streams, stream_keys (noise.cu) == model.make_noise over a pair range, rank 4, with context tables")
     def noise():
-        cfg = Config(width=32 if SMALL else 256, layers=2, rank=4, population=128).check()
+        cfg = table_config(width=32 if SMALL else 256, layers=2, rank=4, population=128)
         p0, p1 = (5, 8) if SMALL else (5, 40)
         want, got = model.make_noise(cfg, 3, range(p0, p1)), gpu.make_noise(cfg, 3, p0, p1)
         bad = [k for k in want if not same(want[k], got[k])]
@@ -166,78 +202,119 @@ def kernel_checks(gpu, gpu_dp4a, cp):
             if not all(same(z_ref[k], z_gpu[k]) for k in z_ref):
                 return False, "Z differs"
             params = {k: rng.integers(-127, 128, v.shape).astype(np.int8) for k, v in model.init_params(cfg).items()}
-            p_ref, p_gpu = ({k: v.copy() for k, v in params.items()} for _ in range(2))
             mom = {} if momentum is None else {k: rng.integers(-30000, 30000, v.shape).astype(momentum)
                                                for k, v in params.items()}
-            m_ref, m_gpu = ({k: v.copy() for k, v in mom.items()} for _ in range(2))
-            n_ref, n_gpu = es.update(p_ref, cfg, 2, f, z_ref, m_ref), gpu.update(p_gpu, cfg, 2, f, z_gpu, m_gpu)
-            ok = n_ref == n_gpu and all(same(p_ref[k], p_gpu[k]) for k in params) and all(
-                same(m_ref[k], m_gpu[k]) and m_ref[k].dtype == m_gpu[k].dtype for k in mom)
+            ok, n_ref, n_gpu = same_update(gpu, cfg, f, z_ref, z_gpu, params, mom)
             return ok, f"{n_gpu} weights moved (reference {n_ref})"
 
         update()
 
-    for extreme in (False, True):
-        @check(f"population_fitness and forward (all forward kernels) == numpy and numba, {'extreme' if extreme else 'initial'} parameters")
+    for extreme, tables in ((False, False), (True, False), (True, True)):
+        @check(f"population_fitness and forward (all forward kernels) == numpy and numba, "
+               f"{'extreme' if extreme else 'initial'} parameters" + (
+                   ", the default model's context tables (context.cu's context_read, and context_rows == "
+                   "rows_read)" if tables else ""))
         def fitness():
-            cfg = (Config(width=16, layers=1, mlp_ratio=2, population=8, rank=4, window=2) if SMALL else
-                   Config(width=64, layers=2, mlp_ratio=4, population=128, rank=4, window=8)).check()
-            p0, p1, fr = (1, 3, 3) if SMALL else (3, 50, 40)
+            sizes = dict(width=16, layers=1, mlp_ratio=2, population=8, rank=4, window=2 + 2 * tables) if SMALL else \
+                dict(width=64, layers=2, mlp_ratio=4, population=256, rank=4, window=8 + 8 * tables)
+            cfg = table_config(**sizes) if tables else Config(**sizes).check()
+            p0, p1, fr = (1, 3, 3) if SMALL else (3, 100, 40)
             params = model.init_params(cfg)
             if extreme:
                 params = {k: rng.integers(-127, 128, v.shape).astype(np.int8) for k, v in params.items()}
             tokens = rng.integers(0, 256, (cfg.pairs, cfg.window + 1)).astype(np.uint8)
-            tokens[::7, min(3, cfg.window)] = 0
-            state = rng.integers(-127, 128, (cfg.population, cfg.layers, cfg.width)).astype(np.int8)
+            tokens[::7, min(3, cfg.window)] = 0  # a document starts: the state (and the bytes before) forgotten
+            tokens[1::7] = tokens[1::7, :1]  # the same byte again and again: a table row read many times
+            state = rng.integers(-127, 128, model.state_shape(cfg, cfg.population)).astype(np.int8)
             outs = []
             for be in (ref, gpu, gpu_dp4a) if SMALL else (ref, nb, gpu, gpu_dp4a):
                 s = state.copy()
                 f = be.population_fitness(params, cfg, be.make_noise(cfg, 4, p0, p1), tokens, s, p0, p1)
                 s2 = state[:fr].copy()
                 ll = be.forward(params, cfg, tokens[:fr], s2)
-                outs.append((f, s, ll, s2))
+                outs.append((f, s, ll, s2) + (be.rows_read(cfg, tokens, state[0::2, cfg.layers]) if tables else ()))
             ok = all(all(np.array_equal(a, b) for a, b in zip(outs[0], o)) for o in outs[1:])
             return ok, "numpy, numba, cupy (mma) and cupy (dp4a) agree" if ok else "differs"
 
         fitness()
 
+    table_update_checks(gpu, rng)
+
+
+def table_update_checks(gpu, rng):
+    """context.cu's sparse sums and step against the reference, with the default model's table settings."""
+    from . import context, es, model
+    from .config import worst_case_bounds
+
+    for momentum in (None, np.int32, np.int64):
+        @check(f"context_sums + context_step (context.cu) == context.update_sums + context.update at worst-case "
+               f"values, default tables, momentum {getattr(momentum, '__name__', 'none')}")
+        def update():
+            cfg = table_config(population=16 if SMALL else 1024, window=8 if SMALL else 64,
+                               momentum_shift=0 if momentum is None else 3)
+            noise = worst_case_table_noise(cfg, rng)
+            f = rng.choice(np.array([-8, 8, 0], np.int32), cfg.pairs)
+            reads = rng.integers(0, 1 << cfg.context_bits, (cfg.pairs, cfg.window, cfg.context_order - 1))
+            reads[::2] %= 7  # a few rows read by many pairs, many times in a window
+            z_ref, z_gpu = es.update_sums(cfg, noise, f, reads), gpu.update_sums(cfg, noise, f, reads)
+            if not all(same(z_ref[k], z_gpu[k]) for k in z_ref):
+                return False, "Z differs (a table's: read, Z, S)"
+            params = {k: rng.integers(-127, 128, v.shape).astype(np.int8) for k, v in model.init_params(cfg).items()}
+            table = params[context.NAME]
+            table[:, :7] = rng.choice(np.array([-127, 127], np.int8), table[:, :7].shape)  # the steps saturate
+            bound = worst_case_bounds(cfg)["momentum M"]
+            mom = {} if momentum is None else {k: rng.integers(-bound, bound + 1, v.shape).astype(momentum)
+                                               for k, v in params.items()}
+            ok, n_ref, n_gpu = same_update(gpu, cfg, f, z_ref, z_gpu, params, mom)
+            return ok, f"{len(z_ref[context.NAME][0])} rows read, {n_gpu} weights moved (reference {n_ref})"
+
+        update()
+
 
 # --- 2. training steps --------------------------------------------------------------------------------
 
 def training_check(gpu):
+    from .config import Config
+
+    for tables in (False, True):
+        @check(f"10 training steps: cupy == numpy == numba (run arrays, checkpoint content hash, checkpoint bytes), "
+               f"{'the default model (context tables)' if tables else 'no context tables'}")
+        def steps():
+            sizes = dict(width=16, layers=1, mlp_ratio=2, population=6, window=2, rank=2, momentum_shift=3) if SMALL \
+                else dict(width=32, layers=2, population=512, window=16, rank=2, momentum_shift=3)
+            return training_steps(table_config(**sizes) if tables else Config(**sizes).check(), gpu)
+
+        steps()
+
+
+def training_steps(cfg, gpu):
+    """(ok, detail) of 10 training steps (2 with --small) of ``cfg`` on every backend."""
     from . import checkpoint, train
     from .run import Run
     from .backends.numba import NumbaBackend
     from .backends.numpy import NumpyBackend
-    from .config import Config
 
-    @check("10 training steps: cupy == numpy == numba (run arrays, checkpoint content hash, checkpoint bytes)")
-    def steps():
-        cfg = (Config(width=16, layers=1, mlp_ratio=2, population=6, window=2, rank=2, momentum_shift=3) if SMALL else
-               Config(width=32, layers=2, population=512, window=16, rank=2, momentum_shift=3)).check()
-        n_steps = 2 if SMALL else 10
-        rng = np.random.default_rng(3)
-        words = [b"the ", b"quick ", b"brown ", b"fox ", b"jumps ", b"over ", b"lazy ", b"dogs. ", b"\x00"]
-        data = np.frombuffer(b"".join(words[i] for i in rng.integers(0, len(words), 20000)), np.uint8)
-        hashes, trees, arrays = [], [], []
-        for be in (NumpyBackend(), gpu) if SMALL else (NumpyBackend(), NumbaBackend(), gpu):
-            run = Run.fresh(cfg)
-            for _ in range(n_steps):
-                train.train_step(run, data, be)
-            arrays.append(run.arrays())
-            with tempfile.TemporaryDirectory() as tmp:
-                path = run.save(Path(tmp), {"train_sha256_16": "x", "train_bytes": len(data), "val_bytes": 0, "source": None})
-                hashes.append(checkpoint.content_hash(run.arrays(), {}))
-                digest = hashlib.sha256()
-                for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-                    digest.update(str(f.relative_to(path)).encode() + f.read_bytes())
-                trees.append(digest.hexdigest())
-        ok = all(a.keys() == arrays[0].keys() and all(np.array_equal(a[k], arrays[0][k]) for k in a) for a in arrays)
-        ok = ok and len(set(hashes)) == 1 and len(set(trees)) == 1
-        return ok, f"content hash {hashes[-1][:16]}, checkpoint bytes {trees[-1][:16]} (numpy, numba, cupy: " \
-                   f"{'equal' if ok else ', '.join(h[:8] for h in trees)})"
-
-    steps()
+    n_steps = 2 if SMALL else 10
+    rng = np.random.default_rng(3)
+    words = [b"the ", b"quick ", b"brown ", b"fox ", b"jumps ", b"over ", b"lazy ", b"dogs. ", b"\x00"]
+    data = np.frombuffer(b"".join(words[i] for i in rng.integers(0, len(words), 20000)), np.uint8)
+    hashes, trees, arrays = [], [], []
+    for be in (NumpyBackend(), gpu) if SMALL else (NumpyBackend(), NumbaBackend(), gpu):
+        run = Run.fresh(cfg)
+        for _ in range(n_steps):
+            train.train_step(run, data, be)
+        arrays.append(run.arrays())
+        with tempfile.TemporaryDirectory() as tmp:
+            path = run.save(Path(tmp), {"train_sha256_16": "x", "train_bytes": len(data), "val_bytes": 0, "source": None})
+            hashes.append(checkpoint.content_hash(run.arrays(), {}))
+            digest = hashlib.sha256()
+            for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+                digest.update(str(f.relative_to(path)).encode() + f.read_bytes())
+            trees.append(digest.hexdigest())
+    ok = all(a.keys() == arrays[0].keys() and all(np.array_equal(a[k], arrays[0][k]) for k in a) for a in arrays)
+    ok = ok and len(set(hashes)) == 1 and len(set(trees)) == 1
+    return ok, f"content hash {hashes[-1][:16]}, checkpoint bytes {trees[-1][:16]} (numpy, numba, cupy: " \
+               f"{'equal' if ok else ', '.join(h[:8] for h in trees)})"
 
 
 # --- 3. bench -----------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """A CPU stand-in for CuPy that runs the real kernels/*.cu, for testing the cupy backend where no GPU
 is: the CUDA source is compiled by g++ with a small shim (one OS thread per CUDA thread, blocks one
-after another, __syncthreads and warp shuffles as barriers, __dp4a and __clz by definition, and the
+after another, __syncthreads, __syncwarp and warp shuffles as barriers, __dp4a and __clz by definition, and the
 int8 mma.sync emulated from its PTX fragment layout), and the stand-in module offers the few CuPy
 calls the backend makes (arrays are host NumPy arrays with .get()).
 
@@ -48,6 +48,7 @@ static std::barrier<>* emu_block_barrier;
 #define __shared__ static
 #define __launch_bounds__(...)
 static inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+static inline void __syncwarp(unsigned = 0xffffffffu);
 static inline int emu_lane() { return (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31; }
 static inline int __shfl_xor_sync(unsigned, int v, int o) {
     emu_warp* w = emu_my_warp; int l = emu_lane();
@@ -61,6 +62,7 @@ static inline int __shfl_sync(unsigned, int v, int src) {
     int r = (int)w->slots[src & 31]; w->bar.arrive_and_wait();
     return r;
 }
+static inline void __syncwarp(unsigned) { emu_my_warp->bar.arrive_and_wait(); }
 static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
 static inline int emu_byte(int w, int i) { return (int)(signed char)((unsigned)w >> (8 * i)); }
 static inline int __dp4a(int a, int b, int c) {
@@ -120,7 +122,7 @@ extern "C" void emu_config(unsigned gx, unsigned gy, unsigned gz, unsigned bx, u
 }
 """
 
-_KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\(\s*\d+\s*\)\s*)?(\w+)\s*\(([^)]*)\)\s*\{')
+_KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)\s*\{')
 
 
 def _wrap(code: str) -> str:
@@ -199,6 +201,9 @@ def fake_cupy(workdir: Path) -> types.ModuleType:
     cp.empty = lambda shape, dtype=float: _dev(np.empty(shape, dtype))
     cp.concatenate = lambda arrays, axis=0: _dev(np.concatenate([np.asarray(a) for a in arrays], axis=axis))
     cp.full = lambda shape, value, dtype=None: _dev(np.full(shape, value, dtype))
+    cp.arange = lambda *args, dtype=None: _dev(np.arange(*args, dtype=dtype))
+    cp.flatnonzero = lambda a: _dev(np.flatnonzero(a))
+    cp.stack = lambda arrays, axis=0: _dev(np.stack([np.asarray(a) for a in arrays], axis=axis))
     cp.__version__ = "emulated"
     cp.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None, total_bytes=lambda: 0)
 

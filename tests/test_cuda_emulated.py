@@ -4,6 +4,7 @@ thread behind a stand-in for CuPy. This checks the kernels' arithmetic, indexing
 backend's orchestration; the GPU itself (and the hardware's mma fragment layout, emulated here from
 the PTX ISA) is checked only by ``python -m intlm.gpu_check`` on a GPU. Skipped without g++."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -11,16 +12,21 @@ import numpy as np
 import pytest
 
 import cuda_emulator as emu
-from intlm import arith, model, train
+from intlm import arith, context, es, model, train
 from intlm.arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from intlm.backends.numpy import NumpyBackend
-from intlm.config import Config
-from intlm.gpu_check import worst_case_linear
+from intlm.config import Config, worst_case_bounds
+from intlm.gpu_check import same_update, worst_case_linear, worst_case_table_noise
 from intlm.run import Run
 
 pytestmark = pytest.mark.skipif(not emu.available(), reason="g++ is needed to emulate the CUDA kernels")
 
 CFG = Config(width=48, layers=2, mlp_ratio=2, population=8, rank=3, window=2, momentum_shift=2).check()
+# tiny models with context tables (context.py): one table of rank 1 without momentum, three of rank 3 with
+TABLES = [Config(width=16, layers=1, mlp_ratio=2, population=8, rank=1, window=4, momentum_shift=0, context_bits=8,
+                 context_order=2).check(),
+          Config(width=32, layers=2, mlp_ratio=1, population=8, rank=3, window=8, momentum_shift=2, context_bits=8,
+                 context_order=4).check()]
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +179,13 @@ def test_update_sums_and_update_match(backends, momentum):
     assert all(np.array_equal(m_ref[k], m_gpu[k]) and m_gpu[k].dtype == m_ref[k].dtype for k in mom)
 
 
-def test_training_steps_identical(backends):
-    """Whole training steps (noise, fitness, pair state, shaping, update sums, update) leave the same
-    run arrays on the emulated GPU backend as on the reference."""
+@pytest.mark.parametrize("cfg", [Config(width=16, layers=1, mlp_ratio=2, population=6, rank=2, window=2,
+                                         momentum_shift=2).check(),
+                                  dataclasses.replace(TABLES[1], layers=1, window=4).check()], ids=["dense", "tables"])
+def test_training_steps_identical(backends, cfg):
+    """Whole training steps (noise, rows read, fitness, pair state, shaping, update sums, update) leave
+    the same run arrays on the emulated GPU backend as on the reference, with and without context tables."""
     ref, gpu, _ = backends
-    cfg = Config(width=16, layers=1, mlp_ratio=2, population=6, rank=2, window=2, momentum_shift=2).check()
     data = np.frombuffer(b"to be or not to be, that is the question\x00whether tis nobler", np.uint8)
     runs = [Run.fresh(cfg) for _ in range(2)]
     for _ in range(2):
@@ -216,7 +224,7 @@ def test_gpu_check_script_runs(backends, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert status == 0, out
     lines = [line for line in out.splitlines() if line.startswith(("PASS", "FAIL"))]
-    assert len(lines) == 11 and all(line.startswith("PASS") for line in lines), out
+    assert len(lines) == 16 and all(line.startswith("PASS") for line in lines), out
 
 
 def test_gpu_check_bench_runs(backends, capsys):
@@ -244,3 +252,100 @@ def test_pair_ranges_combine_exactly(backends):
     parts = [gpu.population_fitness(params, cfg, gpu.make_noise(cfg, 1, p0, p1), tokens, split_state, p0, p1)
              for p0, p1 in ((0, 1), (1, 4))]
     assert np.array_equal(whole, np.concatenate(parts)) and np.array_equal(whole_state, split_state)
+
+
+# --- context tables (context.cu) -------------------------------------------------------------------
+
+def table_state(cfg, rng):
+    """A random population state whose extra row holds random bytes before (context.history_slots)."""
+    return rng.integers(-127, 128, model.state_shape(cfg, cfg.population)).astype(np.int8)
+
+
+def test_table_noise_matches_a_pair_range(backends):
+    """stream_keys and noise_streams from B's start (noise.cu) == context.make_noise over pairs [1, 3)."""
+    _, gpu, _ = backends
+    cfg = TABLES[1]
+    want, got = context.make_noise(cfg, 5, range(1, 3)), gpu.make_noise(cfg, 5, 1, 3)[context.NAME]
+    assert all(np.array_equal(w, np.asarray(g)) and w.dtype == np.asarray(g).dtype for w, g in zip(want, got))
+
+
+@pytest.mark.parametrize("cfg", TABLES, ids=["table1", "tables3"])
+@pytest.mark.parametrize("extreme", [False, True])
+def test_table_read_forward_and_rows_match(backends, cfg, extreme):
+    """context_read (the table read, with the bytes before and their reset by a 0 byte) through the
+    fitness of pairs [1, 4), the carried state and the unperturbed forward; context_rows == rows_read.
+    Extreme: every weight and table entry at random int8 values, a third of the table at +-127, so
+    the perturbed rows and their sum with the embedding clip."""
+    ref, gpu, _ = backends
+    rng = np.random.default_rng(cfg.context_order + 2 * extreme)
+    params = model.init_params(cfg)
+    if extreme:
+        params = extreme_params(cfg, rng)
+        params[context.NAME][:, ::3] = rng.choice(np.array([-127, 127], np.int8), params[context.NAME][:, ::3].shape)
+    else:
+        params[context.NAME] = rng.integers(-20, 21, params[context.NAME].shape).astype(np.int8)
+    tokens = rng.integers(0, 256, (cfg.pairs, cfg.window + 1)).astype(np.uint8)
+    tokens[2, 2] = 0  # a document starts inside the window: the bytes before read as 0 after it
+    tokens[3, :] = tokens[3, 0]  # one row read again and again
+    state = table_state(cfg, rng)
+    s_ref, s_gpu = state.copy(), state.copy()
+    f_ref = ref.population_fitness(params, cfg, ref.make_noise(cfg, 3, 1, 4), tokens, s_ref, 1, 4)
+    f_gpu = gpu.population_fitness(params, cfg, gpu.make_noise(cfg, 3, 1, 4), tokens, s_gpu, 1, 4)
+    assert np.array_equal(f_ref, f_gpu) and np.array_equal(s_ref, s_gpu)
+    assert not np.array_equal(s_ref[2:8, cfg.layers], state[2:8, cfg.layers])  # the bytes before moved on
+    s_ref, s_gpu = state[:3].copy(), state[:3].copy()
+    assert np.array_equal(ref.forward(params, cfg, tokens[:3], s_ref), gpu.forward(params, cfg, tokens[:3], s_gpu))
+    assert np.array_equal(s_ref, s_gpu)
+    want, got = context.rows_read(cfg, tokens, state[0::2, cfg.layers]), gpu.rows_read(cfg, tokens, state[0::2, cfg.layers])
+    assert all(np.array_equal(w, g) and g.dtype == np.int64 for w, g in zip(want, got))
+
+
+@pytest.mark.parametrize("momentum", [None, np.int32, np.int64])
+def test_table_update_sums_and_update_at_worst_case(backends, momentum):
+    """context_sums and context_step == context.update_sums and context.update (through es.update_sums
+    and es.update, the dense tensors alongside): f at +-RANK_LEVELS and 0, B at its extreme, windows
+    that read a few rows many times (a pair counts a row once), table weights at +-127 (the steps
+    saturate) and momentum at its worst-case bound."""
+    _, gpu, _ = backends
+    cfg = TABLES[1] if momentum is not None else TABLES[0]
+    rng = np.random.default_rng(11)
+    noise = worst_case_table_noise(cfg, rng)
+    f = rng.choice(np.array([-8, 8, 0], np.int32), cfg.pairs)
+    f[:2] = (8, -8)
+    reads = rng.integers(0, 5, (cfg.pairs, cfg.window, cfg.context_order - 1))  # rows 0..4: repeats
+    reads[-1] = rng.integers(0, 1 << cfg.context_bits, reads[-1].shape)
+    z_ref, z_gpu = es.update_sums(cfg, noise, f, reads), gpu.update_sums(cfg, noise, f, reads)
+    for name in z_ref:
+        got = z_gpu[name] if isinstance(z_ref[name], tuple) else (z_gpu[name],)
+        want = z_ref[name] if isinstance(z_ref[name], tuple) else (z_ref[name],)
+        assert all(np.array_equal(w, np.asarray(g)) and np.asarray(g).dtype == np.int64 for w, g in zip(want, got)), name
+    params = extreme_params(cfg, rng)
+    params[context.NAME][:, :5] = rng.choice(np.array([-127, 127], np.int8), params[context.NAME][:, :5].shape)
+    mom = {}
+    if momentum is not None:
+        bound = worst_case_bounds(cfg)["momentum M"]
+        assert bound <= np.iinfo(momentum).max
+        mom = {k: rng.integers(-bound, bound + 1, v.shape).astype(momentum) for k, v in params.items()}
+        mom[context.NAME][:, :2] = rng.choice(np.array([-bound, bound], momentum), mom[context.NAME][:, :2].shape)
+    assert same_update(gpu, cfg, f, z_ref, z_gpu, params, mom)[0]
+    assert context.update(params[context.NAME].copy(), cfg, es.z_threshold_q4(cfg, 2), *z_ref[context.NAME],
+                          mom[context.NAME].copy() if mom else None) > 0  # table weights moved, and were compared
+
+
+def test_table_update_without_signal_moves_nothing(backends):
+    """Every f = 0: no row is listed, so the table and its momentum stay as they are; the dense
+    tensors' momentum decays as the reference's does."""
+    ref, gpu, _ = backends
+    cfg = TABLES[1]
+    rng = np.random.default_rng(12)
+    f = np.zeros(cfg.pairs, np.int32)
+    reads = gpu.rows_read(cfg, rng.integers(0, 256, (cfg.pairs, cfg.window + 1)), table_state(cfg, rng)[0::2, cfg.layers])[0]
+    z_gpu = gpu.update_sums(cfg, gpu.make_noise(cfg, 1), f, reads)
+    assert [np.asarray(a).shape for a in z_gpu[context.NAME]] == [(0, 2), (0, cfg.width), (0,)]
+    params = extreme_params(cfg, rng)
+    mom = {k: rng.integers(-999, 1000, v.shape).astype(np.int32) for k, v in params.items()}
+    p_ref, p_gpu, m_ref, m_gpu = ({k: v.copy() for k, v in d.items()} for d in (params, params, mom, mom))
+    assert ref.update(p_ref, cfg, 2, f, ref.update_sums(cfg, ref.make_noise(cfg, 1), f, reads), m_ref) == 0
+    assert gpu.update(p_gpu, cfg, 2, f, z_gpu, m_gpu) == 0
+    assert all(np.array_equal(p_gpu[k], params[k]) and np.array_equal(m_ref[k], m_gpu[k]) for k in params)
+    assert np.array_equal(m_gpu[context.NAME], mom[context.NAME]) and not np.array_equal(m_gpu["head"], mom["head"])

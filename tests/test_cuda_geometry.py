@@ -98,11 +98,23 @@ def test_grid_stride_covers_each_index_once(total, blocks, count):
         (q, b, i) for q in range(3) for b in range(blocks) for i in range(count)]
 
 
+@settings(max_examples=30, deadline=None)
+@given(total=st.integers(1, 3000))
+def test_warp_stride_covers_each_item_once(total):
+    """context_sums' grid-stride loop of warps visits each entry of the reads once, at any grid."""
+    (grid,), (threads,) = g.warp_stride(total)
+    assert threads == 32 * g.ROWS_PER_BLOCK and 1 <= grid <= g.STRIDE_GRID_MAX
+    for grid in (1, 5, grid):
+        got = [e for b in range(grid) for w in range(g.ROWS_PER_BLOCK) for e in g.warp_stride_items(total, grid, b, w)]
+        assert coverage(got) == set(range(total))
+
+
 configs = st.builds(
     Config, width=widths, layers=st.integers(1, 64), mlp_ratio=st.integers(1, 8),
     population=st.integers(1, POPULATION_MAX // 2).map(lambda p: 2 * p), rank=st.integers(1, 16),
     window=st.integers(1, 100_000), sigma_shift=st.integers(0, 8), momentum_shift=st.integers(0, 8),
-    fitness=st.sampled_from(["sign", "rank"]))
+    fitness=st.sampled_from(["sign", "rank"]), context_bits=st.sampled_from([0, 8, 16, 20]),
+    context_order=st.integers(2, 8))
 
 
 @settings(max_examples=300, deadline=None)
@@ -122,4 +134,5 @@ def test_every_launch_of_an_allowed_config_is_within_limits(cfg):
         assert all(0 <= v <= g.INT32_MAX for v in ints), (kernel, ints)
     rows, h = cfg.population, cfg.hidden
     assert rows * max(h, 256) * 4 < 1 << 63  # the largest work buffer, in bytes
+    assert cfg.pairs * cfg.window * (cfg.context_order - 1) < 1 << 63  # the entries of the rows read
     assert cfg.rank <= g.LIN_MAX_RANK  # tile_xb's shared array

@@ -8,27 +8,32 @@ passes over it and ``--backend cupy`` is one error line).
 
 Data placement: the noise stays on the device (make_noise returns a DeviceNoise whose items are CuPy
 arrays in model.make_noise's layout, computed from the raw stream buffers on demand), and so do the
-update sums Z; parameters, the population state and the momentum stay the host arrays the interface
-names and are copied each call. Every kernel names the reference it matches; gpu_check.py holds
-them to it on a GPU.
+update sums Z (a table's (read, Z, S) too); parameters, the population state and the momentum stay
+the host arrays the interface names and are copied each call, and so do rows_read's results. Every
+kernel names the reference it matches; gpu_check.py holds them to it on a GPU.
+
+Parameter kinds: matrices and vectors have dense noise streams, products and steps (linear.cu,
+update.cu); the context table (context.py) has its keys and B from noise.cu, its read in the forward,
+its rows read, its sparse sums and its sparse step in context.cu.
 """
 
 from collections.abc import Mapping
 
 import numpy as np
 
-from ... import es
-from ...errors import IntlmError
+from ... import context, es
 from ...arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from ...model import noise_layout, pair_range, split_streams, tensors
+from ...noise import rank_mult
 from .. import Backend, Unavailable
 from . import geometry, sources
 
 
 class DeviceNoise(Mapping):
-    """The noise of a pair range on the device: ``raw[name]`` is a tensor's stream buffer
-    (pairs, blocks, count) int8 as noise.cu writes it; ``noise[name]`` is model.make_noise's view of it
-    ((A, B) for a matrix, e for a vector, CuPy arrays), made when first asked for."""
+    """The noise of a pair range on the device: ``raw[name]`` is a dense tensor's stream buffer
+    (pairs, blocks, count) int8 as noise.cu writes it, a table's (keys, B) as context.make_noise lays
+    them out; ``noise[name]`` is model.make_noise's view of it ((A, B) for a matrix, e for a vector,
+    (keys, B) for a table, CuPy arrays), made when first asked for."""
 
     def __init__(self, cfg, raw):
         self.cfg, self.raw, self._views = cfg, raw, {}
@@ -36,7 +41,8 @@ class DeviceNoise(Mapping):
 
     def __getitem__(self, name):
         if name not in self._views:
-            self._views[name] = split_streams(self.cfg, self._tensors[name], self.raw[name])
+            t = self._tensors[name]
+            self._views[name] = self.raw[name] if t.kind == "table" else split_streams(self.cfg, t, self.raw[name])
         return self._views[name]
 
     def __iter__(self):
@@ -49,11 +55,16 @@ class DeviceNoise(Mapping):
 _MODULES = {}
 
 
-def _no_context(cfg):
-    """The context table (context.py) has no kernels yet: a run with one is refused in one line.
-    (make_noise and forward are the first calls of a training step and of an evaluation.)"""
-    if cfg.context_bits:
-        raise IntlmError("the cupy backend has no context table yet (--context-bits): use --backend numba")
+def host(a):
+    """A device (or host) array as a NumPy array."""
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def table_thresholds(cfg, step: int, S):
+    """Each listed row's threshold (context.thresholds, exact Python integers on the host), computed
+    once per distinct S: many rows share a sum."""
+    values, which = np.unique(S, return_inverse=True)
+    return context.thresholds(es.z_threshold_q4(cfg, step), cfg.momentum_shift, values)[which]
 
 
 class CupyBackend(Backend):
@@ -101,28 +112,40 @@ class CupyBackend(Backend):
     # --- noise --------------------------------------------------------------------------------------
 
     def make_noise(self, cfg, step: int, p0: int = 0, p1: int | None = None) -> dict:
-        _no_context(cfg)
         p0, p1 = pair_range(cfg, p0, p1)
-        cp, raw = self.cp, {}
+        cp, raw, pairs = self.cp, {}, p1 - p0
         for t in tensors(cfg):
-            count, mult = noise_layout(cfg, t)
             ids = cp.asarray(np.array([t.tensor_id(b) for b in range(t.blocks)], dtype=np.int64))
-            buf = cp.empty((p1 - p0, t.blocks, count), dtype=cp.int8)
-            grid, block = geometry.grid_stride(buf.size)
-            self.launch("noise_streams", grid, block, buf, np.uint64(cfg.seed), ids, np.uint64(step),
-                        np.int64(p0), np.int32(p1 - p0), np.int32(t.blocks), np.int32(count), np.int32(mult))
-            raw[t.name] = buf
+            args = (np.uint64(cfg.seed), ids, np.uint64(step), np.int64(p0), np.int32(pairs), np.int32(t.blocks))
+            if t.kind == "table":  # context.make_noise: the keys, and B after A's rows in each stream
+                keys = cp.empty((pairs, t.blocks), dtype=cp.uint64)
+                self.launch("stream_keys", *geometry.grid_stride(keys.size), keys, *args)
+                _, rows, d = t.shape
+                b = self._streams(args, d * cfg.rank, rank_mult(cfg.rank), rows * cfg.rank)
+                raw[t.name] = (keys, b.reshape(pairs, t.blocks, d, cfg.rank))
+            else:
+                raw[t.name] = self._streams(args, *noise_layout(cfg, t), 0)
         return DeviceNoise(cfg, raw)
 
+    def _streams(self, args, count: int, mult: int, start: int):
+        """noise_streams: values start .. start + count - 1 of each (pair, block) stream, (pairs, blocks,
+        count) int8; ``args`` noise_streams' (seed, ids, step, p0, pairs, blocks)."""
+        buf = self.cp.empty((int(args[4]), int(args[5]), count), dtype=self.cp.int8)
+        self.launch("noise_streams", *geometry.grid_stride(buf.size), buf, *args, np.int32(count), np.int32(mult),
+                    np.int64(start))
+        return buf
+
     def raw_noise(self, cfg, noise) -> dict:
-        """Stream buffers (pairs, blocks, count) on the device from a DeviceNoise or from noise in
-        model.make_noise's layout (NumPy or CuPy arrays, e.g. another backend's)."""
+        """Stream buffers (pairs, blocks, count) on the device (a table's (keys, B)) from a DeviceNoise or
+        from noise in model.make_noise's layout (NumPy or CuPy arrays, e.g. another backend's)."""
         if isinstance(noise, DeviceNoise):
             return noise.raw
         cp, raw = self.cp, {}
         for t in tensors(cfg):
             v = noise[t.name]
-            if t.kind == "matrix":
+            if t.kind == "table":
+                raw[t.name] = (self.device(v[0], cp.uint64), self.device(v[1], cp.int8))
+            elif t.kind == "matrix":
                 a, b = (self.device(x, cp.int8) for x in v)
                 pairs = a.shape[0]
                 raw[t.name] = cp.ascontiguousarray(cp.concatenate(
@@ -138,18 +161,22 @@ class CupyBackend(Backend):
         """The model over a window for every row (model.forward / read_byte): tokens (token rows, T + 1)
         uint8 on the device, row b reading token row b >> tshift; state (rows, layers, d) int8 on the
         device, carried and updated; per byte, fitness[b] += ll (when given) and ll[b, t] = ll (when
-        given). raw: the stream buffers of the rows' pairs (read only when perturbed)."""
+        given). raw: the stream buffers of the rows' pairs (read only when perturbed). With a context
+        table the state has one more row (the bytes before, context.history_slots), so its rows are
+        ``S`` = L + 1 apart."""
         cp = self.cp
-        rows, L, d = state.shape
-        h = cfg.hidden
+        rows, S, d = state.shape
+        L, h = cfg.layers, cfg.hidden
         T1 = tokens.shape[1]
         i32 = np.int32
         sigma, pert, nrows, r = i32(cfg.sigma_shift), i32(int(perturbed)), i32(rows), i32(cfg.rank)
         sd, sh = i32(matmul_shift(d)), i32(matmul_shift(h))
         P = {k: self.device(v, cp.int8) for k, v in params.items()}
         blocks = {t.name: t.blocks for t in tensors(cfg)}
+        table = next((t for t in tensors(cfg) if t.kind == "table"), None)  # the model has at most one
         dummy8, dummy32 = cp.zeros(16, cp.int8), cp.zeros(16, cp.int32)
         N = (lambda name: raw[name]) if perturbed else (lambda name: dummy8)
+        ctx = cp.zeros((rows, d), cp.int32)  # the members' table rows summed (context_read), per byte
         # work buffers; a view (rows, n) of a flat buffer is the layout the kernels index (row * n + j)
         x, a = cp.zeros((rows, d), cp.int8), cp.zeros((rows, d), cp.int8)
         reset, gate, hid = cp.zeros((rows, d), cp.int8), cp.zeros((rows, d), cp.uint8), cp.zeros((rows, h), cp.int8)
@@ -169,17 +196,23 @@ class CupyBackend(Backend):
 
         norm, gru_bias, gru = P["norm"], P["gru_bias"], P["gru"]
         for t in range(T1 - 1):
+            if table:  # before embed_norm, which resets the state (the bytes before too) on a 0 byte
+                keys, b = raw[table.name] if perturbed else (cp.zeros(1, cp.uint64), dummy8)
+                self.launch("context_read", rg, rb, tokens, i32(T1), i32(tshift), i32(t), P[table.name],
+                            i32(table.shape[0]), i32(cfg.context_bits), i32(d), keys, b, r, i32(rank_mult(cfg.rank)),
+                            sigma, pert, state, i32(S), ctx, nrows)
             self.launch("embed_norm", rg, rb, tokens, i32(T1), i32(tshift), i32(t), P["embed"], N("embed"), r,
-                        sigma, pert, state, i32(L), i32(d), norm[0, 0], N("norm"), i32(2 * L), i32(0), x, a, nrows)
+                        sigma, pert, state, i32(S), i32(d), norm[0, 0], N("norm"), i32(2 * L), i32(0), ctx,
+                        i32(table is not None), x, a, nrows)
             for l in range(L):
                 linear(a, d, d, gru[l, 0], d, "gru", 4 * l, sd, y1)  # W_f . norm(x)
-                linear(state_flat[l * d:], L * d, d, gru[l, 1], d, "gru", 4 * l + 1, sd, y2)  # U_f . h
+                linear(state_flat[l * d:], S * d, d, gru[l, 1], d, "gru", 4 * l + 1, sd, y2)  # U_f . h
                 self.launch("gru_gate", rg, rb, y1, y2, gru_bias[l, 0], N("gru_bias"), i32(2 * L), i32(2 * l),
-                            sigma, pert, state, i32(L), i32(l), i32(d), gate, reset, nrows)
+                            sigma, pert, state, i32(S), i32(l), i32(d), gate, reset, nrows)
                 linear(a, d, d, gru[l, 2], d, "gru", 4 * l + 2, sd, y1)  # W_h . norm(x)
                 linear(reset, d, d, gru[l, 3], d, "gru", 4 * l + 3, sd, y2)  # U_h . reset
                 self.launch("gru_state_norm", rg, rb, y1, y2, gru_bias[l, 1], N("gru_bias"), i32(2 * L),
-                            i32(2 * l + 1), sigma, pert, state, i32(L), i32(l), i32(d), gate, x, norm[l, 1],
+                            i32(2 * l + 1), sigma, pert, state, i32(S), i32(l), i32(d), gate, x, norm[l, 1],
                             N("norm"), i32(2 * l + 1), a, nrows)
                 linear(a, d, d, P["up"][l], h, "up", l, sd, hid)  # relu(clip8(up . norm(x)))
                 linear(hid, h, h, P["down"][l], d, "down", l, sh, y1)
@@ -204,7 +237,6 @@ class CupyBackend(Backend):
         return fitness.get()
 
     def forward(self, params, cfg, tokens, state):
-        _no_context(cfg)
         cp = self.cp
         tok = self.device(np.asarray(tokens), cp.uint8)
         work = self.device(state, cp.int8)
@@ -213,16 +245,75 @@ class CupyBackend(Backend):
         state[...] = work.get()
         return ll.get()
 
+    # --- context tables -----------------------------------------------------------------------------
+
+    def rows_read(self, cfg, tokens, state_row) -> tuple:
+        """context.rows_read on the device (context_rows); host arrays in, host arrays out."""
+        cp = self.cp
+        tables = cfg.context_order - 1
+        tok = self.device(np.asarray(tokens), cp.uint8)
+        before = self.device(np.asarray(state_row)[:, context.history_slots(cfg)], cp.int8)
+        reads = cp.empty((tok.shape[0], tok.shape[1] - 1, tables), cp.int64)
+        after = cp.empty((tok.shape[0], tables), cp.int64)
+        self.launch("context_rows", *geometry.grid_stride(tok.shape[0]), tok, np.int32(tok.shape[1]), before,
+                    np.int32(tok.shape[0]), np.int32(tables), np.int32(cfg.context_bits), reads, after)
+        return reads.get(), after.get()
+
+    def _table_sums(self, cfg, t, noise, f, reads) -> tuple:
+        """context.update_sums on the device: (read (n, 2), Z (n, d), S (n,)) int64 CuPy arrays. The rows
+        read by pairs with f != 0 are marked and listed in ascending (table, row) order, each given its
+        place in the list; context_sums then adds each pair's terms at the places its window read."""
+        cp = self.cp
+        tables, rows, d = t.shape
+        keys, b = noise
+        reads = self.device(np.asarray(reads), cp.int64)
+        pairs, window = reads.shape[:2]
+        marked = cp.zeros(tables * rows, cp.int8)
+        marked[(reads[f != 0] + cp.arange(tables, dtype=cp.int64) * rows).reshape(-1)] = 1
+        places = cp.flatnonzero(marked)
+        n = int(places.size)
+        slot = cp.full(tables * rows, -1, cp.int32)
+        slot[places] = cp.arange(n, dtype=cp.int32)
+        read = cp.ascontiguousarray(cp.stack([places // rows, places % rows], axis=1).astype(cp.int64))
+        z, S = cp.zeros((n, d), cp.int64), cp.zeros(n, cp.int64)
+        if n:
+            i32 = np.int32
+            self.launch("context_sums", *geometry.warp_stride(pairs * window * tables), reads, i32(pairs), i32(window),
+                        i32(tables), f, keys, b, i32(d), i32(cfg.rank), i32(rank_mult(cfg.rank)), i32(cfg.context_bits),
+                        slot, z, S)
+        return read, z, S
+
+    def _table_step(self, params, cfg, step: int, t, sums, momentum, moved):
+        """context.update on the device (context_step*): the listed rows of the table in params[t.name]
+        (a host array, updated in place) and of its momentum."""
+        cp = self.cp
+        read, z, S = (self.device(a, cp.int64) for a in sums)
+        n = read.shape[0]
+        if n == 0:
+            return
+        thr = self.device(table_thresholds(cfg, step, host(S)), cp.int64)
+        p = self.device(params[t.name], cp.int8)
+        m, kernel = self._momentum(momentum, t.name, "context_step")
+        self.launch(kernel, *geometry.grid_stride(n * t.shape[2]), p, m, read, z, thr, np.int64(n),
+                    np.int32(t.shape[2]), np.int32(cfg.context_bits), np.int32(cfg.momentum_shift), moved)
+        params[t.name][...] = p.get()
+        if cfg.momentum_shift:
+            momentum[t.name][...] = m.get()
+
     # --- update -------------------------------------------------------------------------------------
 
     def update_sums(self, cfg, noise, f, reads=None) -> dict:
-        """es.update_sums on the device: int64 CuPy arrays of each tensor's shape."""
+        """es.update_sums on the device: int64 CuPy arrays of each dense tensor's shape, a table's
+        (read, Z, S)."""
         cp = self.cp
         raw = self.raw_noise(cfg, noise)
         fd = self.device(np.asarray(f), cp.int32)
         pairs = np.int32(fd.shape[0])
         Z = {}
         for t in tensors(cfg):
+            if t.kind == "table":
+                Z[t.name] = self._table_sums(cfg, t, raw[t.name], fd, reads)
+                continue
             z = cp.empty(t.shape, cp.int64)
             if t.kind == "matrix":
                 m, n = t.shape[-2:]
@@ -235,6 +326,14 @@ class CupyBackend(Backend):
             Z[t.name] = z
         return Z
 
+    def _momentum(self, momentum, name, kernel):
+        """(the momentum of ``name`` on the device, the kernel variant for its dtype), or without
+        momentum (None) a placeholder and the plain kernel."""
+        if momentum is None:
+            return self.cp.zeros(1, self.cp.int64), kernel
+        m = self.device(momentum[name])
+        return m, kernel + {np.dtype(np.int32): "_m32", np.dtype(np.int64): "_m64"}[np.dtype(m.dtype)]
+
     def update(self, params, cfg, step: int, f, Z, momentum=None) -> int:
         """es.update: the steps run on the device, the host arrays (params, momentum) are updated in place."""
         cp = self.cp
@@ -243,15 +342,14 @@ class CupyBackend(Backend):
         thr_matrix, thr_vector = es.thresholds(cfg, step, f) if moving else (0, 0)
         k = cfg.momentum_shift
         moved = cp.zeros(1, cp.uint64)
-        dummy = cp.zeros(1, cp.int64)
         for t in tensors(cfg):
+            if t.kind == "table":  # only the rows read (none when no pair has f != 0), each its own threshold
+                if moving:
+                    self._table_step(params, cfg, step, t, Z[t.name], momentum if k else None, moved)
+                continue
             p = self.device(params[t.name], cp.int8)
             z = self.device(Z[t.name], cp.int64)
-            if k:
-                m = self.device(momentum[t.name])
-                kernel = {np.dtype(np.int32): "update_step_m32", np.dtype(np.int64): "update_step_m64"}[np.dtype(m.dtype)]
-            else:
-                m, kernel = dummy, "update_step"
+            m, kernel = self._momentum(momentum if k else None, t.name, "update_step")
             grid, block = geometry.grid_stride(p.size)
             thr = thr_matrix if t.kind == "matrix" else thr_vector
             self.launch(kernel, grid, block, p, z, m, np.int64(p.size), np.int32(k), np.int64(thr),

@@ -12,11 +12,11 @@ GRID_X_MAX = (1 << 31) - 1
 GRID_YZ_MAX = 65535
 INT32_MAX = (1 << 31) - 1
 
-STRIDE_THREADS = 256  # noise_streams, update_sums_vector, update_step*: 1-D grid-stride loops
+STRIDE_THREADS = 256  # noise_streams, stream_keys, update_sums_vector, update_step*, context_rows, context_step*
 STRIDE_GRID_MAX = 1 << 16  # blocks of a grid-stride launch (enough to fill any GPU many times over)
 
 LIN_ROWS, LIN_COLS, LIN_THREADS, LIN_MAX_RANK = 64, 32, 128, 16  # linear.cu's defines
-ROWS_PER_BLOCK = 4  # norm.cu, gru.cu, loglik.cu: one warp per row
+ROWS_PER_BLOCK = 4  # norm.cu, gru.cu, loglik.cu, context.cu's context_read and context_sums: one warp per row
 UPD_TILE, UPD_THREADS = 32, 256  # update.cu
 
 
@@ -114,6 +114,17 @@ def row_columns(d: int, lane: int) -> list:
     return list(range(lane, d, 32))
 
 
+def warp_stride(total: int) -> tuple:
+    """(grid, block) of context_sums: a warp per item, 4 warps a block, a grid-stride loop over
+    ``total`` items (total >= 1) that visits item e in warp (e // 4) % grid's slot e % 4."""
+    return (max(1, min(cdiv(total, ROWS_PER_BLOCK), STRIDE_GRID_MAX)),), (32 * ROWS_PER_BLOCK,)
+
+
+def warp_stride_items(total: int, grid: int, b: int, warp: int) -> list:
+    """The items warp ``warp`` of block b visits: ``for (e = b * 4 + warp; e < total; e += grid * 4)``."""
+    return list(range(b * ROWS_PER_BLOCK + warp, total, grid * ROWS_PER_BLOCK))
+
+
 # --- update.cu ------------------------------------------------------------------------------------
 
 def update_grid(m: int, n: int, blocks: int) -> tuple:
@@ -151,9 +162,23 @@ def launches(cfg, pairs: int) -> list:
     within CUDA's limits and that every argument passed as a C int fits one."""
     from ...model import noise_layout, tensors  # noqa: local, keeps this module import-light
 
+    from ...noise import rank_mult  # noqa: local, as above
+
     rows, d, h = 2 * pairs, cfg.width, cfg.hidden
     out = []
     for t in tensors(cfg):
+        if t.kind == "table":  # the keys and B, the table read, the rows read, the sums (every entry of
+            tables, n = t.shape[0], t.shape[0] * t.shape[1]  # the reads), the step (every row, worst case)
+            count, mult, entries = d * cfg.rank, rank_mult(cfg.rank), pairs * cfg.window * tables
+            out.append(("stream_keys", grid_stride(pairs * tables)[0], (STRIDE_THREADS,), (pairs, tables)))
+            out.append(("noise_streams", grid_stride(pairs * tables * count)[0], (STRIDE_THREADS,),
+                        (pairs, tables, count, mult)))
+            out.append(("context_read",) + row_grid(rows) + ((rows, cfg.window + 1, tables, cfg.context_bits, d,
+                                                               cfg.rank, mult, cfg.layers + 1),))
+            out.append(("context_rows", grid_stride(pairs)[0], (STRIDE_THREADS,), (pairs, cfg.window + 1)))
+            out.append(("context_sums",) + warp_stride(entries) + ((pairs, cfg.window, tables, n),))
+            out.append(("context_step", grid_stride(n * d)[0], (STRIDE_THREADS,), (d, cfg.context_bits)))
+            continue
         count, mult = noise_layout(cfg, t)
         total = pairs * t.blocks * count
         out.append(("noise_streams", grid_stride(total)[0], (STRIDE_THREADS,), (pairs, t.blocks, count, mult)))

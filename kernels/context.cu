@@ -1,0 +1,172 @@
+// context.cu: the context tables (intlm/context.py) on the GPU: the table read of the forward, the sparse
+// update sums of the rows read, and the sparse thresholded step.
+//
+// Tables: (tables, 2**bits, d) int8, table i for the last i + 2 bytes (order i + 2). A pair's noise of
+// table i: stream key keys[pair, i] (noise.cu's stream_keys) and B = b[pair, i] (d, rank) int8 (noise.cu's
+// noise_streams from start 2**bits * rank); A's row r is hashed when read: a_k = stream_value(key,
+// r * rank + k) (context.factor_a). The bytes before a byte live in the state's extra row (the last
+// of its state_rows rows), most recent first, as stored (signed) bytes (context.history_slots).
+//
+// context_read (model.read_byte's table read, context.add_rows: history, member_rows, step_history):
+//   hist = the byte, then the bytes before (all 0 when the byte is 0: a document starts)
+//   r_i = context.row_index(hist, i + 2, bits)
+//   ctx[row, j] = sum_i clip8(T[i, r_i, j] + s * rshift_round(sum_k a_k B[pair, i, j, k], 4 + sigma))
+//   then the bytes before move back one slot and the byte enters first (as a signed byte).
+// norm.cu's embed_norm adds ctx to the embedding (x = clip8(embed row + ctx)). Row ``row`` reads token
+// row row >> tshift; s = +1 / -1 for even / odd rows, 0 unperturbed (the noise is then not read).
+//
+// context_rows (context.rows_read): for each stream q, the rows of every table its window reads,
+//   reads[q, t, i] = r_i at byte t of tokens[q] (the resets and shifts of context_read, from the bytes
+//   before[q] (tables,) stored bytes), and after[q] = the bytes before once the window is read (int64).
+//
+// context_sums (context.update_sums' Z and S, exact): for each entry (p, t, i) of reads (pairs, window,
+// tables) with f[p] != 0 whose row r was not read by pair p at an earlier t (a pair counts a row once):
+//   Z[place, j] += f[p] * sum_k a_k B[p, i, j, k];   S[place] += f[p]^2
+// place = slot[i * 2**bits + r], the row's place in the ascending list of (table, row) read (the
+// backend lists them). The adds are int64 atomics: integer addition is exact and order-free, so the
+// sums are the reference's bit for bit in any order of the threads.
+//
+// context_step_m32 / context_step_m64 / context_step (context.update, momentum int32, int64 or none):
+// for each listed row (read[place] = (table, row)) and column j, common.cuh's step_weight with the
+// row's threshold thr[place] (context.thresholds, computed on the host in exact integers): the
+// momentum decays once per read (only listed rows are touched), +-1 steps, the threshold spent.
+//
+// Launch geometry: context_read: one warp per row, 4 a block (geometry.row_grid); context_sums: a warp
+// per entry of reads, 4 warps a block, in a grid-stride loop (geometry.warp_stride); lane l handles
+// columns l, l + 32, ...; context_rows (a thread per stream) and the steps (over places * d): 256
+// threads a block, a grid-stride loop (geometry.grid_stride).
+#include "common.cuh"
+
+#define ROWS_PER_BLOCK 4
+#define CTX_MAX_RANK 16
+
+// The bytes before, packed: slot i of the extra row (the byte i + 1 before) at bits 8i .. 8i + 7.
+__device__ __forceinline__ u64 pack_slots(const i8* slots, int tables) {
+    u64 before = 0;
+    for (int i = 0; i < tables; ++i) before |= (u64)(u8)slots[i] << (8 * i);
+    return before;
+}
+
+// context.history, packed: the byte being read at bits 0..7, then the bytes before; all 0 when the
+// byte is 0 (a document starts: the forward's reset forgets them).
+__device__ __forceinline__ u64 history(u64 before, int byte) { return byte == 0 ? 0 : (before << 8) | (u64)byte; }
+
+// context.step_history: the bytes before the next byte are the first ``tables`` bytes of the history.
+__device__ __forceinline__ u64 step_history(u64 hist, int tables) { return hist & ((1ULL << (8 * tables)) - 1); }
+
+// context.row_index for table i (order i + 2): the top ``bits`` bits of mix(key + order * GOLDEN),
+// the key the last ``order`` bytes of the packed history.
+__device__ __forceinline__ i64 table_row(u64 hist, int i, int bits) {
+    const int order = i + 2;
+    const u64 key = order == 8 ? hist : hist & ((1ULL << (8 * order)) - 1);
+    return (i64)(mix64(key + (u64)order * INTLM_GOLDEN) >> (64 - bits));
+}
+
+// context.factor_a of row r for one pair's table stream, into a[0 .. rank) (lanes 0 .. rank - 1 hash,
+// the warp then reads them all).
+__device__ __forceinline__ void factor_a(int* a, u64 key, i64 r, int rank, int mult, int lane) {
+    if (lane < rank) a[lane] = stream_value(key, (u64)r * rank + lane, mult);
+    __syncwarp();
+}
+
+// sum_k a_k * B[j, k] for one column of a pair's table B (d, rank).
+__device__ __forceinline__ int factor_dot(const int* a, const i8* b, int j, int rank) {
+    int total = 0;
+    for (int k = 0; k < rank; ++k) total += a[k] * (int)b[j * rank + k];
+    return total;
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
+context_read(const u8* __restrict__ tokens, int token_len, int tshift, int t, const i8* __restrict__ table,
+             int tables, int bits, int d, const u64* __restrict__ keys, const i8* __restrict__ b, int rank, int mult,
+             int sigma, int perturbed, i8* __restrict__ state, int state_rows, int* __restrict__ ctx, int rows) {
+    __shared__ int a[ROWS_PER_BLOCK][CTX_MAX_RANK];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const i64 row = (i64)blockIdx.x * ROWS_PER_BLOCK + warp;
+    if (row >= rows) return;  // warp-uniform
+    const int byte = tokens[(row >> tshift) * token_len + t];
+    i8* slots = state + (row * state_rows + state_rows - 1) * d;
+    const u64 hist = history(pack_slots(slots, tables), byte);
+    const int s = member_sign(perturbed, (int)(row & 1));
+    for (int i = 0; i < tables; ++i) {
+        const i64 r = table_row(hist, i, bits);
+        const i8* w = table + (((i64)i << bits) + r) * d;
+        const i64 stream = (row >> 1) * tables + i;
+        if (s != 0) factor_a(a[warp], keys[stream], r, rank, mult, lane);
+        for (int j = lane; j < d; j += 32) {
+            int v = w[j];
+            if (s != 0) v = clip8(v + s * rshift_round(factor_dot(a[warp], b + stream * d * rank, j, rank), 4 + sigma));
+            ctx[row * d + j] = (i == 0 ? 0 : ctx[row * d + j]) + v;
+        }
+        __syncwarp();  // every lane has read a (and, at i = 0, the slots) before they are rewritten
+    }
+    if (lane == 0) {  // the byte enters slot 0 as a signed byte (context.stored_byte), the others move back
+        const u64 after = step_history(hist, tables);
+        for (int i = 0; i < tables; ++i) slots[i] = (i8)(u8)(after >> (8 * i));
+    }
+}
+
+extern "C" __global__ void context_rows(const u8* __restrict__ tokens, int token_len, const i8* __restrict__ before,
+                                        int rows, int tables, int bits, i64* __restrict__ reads,
+                                        i64* __restrict__ after) {
+    const int window = token_len - 1;
+    for (i64 q = (i64)blockIdx.x * blockDim.x + threadIdx.x; q < rows; q += (i64)gridDim.x * blockDim.x) {
+        u64 prev = pack_slots(before + q * tables, tables);
+        for (int t = 0; t < window; ++t) {
+            const u64 hist = history(prev, tokens[q * token_len + t]);
+            for (int i = 0; i < tables; ++i) reads[(q * window + t) * tables + i] = table_row(hist, i, bits);
+            prev = step_history(hist, tables);
+        }
+        for (int i = 0; i < tables; ++i) after[q * tables + i] = (i8)(u8)(prev >> (8 * i));
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
+context_sums(const i64* __restrict__ reads, int pairs, int window, int tables, const int* __restrict__ f,
+             const u64* __restrict__ keys, const i8* __restrict__ b, int d, int rank, int mult, int bits,
+             const int* __restrict__ slot, i64* __restrict__ z, i64* __restrict__ s) {
+    __shared__ int a[ROWS_PER_BLOCK][CTX_MAX_RANK];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const i64 total = (i64)pairs * window * tables;
+    // the entries (p, t, i) of reads, a warp each in a grid-stride loop (everything warp-uniform up to the sums)
+    for (i64 e = (i64)blockIdx.x * ROWS_PER_BLOCK + warp; e < total; e += (i64)gridDim.x * ROWS_PER_BLOCK) {
+        const i64 pt = e / tables, p = pt / window;
+        const int i = (int)(e - pt * tables), t = (int)(pt - p * window);
+        const i64 fp = f[p];
+        if (fp == 0) continue;
+        const i64 r = reads[e];
+        int earlier = 0;  // read by this pair at an earlier byte of its window: counted there
+        for (int u = lane; u < t; u += 32) earlier |= reads[(p * window + u) * tables + i] == r;
+        if (warp_max(earlier)) continue;
+        const i64 place = slot[((i64)i << bits) + r];
+        const i64 stream = p * tables + i;
+        factor_a(a[warp], keys[stream], r, rank, mult, lane);
+        for (int j = lane; j < d; j += 32)
+            atomicAdd((u64*)(z + place * d + j), (u64)(fp * factor_dot(a[warp], b + stream * d * rank, j, rank)));
+        if (lane == 0) atomicAdd((u64*)(s + place), (u64)(fp * fp));
+        __syncwarp();  // every lane has read a before the next entry's factor_a rewrites it
+    }
+}
+
+#define INTLM_CONTEXT_STEP(NAME, MT)                                                                          \
+    extern "C" __global__ void NAME(i8* __restrict__ param, MT* __restrict__ mom, const i64* __restrict__ read, \
+                                    const i64* __restrict__ z, const i64* __restrict__ thr, i64 places, int d,  \
+                                    int bits, int k, u64* __restrict__ moved) {                               \
+        const i64 size = places * d, stride = (i64)gridDim.x * blockDim.x;                                    \
+        /* every lane of a warp runs the same number of rounds, so count_moves sees the whole warp */         \
+        const i64 rounds = (size + stride - 1) / stride;                                                      \
+        for (i64 round = 0; round < rounds; ++round) {                                                        \
+            const i64 e = round * stride + (i64)blockIdx.x * blockDim.x + threadIdx.x;                        \
+            int mine = 0;                                                                                     \
+            if (e < size) {                                                                                   \
+                const i64 place = e / d;                                                                      \
+                const i64 w = ((read[2 * place] << bits) + read[2 * place + 1]) * d + e % d;                  \
+                mine = step_weight(param, mom, w, z[e], k, 1, thr[place]) != 0;                               \
+            }                                                                                                 \
+            count_moves(mine, moved);                                                                         \
+        }                                                                                                     \
+    }
+
+INTLM_CONTEXT_STEP(context_step_m32, int)
+INTLM_CONTEXT_STEP(context_step_m64, i64)
+INTLM_CONTEXT_STEP(context_step, i64)  // no momentum: called with k = 0 and mom unused
