@@ -48,14 +48,56 @@ def cli(ctx):
 @cli.command()
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(), help="Folder of the zarr store to write.")
-def prepare(sources, out):
-    """Turn text files or folders into a corpus store (train/validation split by document)."""
+@click.option("--include", multiple=True, metavar="GLOB", help="In folders, take only the files this glob matches "
+              "(repeatable): without '/', a file's name or a folder's on its path ('*.py'); with '/', the path "
+              "inside the folder ('docs/*.md').")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="In folders, leave out the files this glob matches "
+              "(repeatable; as --include, e.g. '__pycache__', '*.min.js').")
+def prepare(sources, out, include, exclude):
+    """Turn text files or folders into a corpus store (train/validation split by document).
+
+    In a folder, hidden files, empty files and binary files are left out (the binary ones counted
+    in one line); a binary file named on its own is refused."""
     from .data import open_store, prepare as prepare_store
 
-    path = prepare_store(list(sources), out)
+    path = prepare_store(list(sources), out, include, exclude)
     c = open_store(path)
     click.echo(f"{path}: {len(c.train)} train bytes, {len(c.val)} validation bytes "
                f"({c.meta['documents']['train']} + {c.meta['documents']['val']} documents)")
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def cache(ctx):
+    """See and free the corpus cache: the default corpus, and the stores of text files and folders
+    that pretrain, eval and plot prepare on the fly (in $INTLM_CACHE, default ~/.cache/intlm)."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cache.command(name="list")
+def cache_list():
+    """Each entry of the cache: its size and what it was prepared from."""
+    from .cache import entries, human
+    from .data import cache_dir_default
+
+    folder = cache_dir_default()
+    found = entries(folder)
+    for path, size, what in found:
+        click.echo(f"{human(size):>9}  {path.name}  {what}")
+    click.echo(f"{human(sum(size for _, size, _ in found)):>9}  in {folder} ({len(found)} entries)")
+
+
+@cache.command()
+@click.option("--all", "everything", is_flag=True, help="The default corpus too (downloaded again when next needed).")
+def clear(everything):
+    """Delete the prepared text corpora (and with --all the default corpus): each is prepared again
+    from its text when next used."""
+    from .cache import clear as clear_cache, human
+    from .data import cache_dir_default
+
+    count, size = clear_cache(cache_dir_default(), everything)
+    click.echo(f"freed {human(size)} ({count} entries) in {cache_dir_default()}")
 
 
 CONFIG_OPTIONS = {  # CLI option -> Config field

@@ -12,6 +12,7 @@ it; a damaged cached corpus (the default one, or text files prepared into the ca
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -92,17 +93,36 @@ def _check_text(label: str, data: bytes) -> None:
     """Refuse empty and binary documents: the model is for text, and 0 is our separator."""
     if not data:
         raise IntlmError(f"{label} is empty")
+    why = _binary(data)
+    if why:
+        raise IntlmError(f"{label} looks binary ({why})")
+
+
+def _binary(data: bytes) -> str | None:
+    """Why ``data`` is not text (a 0 byte, or over 10% control bytes in its first 64 KiB), or None."""
     if b"\0" in data:
-        raise IntlmError(f"{label} looks binary (it contains a 0 byte)")
+        return "it contains a 0 byte"
     head = np.frombuffer(data[:65536], dtype=np.uint8)
     control = (head < 32) | (head == 127)
     control &= ~np.isin(head, list(TEXT_CONTROL))
-    if control.sum() * 10 > len(head):
-        raise IntlmError(f"{label} looks binary (over 10% control bytes)")
+    return "over 10% control bytes" if control.sum() * 10 > len(head) else None
 
 
-def _source_files(sources) -> list[Path]:
-    """The documents named by ``sources`` (files and folders), resolved, sorted, deduplicated."""
+def _chosen(relative: Path, include, exclude) -> bool:
+    """Whether a file found in a folder (``relative`` to it) passes --include and --exclude: a glob
+    without "/" matches the file's name or the name of a folder on its path, one with "/" its whole
+    relative path; with includes, a file must match one; it must match no exclude."""
+    parts, whole = relative.parts, relative.as_posix()
+
+    def matches(glob):
+        return fnmatch.fnmatchcase(whole, glob) if "/" in glob else any(fnmatch.fnmatchcase(p, glob) for p in parts)
+
+    return (not include or any(map(matches, include))) and not any(map(matches, exclude))
+
+
+def _source_files(sources, include=(), exclude=()) -> list[Path]:
+    """The documents named by ``sources`` (files and folders; in folders, those ``include`` and
+    ``exclude`` choose, see _chosen), resolved, sorted, deduplicated."""
     if not sources:
         raise IntlmError("no corpus sources given")
     files: set[Path] = set()
@@ -115,9 +135,11 @@ def _source_files(sources) -> list[Path]:
                 p
                 for p in path.rglob("*")
                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and _chosen(p.relative_to(path), include, exclude)
             ]
             if not found:
-                raise IntlmError(f"corpus folder {path} contains no files")
+                chosen = " that --include/--exclude choose" if include or exclude else ""
+                raise IntlmError(f"corpus folder {path} contains no files{chosen}")
             if all(p.stat().st_size == 0 for p in found):
                 raise IntlmError(f"corpus folder {path} contains only empty files")
             # Empty files inside a folder add nothing but a separator: skip them.
@@ -185,13 +207,25 @@ def _write_store(docs: list[tuple[str, bytes]], out) -> Path:
     return out
 
 
-def prepare(sources: list, out) -> Path:
-    """Prepare text files and/or folders of text files into a corpus store at ``out``."""
-    docs = []
-    for path in _source_files(sources):
+def prepare(sources: list, out, include=(), exclude=()) -> Path:
+    """Prepare text files and/or folders of text files into a corpus store at ``out``. In folders,
+    ``include`` and ``exclude`` globs choose the files (_chosen), and binary files are skipped with
+    one line on stderr that counts them; a binary file named in ``sources`` is refused."""
+    named = {Path(s).resolve() for s in sources if Path(s).is_file()}
+    docs, skipped = [], []
+    for path in _source_files(sources, include, exclude):
         data = path.read_bytes()
+        if path not in named and _binary(data):
+            skipped.append(path)
+            continue
         _check_text(str(path), data)
         docs.append((str(path), data))
+    many = len(skipped) > 1
+    binary = f"{len(skipped)} binary file{'s' * many} ({skipped[0]}{', ...' * many})" if skipped else ""
+    if not docs:
+        raise IntlmError(f"no text files in {', '.join(map(str, sources))}, only {binary}")
+    if skipped:
+        print(f"note: skipped {binary}", file=sys.stderr)
     return _write_store(docs, out)
 
 
