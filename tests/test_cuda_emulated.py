@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cuda_emulator as emu
 from intlm import arith, context, es, model, train
@@ -298,6 +300,20 @@ def test_table_read_forward_and_rows_match(backends, cfg, extreme):
     assert np.array_equal(s_ref, s_gpu)
     want, got = context.rows_read(cfg, tokens, state[0::2, cfg.layers]), gpu.rows_read(cfg, tokens, state[0::2, cfg.layers])
     assert all(np.array_equal(w, g) and g.dtype == np.int64 for w, g in zip(want, got))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.integers(2, 8), bits=st.integers(8, 20), seed=st.integers(0, 2 ** 32 - 1))
+def test_rows_read_at_every_order_and_size(backends, order, bits, seed):
+    """context_rows == context.rows_read for every order (up to 8: the whole 64-bit key) and every row
+    count Config allows, windows full of document starts (0 bytes) and bytes >= 128 (stored signed)."""
+    _, gpu, _ = backends
+    cfg = Config(width=16, population=10, window=6, context_bits=bits, context_order=order).check()
+    rng = np.random.default_rng(seed)
+    tokens = rng.choice(np.array([0, 1, 97, 127, 128, 200, 255], np.uint8), (cfg.pairs, cfg.window + 1))
+    state_row = rng.integers(-128, 128, (cfg.pairs, cfg.width)).astype(np.int8)
+    want, got = context.rows_read(cfg, tokens, state_row), gpu.rows_read(cfg, tokens, state_row)
+    assert all(np.array_equal(w, g) for w, g in zip(want, got))
 
 
 @pytest.mark.parametrize("momentum", [None, np.int32, np.int64])
