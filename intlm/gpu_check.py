@@ -9,7 +9,8 @@ scripts/gpu_check.sh for the wheel folder a registry-less GPU machine needs). On
 2. ten whole training steps on the cupy, NumPy and Numba backends, without and with the default
    model's context tables: the run arrays, the checkpoint content hash and the checkpoint folders'
    bytes equal;
-3. a bench of the cupy backend at width 256 x 6 layers for populations 2**12 .. 2**18: training and
+3. a bench of the cupy backend for the default model (intlm pretrain's: width 32, population 8192,
+   context tables), then at width 256 x 6 layers for populations 2**12 .. 2**18: training and
    inference tokens/s, their ratio, int8 tensor-core utilisation against the card's dense int8 peak,
    peak GPU memory (populations left when the time budget runs out are reported as skipped).
 
@@ -325,7 +326,9 @@ def shared_macs(cfg) -> int:
     return L * (4 * d * d + 2 * d * h) + 256 * d
 
 
-def bench(gpu, cp, t0, width=256, layers=6, powers=range(12, 19), window=64):
+def bench(gpu, cp, t0, width=256, layers=6, powers=range(12, 19), window=64, context=None):
+    """Training and inference figures of the cupy backend for populations 2**k, k in ``powers``;
+    ``context``: the context tables' Config fields (e.g. config.PRETRAIN_CONTEXT), none if None."""
     from . import train
     from .config import Config
     from .run import Run
@@ -335,10 +338,11 @@ def bench(gpu, cp, t0, width=256, layers=6, powers=range(12, 19), window=64):
     last = 0.0  # seconds the previous population took; the next one takes about twice that
     rng = np.random.default_rng(0)
     data = rng.integers(1, 256, 1 << 20).astype(np.uint8)
-    print(f"bench: cupy backend, width {width} x {layers} layers, rank 1, window {window} "
+    tables = f", context tables {context}" if context else ""
+    print(f"bench: cupy backend, width {width} x {layers} layers, rank 1, window {window}{tables} "
           f"(tokens/s = members x window / s)", flush=True)
     for k in powers:
-        cfg = Config(width=width, layers=layers, population=1 << k, rank=1, window=window).check()
+        cfg = Config(width=width, layers=layers, population=1 << k, rank=1, window=window, **(context or {})).check()
         begun = time.perf_counter()
         if begun - t0 + 2.5 * last > TOTAL_BUDGET_S:
             print(f"SKIP bench population 2^{k}: would not finish within the check's {TOTAL_BUDGET_S} s", flush=True)
@@ -393,6 +397,11 @@ def main() -> int:
     kernel_checks(gpu, gpu_dp4a, cp)
     training_check(gpu)
     if "--no-bench" not in sys.argv and not SMALL:
+        from .config import PRETRAIN_CONTEXT, Config
+
+        default = Config()  # the model intlm pretrain trains: the defaults and their context tables
+        bench(gpu, cp, t0, width=default.width, layers=default.layers, powers=[default.population.bit_length() - 1],
+              window=default.window, context=PRETRAIN_CONTEXT)
         bench(gpu, cp, t0)
     print(f"{'ALL PASSED' if not FAILED else 'FAILED: ' + '; '.join(FAILED)} ({time.perf_counter() - t0:.0f} s)")
     return 0 if not FAILED else 1

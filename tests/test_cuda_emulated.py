@@ -229,13 +229,16 @@ def test_gpu_check_script_runs(backends, capsys, monkeypatch):
     assert len(lines) == 16 and all(line.startswith("PASS") for line in lines), out
 
 
-def test_gpu_check_bench_runs(backends, capsys):
-    """The GPU check's bench code, at a tiny size on the emulated CuPy: one line of figures."""
+@pytest.mark.parametrize("context", [None, {"context_bits": 8, "context_order": 3}])
+def test_gpu_check_bench_runs(backends, capsys, context):
+    """The GPU check's bench code, at a tiny size on the emulated CuPy, without and with context
+    tables: one line of figures."""
     import time
 
     from intlm import gpu_check
 
-    gpu_check.bench(backends[1], sys.modules["cupy"], time.perf_counter(), width=16, layers=1, powers=[2], window=2)
+    gpu_check.bench(backends[1], sys.modules["cupy"], time.perf_counter(), width=16, layers=1, powers=[2], window=2,
+                    context=context)
     out = capsys.readouterr().out
     assert "bench population 2^2: training" in out and "tokens/s" in out and "FAIL" not in out, out
 
