@@ -135,4 +135,30 @@ def test_every_launch_of_an_allowed_config_is_within_limits(cfg):
     rows, h = cfg.population, cfg.hidden
     assert rows * max(h, 256) * 4 < 1 << 63  # the largest work buffer, in bytes
     assert cfg.pairs * cfg.window * (cfg.context_order - 1) < 1 << 63  # the entries of the rows read
-    assert cfg.rank <= g.LIN_MAX_RANK  # tile_xb's shared array
+    assert cfg.rank <= min(g.LIN_MAX_RANK, g.CTX_MAX_RANK)  # tile_xb's and context.cu's shared arrays
+
+
+def test_the_constants_are_the_kernels_and_the_references():
+    """Each size geometry.py computes launches from is the #define of the .cu file it mirrors, and each
+    constant common.cuh copies is the Python it names: a change on one side fails here."""
+    import re
+
+    from intlm import model, noise
+    from intlm.backends.cupy import sources
+    from intlm.config import UPDATE_CHUNK
+
+    def defines(name):
+        return {k: int(v, 0) for k, v in re.findall(r"^#define (\w+) (0x[0-9A-Fa-f]+|\d+)", sources.source(name), re.M)}
+
+    want = {
+        "linear.cu": {"LIN_ROWS": g.LIN_ROWS, "LIN_COLS": g.LIN_COLS, "LIN_THREADS": g.LIN_THREADS,
+                      "LIN_MAX_RANK": g.LIN_MAX_RANK},
+        "norm.cu": {"ROWS_PER_BLOCK": g.ROWS_PER_BLOCK}, "gru.cu": {"ROWS_PER_BLOCK": g.ROWS_PER_BLOCK},
+        "loglik.cu": {"ROWS_PER_BLOCK": g.ROWS_PER_BLOCK}, "update.cu": {"UPD_TILE": g.UPD_TILE},
+        "context.cu": {"ROWS_PER_BLOCK": g.ROWS_PER_BLOCK, "CTX_MAX_RANK": g.CTX_MAX_RANK},
+        "noise.cu": {"INTLM_GOLDEN": noise.GOLDEN, "INTLM_SEED_SALT": noise.SEED_SALT,
+                     "INTLM_GATE_BIAS": model.GATE_BIAS, "INTLM_UPDATE_CHUNK": UPDATE_CHUNK},
+    }
+    for name, constants in want.items():
+        found = defines(name)
+        assert {k: found.get(k) for k in constants} == constants, name

@@ -18,6 +18,7 @@ STRIDE_GRID_MAX = 1 << 16  # blocks of a grid-stride launch (enough to fill any 
 LIN_ROWS, LIN_COLS, LIN_THREADS, LIN_MAX_RANK = 64, 32, 128, 16  # linear.cu's defines
 ROWS_PER_BLOCK = 4  # norm.cu, gru.cu, loglik.cu, context.cu's context_read and context_sums: one warp per row
 UPD_TILE, UPD_THREADS = 32, 256  # update.cu
+CTX_MAX_RANK = 16  # context.cu's shared array of a row's factor A
 
 
 def cdiv(a: int, b: int) -> int:
