@@ -196,15 +196,39 @@ def _write_store(docs: list[tuple[str, bytes]], out) -> Path:
         "split_rule": SPLIT_RULE,
         HASH_ATTR: {},
     }
-    with atomic_folder(out) as tmp:
-        group = zarr.open_group(tmp, mode="w", zarr_format=3)
-        for name, part in (("train", train), ("val", val)):
-            data = _join(part)
-            arr = group.create_array(name, shape=data.shape, dtype=np.uint8, chunks=(CHUNK,), fill_value=0)
-            arr[...] = data
-            attrs[HASH_ATTR][name] = hashlib.sha256(data).hexdigest()
-        group.attrs.update(attrs)
+    try:
+        with atomic_folder(out) as tmp:
+            try:
+                group = zarr.open_group(tmp, mode="w", zarr_format=3)
+                for name, part in (("train", train), ("val", val)):
+                    data = _join(part)
+                    arr = group.create_array(name, shape=data.shape, dtype=np.uint8, chunks=(CHUNK,), fill_value=0)
+                    arr[...] = data
+                    attrs[HASH_ATTR][name] = hashlib.sha256(data).hexdigest()
+                group.attrs.update(attrs)
+            except OSError:
+                _end_abandoned_writes()
+                raise
+    except OSError as err:  # a full disk, say: atomic_folder has removed the partial store
+        raise IntlmError(f"cannot write corpus store {out}: {err.strerror or err}") from None
     return out
+
+
+def _end_abandoned_writes() -> None:
+    """zarr writes a store's chunks as tasks on its own event loop: when one fails, the others run on,
+    abandoned, into the folder about to be removed, and at exit asyncio logs each of them (hundreds of
+    lines, all this error again). Cancel them and wait until they have ended, their errors taken."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def end():
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    sync(end())
 
 
 def prepare(sources: list, out, include=(), exclude=()) -> Path:

@@ -407,3 +407,28 @@ def test_a_damaged_cached_corpus_is_prepared_again_with_a_line(tmp_path, monkeyp
     assert err == f"note: the cached corpus {first.path} cannot be used (its train split is missing data); " \
                   f"preparing it again\n"
     assert again.path == first.path and np.array_equal(again.train[0:len(first.train)], first.train)
+
+
+# --- 6: a full disk during intlm prepare -------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+def test_prepare_on_a_full_disk_is_one_error_line(tmp_path):
+    """A disk that fills while the store's chunks are written (here: a file size limit, EFBIG, as ENOSPC
+    on a 2 MB tmpfs does): one line naming the store, no partial store, and none of the hundreds of
+    lines asyncio logged at exit for zarr's abandoned chunk writes."""
+    import numpy as np
+    import resource
+
+    source = tmp_path / "big.txt"
+    source.write_bytes(np.random.default_rng(6).integers(32, 127, 16 << 20, dtype=np.uint8).tobytes())
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 19, 1 << 19))
+
+    done = subprocess.run(command("prepare", source, "--out", tmp_path / "st"), capture_output=True, text=True,
+                          preexec_fn=small_files, env=env(tmp_path))
+    assert done.returncode == 2
+    one_error_line(done.stderr, f"cannot write corpus store {tmp_path / 'st'}: File too large")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
