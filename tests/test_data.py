@@ -161,7 +161,7 @@ def test_no_half_written_store_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(data.os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(IntlmError, match="cannot write corpus store .*c.zarr: disk full"):
         prepare([src], tmp_path / "c.zarr")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
