@@ -107,7 +107,7 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
     "seed": "seed", "anchor_decay": "anchor_decay",
     "optimizer": "optimizer", "shared_rows": "shared_rows", "step_shift": "step_shift", "elite_shift": "elite_shift",
     "spsa_rounding": "spsa_rounding", "sepcma_damping": "sepcma_damping",
-    "context_bits": "context_bits", "context_order": "context_order",
+    "context_bits": "context_bits", "context_order": "context_order", "context_logits": "context_logits",
 }
 
 
@@ -196,6 +196,8 @@ UPDATE_SECTION = ["population", "rank", "sigma_shift", "fitness", "alpha", "alph
               "update every row (slow at large K).")
 @click.option("--context-order", type=int, default=PRETRAIN_CONTEXT["context_order"], show_default=True,
               help="N: one context table for each of the last 2, 3, .. N bytes.")
+@click.option("--context-logits", type=click.IntRange(0, 1), default=DEFAULTS.context_logits, show_default=True,
+              help="1: each context row also adds 256 corrections to the next byte's logits (needs --context-bits).")
 @UPDATE_OPTIONS
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True,
               help="eggroll: low-rank pairs; openes: full-rank pairs, same update; spsa: MeZO-style, a pair or "

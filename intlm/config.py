@@ -29,7 +29,7 @@ INT64_ACCUMULATORS = ("update sum Z", "momentum M", "sepcma weighted sums", "cem
 # a config's JSON while they have it, so a run that does not use them writes the bytes it always did,
 # and a checkpoint written before them reads as before.
 LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0,
-                "sepcma_damping": 1, "context_bits": 0, "context_order": 2}
+                "sepcma_damping": 1, "context_bits": 0, "context_order": 2, "context_logits": 0}
 # spsa's rounding is written for spsa runs only, and only when it is not the stochastic rounding that
 # every spsa run used before the field existed (so those checkpoints read and write as they did)
 SPSA_ROUNDING_BEFORE = "stochastic"
@@ -71,6 +71,7 @@ class Config:
     anchor_decay: int = 0  # 0: off; K: pull weights toward their anchor at rate 2**-K (anchor.py)
     context_bits: int = 0  # 0: off; K: context tables of 2**K rows indexed by the last bytes (context.py)
     context_order: int = 2  # N: one table for each of the last 2, 3, .. N bytes
+    context_logits: int = 0  # 1: each context row also adds 256 corrections to the logits (context.py)
 
     @property
     def pairs(self) -> int:
@@ -147,6 +148,8 @@ class Config:
         lo, hi = CONTEXT_ORDERS
         need(lo <= self.context_order <= hi, f"context order must be between {lo} and {hi}, got {self.context_order}")
         need(self.context_bits or self.context_order == lo, "--context-order needs --context-bits")
+        need(self.context_logits in (0, 1), f"context logits must be 0 or 1, got {self.context_logits}")
+        need(self.context_bits or not self.context_logits, "--context-logits needs --context-bits")
         for what, bound in worst_case_bounds(self).items():
             bits, limit = (64, INT64_MAX) if what in INT64_ACCUMULATORS else (32, INT32_MAX)
             need(bound <= limit, f"settings overflow int{bits} in {what} (worst case {bound}): "

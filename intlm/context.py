@@ -5,7 +5,9 @@ With ``context_bits`` K > 0 and ``context_order`` N the model's input vector for
     x = clip8(embed[byte] + sum over n = 2..N of context[n - 2, row_n])
 
 where row_n hashes the last n bytes (this one and the n - 1 before it) to one of 2**K rows of table
-n - 2. The bytes before are carried in the recurrent state (one more row, ``model.state_shape``), and
+n - 2. With ``context_logits`` a row is 256 entries longer, and those entries, summed over the
+tables, are added to the logits of the next byte (before their clip): an n-gram model's direct
+say on the prediction, where the first width entries must pass through the GRU. The bytes before are carried in the recurrent state (one more row, ``model.state_shape``), and
 a 0 byte, which starts a document, forgets them like the rest of the state (they read as 0). The
 tables start at zero, so a run with them starts as the model without them.
 
@@ -22,7 +24,7 @@ and its z-test threshold is the dense matrices' with S_j in place of sum f_p^2. 
 keeps its weights and its momentum: momentum decays at each read, so a rare row averages its
 evidence over its last ~2**k reads rather than its last 2**k steps.
 
-A pair's perturbation of a table is rank r like a matrix's (A: rows x r, B: width x r, laid out as one
+A pair's perturbation of a table is rank r like a matrix's (A: rows x r, B: row width x r, laid out as one
 counter-hash stream, A row-major first), but A is never made whole: a row's factors are hashed when a
 window reads the row (``factor_a``), so the noise of a step costs the same at any K.
 """
@@ -93,18 +95,20 @@ def state_rows(cfg: Config) -> int:
     return 1 if cfg.context_bits else 0
 
 
-def add_rows(params, cfg: Config, x, byte, state, members):
-    """The input vector x (rows, width) of ``byte`` plus each member's perturbed rows of the tables
-    (``member_rows``), the bytes before read from and moved on in the state's extra row (row
-    cfg.layers of ``state``, in place); x itself without tables. ``members``: model.Members."""
+def add_rows(params, cfg: Config, x, byte, state, members) -> tuple:
+    """(the input vector x (rows, width) of ``byte`` plus each member's perturbed rows of the tables
+    (``member_rows``' first width entries), what the rows add to the logits (rows, 256): their last
+    256 entries with context logits, else 0); the bytes before are read from and moved on in the
+    state's extra row (row cfg.layers of ``state``, in place). Without tables: (x, 0).
+    ``members``: model.Members."""
     if not cfg.context_bits:
-        return x
+        return x, 0
     extra = state[:, cfg.layers]  # a view: the bytes before move on in place
     noise = None if members.noise is None else members.noise[NAME]
     hist = history(cfg, byte, extra)
-    x = clip8(x + member_rows(cfg, params[NAME], noise, members.pair, members.sign, hist))
+    rows = member_rows(cfg, params[NAME], noise, members.pair, members.sign, hist)
     step_history(cfg, extra, byte)
-    return x
+    return clip8(x + rows[:, :cfg.width]), rows[:, cfg.width:] if cfg.context_logits else 0
 
 
 def history_slots(cfg: Config) -> slice:
@@ -174,12 +178,12 @@ def keep_history(cfg: Config, state, after):
 
 
 def make_noise(cfg: Config, step: int, pairs) -> tuple:
-    """Each pair's (stream keys (pairs, tables) uint64, B (pairs, tables, width, r) int8): B is each
+    """Each pair's (stream keys (pairs, tables) uint64, B (pairs, tables, row width, r) int8): B is each
     table's stream values after A's rows * r."""
     t = tables(cfg)
     keys = np.array([[stream_key(cfg.seed, t.tensor_id(i), step, p) for i in range(t.count)] for p in pairs],
                     dtype=np.uint64).reshape(len(pairs), t.count)
-    r, d = cfg.rank, cfg.width
+    r, d = cfg.rank, t.shape[2]
     b = [stream(int(k), d * r, rank_mult(r), start=t.rows * r).reshape(d, r) for k in keys.reshape(-1)]
     return keys, (np.stack(b) if b else np.zeros((0, d, r), np.int8)).reshape(len(pairs), t.count, d, r)
 
@@ -193,10 +197,10 @@ def factor_a(cfg: Config, keys, rows):
 
 
 def member_rows(cfg: Config, weight, noise, pair, sign, hist):
-    """Each member's sum over the tables of its perturbed row (members, width) int64, each row
+    """Each member's sum over the tables of its perturbed row (members, row width) int64, each row
     clip8(row + s * (A_row . B^T >> 4 + sigma)) as ``model.Members.embed`` perturbs an embedding row;
     ``hist`` (members, N) from ``history``; noise None: the rows as they are."""
-    total = np.zeros((len(hist), cfg.width), np.int64)
+    total = np.zeros((len(hist), weight.shape[2]), np.int64)
     for i in range(cfg.context_order - 1):
         rows = row_index(hist, i + 2, cfg.context_bits)
         x = weight[i, rows].astype(np.int64)

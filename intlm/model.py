@@ -1,10 +1,10 @@
 """The integer byte-level recurrent model, as a plain NumPy reference (the spec every backend matches).
 
-    x = embed[byte]                                   # int8 vector of width d
-    for each layer:
+    x = clip8(embed[byte] + rows[:, :d])              # int8 vector of width d; rows: the context
+    for each layer:                                   #   tables' rows for the last bytes (context.py)
         h = GRU(norm(x), h);  x = clip8(x + h)       # single-gate GRU, state carried across bytes
         x = clip8(x + down(relu(up(norm(x)))))       # MLP d -> mlp_ratio*d -> d
-    logits = clip8(head(norm(x)) + head_bias)         # 1/16-bit units
+    logits = clip8(head(norm(x)) + head_bias + rows[:, d:])  # 1/16-bit units; rows[:, d:] with context logits
 
 All values are int8-range integers (16 = 1.0); products accumulate in int32 (the NumPy code uses
 int64 arrays, and ``config.worst_case_bounds`` proves int32 suffices). A population member adds its
@@ -153,7 +153,7 @@ def read_byte(params, cfg: Config, byte, state, members: Members):
     """The model reads one byte for a batch of rows: updates ``state`` (rows, layers, d) in place and
     returns the logits of the next byte."""
     state[byte == 0] = 0  # a 0 byte starts a document: forget the previous one
-    x = context.add_rows(params, cfg, members.embed(params["embed"], byte), byte, state, members)
+    x, context_logits = context.add_rows(params, cfg, members.embed(params["embed"], byte), byte, state, members)
     for l in range(cfg.layers):
         h = state[:, l].astype(np.int64)
         a = layer_norm(x, members.vector("norm", params["norm"], l, 0))
@@ -171,7 +171,8 @@ def read_byte(params, cfg: Config, byte, state, members: Members):
         hid = np.maximum(clip8(members.linear("up", params["up"], a, l)), 0)
         x = clip8(x + clip8(members.linear("down", params["down"], hid, l)))
     a = layer_norm(x, members.vector("out_norm", params["out_norm"]))
-    return clip8(members.linear("head", params["head"], a) + members.vector("head_bias", params["head_bias"]))
+    return clip8(members.linear("head", params["head"], a) + members.vector("head_bias", params["head_bias"])
+                 + context_logits)
 
 
 def forward(params, cfg: Config, tokens, state, noise=None):

@@ -54,8 +54,8 @@ def tensors(cfg) -> list:
         ("head", (VOCAB, d), "matrix"),
         ("head_bias", (VOCAB,), "vector"),
     ]
-    if cfg.context_bits:
-        specs.append((TABLE, (cfg.context_order - 1, 1 << cfg.context_bits, d), "table"))
+    if cfg.context_bits:  # a row: width entries added to the input, and with context logits 256 to the logits
+        specs.append((TABLE, (cfg.context_order - 1, 1 << cfg.context_bits, d + VOCAB * cfg.context_logits), "table"))
     return [Tensor(name, shape, kind, i) for i, (name, shape, kind) in enumerate(specs)]
 
 

@@ -32,6 +32,9 @@ CONFIGS = [
     dict(rank=1, layers=1, sigma_shift=3, mlp_ratio=2, fitness="rank", context_bits=8),
     dict(rank=3, layers=2, sigma_shift=0, mlp_ratio=1, fitness="sign", population=38, window=7, context_bits=9,
          context_order=4),
+    # context logits: rows of width + 256, random (saturating) rows summed into the logits
+    dict(rank=2, layers=1, sigma_shift=2, mlp_ratio=1, fitness="rank", population=38, window=5, context_bits=8,
+         context_order=3, context_logits=1),
 ]
 
 

@@ -216,6 +216,8 @@ def test_thresholds_grow_with_the_read_pairs():
     (dict(context_bits=8, context_order=9), "context order"),
     (dict(context_bits=8, context_order=1), "context order"),
     (dict(context_order=3), "needs --context-bits"),
+    (dict(context_logits=1), "--context-logits needs --context-bits"),
+    (dict(context_bits=8, context_logits=2), "context logits must be 0 or 1"),
 ])
 def test_refused_settings(changes, message):
     with pytest.raises(IntlmError, match=message):

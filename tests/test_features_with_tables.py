@@ -15,7 +15,7 @@ from intlm.run import load_run
 from conftest import checkpoint_state, tiny_config
 
 TABLES = {"context_bits": 8, "context_order": 3}
-MODELS = {"tables": TABLES, "no tables": {}}
+MODELS = {"tables": TABLES, "tables with logits": dict(TABLES, context_logits=1), "no tables": {}}
 # feature -> (config changes, task): every optimiser, Anchored Weight Decay, and evolve's objective
 FEATURES = {
     "eggroll": ({"momentum_shift": 2, "fitness": "rank", "rank": 2}, None),

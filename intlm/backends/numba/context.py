@@ -100,7 +100,7 @@ def make_noise(cfg: Config, t, step: int, p0: int, p1: int) -> tuple:
     """``context.make_noise`` of pairs [p0, p1) (t: the table parameter)."""
     count, rows = t.shape[:2]
     keys = np.empty((p1 - p0, count), np.uint64)
-    b = np.empty((p1 - p0, count, cfg.width, cfg.rank), np.int8)
+    b = np.empty((p1 - p0, count, t.shape[2], cfg.rank), np.int8)
     _fill(cfg.seed, t.tensor_id(0), step, p0, rows * cfg.rank, rank_mult(cfg.rank), keys, b)
     return keys, b
 
@@ -169,7 +169,7 @@ def update_sums(cfg: Config, noise, f, reads) -> tuple:
     reads = np.ascontiguousarray(reads, dtype=np.int64)
     slot = np.full(t.shape[:2], -1, np.int64)
     read = _list_reads(f, reads, slot)
-    Z = np.zeros((read.shape[0], cfg.width), np.int64)
+    Z = np.zeros((read.shape[0], t.shape[2]), np.int64)  # the row width
     S = np.zeros(read.shape[0], np.int64)
     _sums(f, keys, b, reads, rank_mult(cfg.rank), slot, numba.get_num_threads(), Z, S)
     return read, Z, S
@@ -217,6 +217,7 @@ def operands(params, cfg: Config, noise, perturbed: bool) -> dict:
     tables, r, d)); without tables (or without noise) stand-ins of the same types, never read."""
     d, r, n = cfg.width, cfg.rank, cfg.context_order - 1
     table = params[context.NAME] if cfg.context_bits else np.zeros((0, 1, d), np.int8)
+    d = table.shape[2]  # the row width: width, plus 256 with context logits
     if cfg.context_bits and perturbed:
         keys, b = noise[context.NAME]
         b = np.ascontiguousarray(b.transpose(0, 1, 3, 2))

@@ -128,16 +128,16 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
 
 
 @njit(inline="always")
-def _add_context(first, rows, tokens, token_div, t, h, x, pairs, signs, hist, acc, pert, emb_shift, L, m):
+def _add_context(first, rows, tokens, token_div, t, h, x, out, pairs, signs, hist, acc, pert, emb_shift, L, m):
     """x += the sum of the context tables' rows (``context.member_rows``) for byte t of each row, and
     the bytes before move on in the state's extra row (after the embedding, which reset the state at
-    a 0 byte)."""
-    d, r, n_tables = x.shape[1], m.n_context_b.shape[2], m.context.shape[0]
+    a 0 byte); with context logits, out[b] = the sum of the rows' last 256 entries."""
+    d, w, r, n_tables = x.shape[1], m.context.shape[2], m.n_context_b.shape[2], m.context.shape[0]
     for b in range(rows):
         byte = tokens[(first + b) // token_div, t]
         hp, xr = h[b, L], x[b]
         _ctx.load_history(hist, hp, byte, n_tables)
-        for j in range(d):
+        for j in range(w):
             acc[j] = 0
         # each member hashes its own rows: a pair's members read the same bytes, but a state given
         # from outside may hold different bytes before
@@ -146,18 +146,20 @@ def _add_context(first, rows, tokens, token_div, t, h, x, pairs, signs, hist, ac
             row = _ctx.row_index(hist, i + 2, m.context_salts[i], m.context_bits)
             cr = m.context[i, row]
             if s == 0:
-                for j in range(d):
+                for j in range(w):
                     acc[j] += np.int32(cr[j])
                 continue
             key = m.n_context_keys[p, i]
             for c in range(r):
                 a, bc = _ctx.factor_a(key, row, c, r, m.context_mult), m.n_context_b[p, i, c]
-                for j in range(d):
+                for j in range(w):
                     pert[j] = np.int32((pert[j] if c > 0 else 0) + a * np.int32(bc[j]))
-            for j in range(d):
+            for j in range(w):
                 acc[j] += clip8(np.int32(cr[j]) + s * rshift_round(pert[j], emb_shift))
         for j in range(d):
             xr[j] = clip8(xr[j] + acc[j])
+        for j in range(w - d):
+            out[b, j] = acc[d + j]
         _ctx.push_byte(hp, byte, n_tables)
 
 
@@ -206,7 +208,9 @@ def _run_block(first, rows, tokens, token_div, state, ll, m):
     pert = np.zeros(d, np.int32)
     # the context tables' scratch: a history, the sum of rows, a row's perturbation (not pert, which
     # must stay 0 at rank 1)
-    ctx_hist, ctx_acc, ctx_pert = np.zeros(8, np.int64), np.zeros(d, np.int32), np.zeros(d, np.int32)
+    w = m.context.shape[2]
+    ctx_hist, ctx_acc, ctx_pert = np.zeros(8, np.int64), np.zeros(w, np.int32), np.zeros(w, np.int32)
+    ctx_logits = np.zeros((nb, 256), np.int32)  # the rows' logit entries (zero without context logits)
     xb = np.zeros((nb, ne[0].shape[2]), np.int32)  # every row's x.B >> 4, per rank component
     logits = np.zeros(256, np.int32)
     emb_shift = 4 + sigma
@@ -232,8 +236,8 @@ def _run_block(first, rows, tokens, token_div, state, ll, m):
                     xr[j] = clip8(np.int32(e[j]) + q)
                     xm[j] = clip8(np.int32(e[j]) - q)
         if m.context_bits:
-            _add_context(first, rows, tokens, token_div, t, h, x, pairs, signs, ctx_hist, ctx_acc, ctx_pert,
-                         emb_shift, L, m)
+            _add_context(first, rows, tokens, token_div, t, h, x, ctx_logits, pairs, signs, ctx_hist, ctx_acc,
+                         ctx_pert, emb_shift, L, m)
         for l in range(L):
             for b in range(rows):
                 _layer_norm(x[b], gains[l, 0, b], a_u[b])
@@ -272,9 +276,9 @@ def _run_block(first, rows, tokens, token_div, state, ll, m):
             _layer_norm(x[b], out_gain[b], a_u[b])
         _linear(a_u, rows, m.head_w, m.head_c, 0, nh, pairs, signs, sigma, shift_d, xb, low_rank, y_head)
         for b in range(rows):
-            yr, bias = y_head[b], out_bias[b]
+            yr, bias, extra = y_head[b], out_bias[b], ctx_logits[b]
             for v in range(256):
-                logits[v] = clip8(yr[v] + bias[v])
+                logits[v] = clip8(yr[v] + bias[v] + extra[v])
             target = tokens[(first + b) // token_div, t + 1]
             ll[first + b, t] = log_likelihood(logits, target, m.exp2, m.log2_frac, m.exp2_bits, m.mant_bits)
     for b in range(rows):
