@@ -1,4 +1,4 @@
-"""The ``intlm`` command: prepare, pretrain, evolve, sample, eval, bench, plot.
+"""The ``intlm`` command: prepare, pretrain, evolve, sample, export, eval, bench, plot.
 
 User mistakes (bad corpus, bad checkpoint, impossible settings) print one ``error:`` line on stderr
 and exit with status 2; nothing a user can cause ends in a traceback.
@@ -371,6 +371,26 @@ def sample(checkpoint_path, prompt, length, temperature, top_k, seed, raw):
             break
         out.write(bytes([b]))
     out.close()
+
+
+@cli.command()
+@click.argument("checkpoint_path", metavar="CHECKPOINT_OR_RUN_DIR")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the model file and "
+              "the C runtime's source into.")
+def export(checkpoint_path, out):
+    """Write a checkpoint as one model file for the integer-only C runtime, with its C99 source.
+
+    The compiled runtime needs nothing but the C standard library and writes exactly the bytes
+    `intlm sample --raw` writes for the same options."""
+    from shlex import quote
+
+    from .export import export as write
+
+    model, source = write(checkpoint_path, out)
+    run = quote(str(Path(out) / "intlm-run"))
+    click.echo(f"wrote {model} and {source}; compile and run with\n"
+               f"  cc -std=c99 -O2 -o {run} {quote(str(source))}\n"
+               f"  {run} {quote(str(model))} --prompt \"ROMEO.\" --length 300")
 
 
 @cli.command(name="eval")
