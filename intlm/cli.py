@@ -451,7 +451,7 @@ def _reference_lines(run_dir, corpus):
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
-@click.option("--out", type=click.Path(dir_okay=False), default="curve.png", show_default=True, help="PNG to write.")
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG to write [curve.png in the first RUN_DIR].")
 @click.option("--corpus", help="Corpus whose validation split gives the baselines [the first run's].")
 @click.option("--title", default="", help="Title above the two panels.")
 def plot(run_dirs, out, corpus, title):
@@ -461,8 +461,10 @@ def plot(run_dirs, out, corpus, title):
     The unigram, bigram, gzip -9 and xz -9 lines are of the corpus the first run was trained on.
     """
     from .checkpoint import refuse_inside
-    from .plot import curve_of_run, draw
+    from .plot import curve_of_run, draw, matplotlib_parts
 
+    matplotlib_parts()  # missing: one line naming the extra, before any work
+    out = out or Path(run_dirs[0]) / "curve.png"
     refuse_inside(Path(out).parent, f"--out {out}")
     names = [Path(d).resolve().name for d in run_dirs]
     curves = [curve_of_run(Path(d), label=name if names.count(name) == 1 else str(d))

@@ -180,6 +180,18 @@ def _y_limits(curves: list[Curve], shown: list[np.ndarray], baselines: dict) -> 
     return lo - pad, top + pad
 
 
+def matplotlib_parts() -> tuple:
+    """(rcParams, FigureCanvasAgg, Figure) from matplotlib, or one IntlmError naming the extra that
+    installs it (matplotlib is optional: intlm[plot])."""
+    try:
+        from matplotlib import rcParams
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise IntlmError("plotting needs matplotlib: pip install 'intlm[plot]' (or pip install matplotlib)") from None
+    return rcParams, FigureCanvasAgg, Figure
+
+
 def draw(curves: list[Curve], baselines: dict[str, float], out: Path, title: str = "") -> Path:
     """Write a PNG of ``curves``: validation (and training) bits/byte against minutes and steps.
 
@@ -189,9 +201,7 @@ def draw(curves: list[Curve], baselines: dict[str, float], out: Path, title: str
     its value on the right-hand axis. A legend names the curves. Returns ``out`` (parent folders
     are created).
     """
-    from matplotlib import rcParams
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    rcParams, FigureCanvasAgg, Figure = matplotlib_parts()
 
     curves = list(curves)
     baselines = {str(k): float(v) for k, v in (baselines or {}).items()}
@@ -254,9 +264,7 @@ def draw_panels(panels: list, out: Path, title: str = "", xlabel: str = "step") 
     label, {curve label: (xs, ys)}), a line with markers per curve; a label has the same colour in
     every panel, and the first panel's legend names them. For experiments measured at fixed steps
     (scripts/forgetting.py, scripts/blackbox.py). Returns ``out`` (parent folders are created)."""
-    from matplotlib import rcParams
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    rcParams, FigureCanvasAgg, Figure = matplotlib_parts()
 
     if not panels or not any(curves for _, _, curves in panels):
         raise IntlmError("nothing to plot: no panel has any curve")
