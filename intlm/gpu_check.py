@@ -170,7 +170,7 @@ def kernel_checks(gpu, gpu_dp4a, cp):
         grid, block = geometry.row_grid(rows)
         gpu.launch("head_loglik", grid, block, cp.asarray(y), cp.asarray(bias), cp.zeros(16, cp.int8), i32(0), i32(0),
                    cp.asarray(tokens), i32(2), i32(0), i32(0), cp.asarray(EXP2), cp.asarray(LOG2_FRAC), i32(EXP2_BITS),
-                   i32(LOG2_MANTISSA_BITS), i32(3), fit, ll, i32(1), i32(rows))
+                   i32(LOG2_MANTISSA_BITS), i32(3), fit, ll, i32(1), cp.zeros(16, cp.int32), i32(0), i32(rows))
         return same(want, ll[:, 0]) and same(want + 5, fit), f"{rows} rows"
 
     loglik()

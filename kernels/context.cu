@@ -1,8 +1,9 @@
 // context.cu: the context tables (intlm/context.py) on the GPU: the table read of the forward, the sparse
 // update sums of the rows read, and the sparse thresholded step.
 //
-// Tables: (tables, 2**bits, d) int8, table i for the last i + 2 bytes (order i + 2). A pair's noise of
-// table i: stream key keys[pair, i] (noise.cu's stream_keys) and B = b[pair, i] (d, rank) int8 (noise.cu's
+// Tables: (tables, 2**bits, w) int8, table i for the last i + 2 bytes (order i + 2), a row w entries long
+// (params.tensors: the width d, and 256 more with context logits). A pair's noise of
+// table i: stream key keys[pair, i] (noise.cu's stream_keys) and B = b[pair, i] (w, rank) int8 (noise.cu's
 // noise_streams from start 2**bits * rank); A's row r is hashed when read: a_k = stream_value(key,
 // r * rank + k) (context.factor_a). The bytes before a byte live in the state's extra row (the last
 // of its state_rows rows), most recent first, as stored (signed) bytes (context.history_slots).
@@ -10,9 +11,10 @@
 // context_read (model.read_byte's table read, context.add_rows: history, member_rows, step_history):
 //   hist = the byte, then the bytes before (all 0 when the byte is 0: a document starts)
 //   r_i = context.row_index(hist, i + 2, bits)
-//   ctx[row, j] = sum_i clip8(T[i, r_i, j] + s * rshift_round(sum_k a_k B[pair, i, j, k], 4 + sigma))
+//   ctx[row, j] = sum_i clip8(T[i, r_i, j] + s * rshift_round(sum_k a_k B[pair, i, j, k], 4 + sigma)), j < w
 //   then the bytes before move back one slot and the byte enters first (as a signed byte).
-// norm.cu's embed_norm adds ctx to the embedding (x = clip8(embed row + ctx)). Row ``row`` reads token
+// norm.cu's embed_norm adds ctx[row, :d] to the embedding (x = clip8(embed row + ctx)), loglik.cu's
+// head_loglik ctx[row, d:] to the logits (context logits: w = d + 256). Row ``row`` reads token
 // row row >> tshift; s = +1 / -1 for even / odd rows, 0 unperturbed (the noise is then not read).
 //
 // context_rows (context.rows_read): for each stream q, the rows of every table its window reads,
@@ -33,7 +35,7 @@
 //
 // Launch geometry: context_read: one warp per row, 4 a block (geometry.row_grid); context_sums: a warp
 // per entry of reads, 4 warps a block, in a grid-stride loop (geometry.warp_stride); lane l handles
-// columns l, l + 32, ...; context_rows (a thread per stream) and the steps (over places * d): 256
+// columns l, l + 32, ... < w; context_rows (a thread per stream) and the steps (over places * w): 256
 // threads a block, a grid-stride loop (geometry.grid_stride).
 #include "common.cuh"
 
@@ -69,7 +71,7 @@ __device__ __forceinline__ void factor_a(int* a, u64 key, i64 r, int rank, int m
     __syncwarp();
 }
 
-// sum_k a_k * B[j, k] for one column of a pair's table B (d, rank).
+// sum_k a_k * B[j, k] for one column of a pair's table B (w, rank).
 __device__ __forceinline__ int factor_dot(const int* a, const i8* b, int j, int rank) {
     int total = 0;
     for (int k = 0; k < rank; ++k) total += a[k] * (int)b[j * rank + k];
@@ -78,8 +80,8 @@ __device__ __forceinline__ int factor_dot(const int* a, const i8* b, int j, int 
 
 extern "C" __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
 context_read(const u8* __restrict__ tokens, int token_len, int tshift, int t, const i8* __restrict__ table,
-             int tables, int bits, int d, const u64* __restrict__ keys, const i8* __restrict__ b, int rank, int mult,
-             int sigma, int perturbed, i8* __restrict__ state, int state_rows, int* __restrict__ ctx, int rows) {
+             int tables, int bits, int w, const u64* __restrict__ keys, const i8* __restrict__ b, int rank, int mult,
+             int sigma, int perturbed, i8* __restrict__ state, int state_rows, int d, int* __restrict__ ctx, int rows) {
     __shared__ int a[ROWS_PER_BLOCK][CTX_MAX_RANK];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * ROWS_PER_BLOCK + warp;
@@ -90,13 +92,13 @@ context_read(const u8* __restrict__ tokens, int token_len, int tshift, int t, co
     const int s = member_sign(perturbed, (int)(row & 1));
     for (int i = 0; i < tables; ++i) {
         const i64 r = table_row(hist, i, bits);
-        const i8* w = table + (((i64)i << bits) + r) * d;
+        const i8* weights = table + (((i64)i << bits) + r) * w;
         const i64 stream = (row >> 1) * tables + i;
         if (s != 0) factor_a(a[warp], keys[stream], r, rank, mult, lane);
-        for (int j = lane; j < d; j += 32) {
-            int v = w[j];
-            if (s != 0) v = clip8(v + s * rshift_round(factor_dot(a[warp], b + stream * d * rank, j, rank), 4 + sigma));
-            ctx[row * d + j] = (i == 0 ? 0 : ctx[row * d + j]) + v;
+        for (int j = lane; j < w; j += 32) {
+            int v = weights[j];
+            if (s != 0) v = clip8(v + s * rshift_round(factor_dot(a[warp], b + stream * w * rank, j, rank), 4 + sigma));
+            ctx[row * w + j] = (i == 0 ? 0 : ctx[row * w + j]) + v;
         }
         __syncwarp();  // every lane has read a (and, at i = 0, the slots) before they are rewritten
     }
@@ -123,7 +125,7 @@ extern "C" __global__ void context_rows(const u8* __restrict__ tokens, int token
 
 extern "C" __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
 context_sums(const i64* __restrict__ reads, int pairs, int window, int tables, const int* __restrict__ f,
-             const u64* __restrict__ keys, const i8* __restrict__ b, int d, int rank, int mult, int bits,
+             const u64* __restrict__ keys, const i8* __restrict__ b, int w, int rank, int mult, int bits,
              const int* __restrict__ slot, i64* __restrict__ z, i64* __restrict__ s) {
     __shared__ int a[ROWS_PER_BLOCK][CTX_MAX_RANK];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -141,8 +143,8 @@ context_sums(const i64* __restrict__ reads, int pairs, int window, int tables, c
         const i64 place = slot[((i64)i << bits) + r];
         const i64 stream = p * tables + i;
         factor_a(a[warp], keys[stream], r, rank, mult, lane);
-        for (int j = lane; j < d; j += 32)
-            atomicAdd((u64*)(z + place * d + j), (u64)(fp * factor_dot(a[warp], b + stream * d * rank, j, rank)));
+        for (int j = lane; j < w; j += 32)
+            atomicAdd((u64*)(z + place * w + j), (u64)(fp * factor_dot(a[warp], b + stream * w * rank, j, rank)));
         if (lane == 0) atomicAdd((u64*)(s + place), (u64)(fp * fp));
         __syncwarp();  // every lane has read a before the next entry's factor_a rewrites it
     }
@@ -150,18 +152,18 @@ context_sums(const i64* __restrict__ reads, int pairs, int window, int tables, c
 
 #define INTLM_CONTEXT_STEP(NAME, MT)                                                                          \
     extern "C" __global__ void NAME(i8* __restrict__ param, MT* __restrict__ mom, const i64* __restrict__ read, \
-                                    const i64* __restrict__ z, const i64* __restrict__ thr, i64 places, int d,  \
+                                    const i64* __restrict__ z, const i64* __restrict__ thr, i64 places, int w,  \
                                     int bits, int k, u64* __restrict__ moved) {                               \
-        const i64 size = places * d, stride = (i64)gridDim.x * blockDim.x;                                    \
+        const i64 size = places * w, stride = (i64)gridDim.x * blockDim.x;                                    \
         /* every lane of a warp runs the same number of rounds, so count_moves sees the whole warp */         \
         const i64 rounds = (size + stride - 1) / stride;                                                      \
         for (i64 round = 0; round < rounds; ++round) {                                                        \
             const i64 e = round * stride + (i64)blockIdx.x * blockDim.x + threadIdx.x;                        \
             int mine = 0;                                                                                     \
             if (e < size) {                                                                                   \
-                const i64 place = e / d;                                                                      \
-                const i64 w = ((read[2 * place] << bits) + read[2 * place + 1]) * d + e % d;                  \
-                mine = step_weight(param, mom, w, z[e], k, 1, thr[place]) != 0;                               \
+                const i64 place = e / w;                                                                      \
+                const i64 i = ((read[2 * place] << bits) + read[2 * place + 1]) * w + e % w;                  \
+                mine = step_weight(param, mom, i, z[e], k, 1, thr[place]) != 0;                               \
             }                                                                                                 \
             count_moves(mine, moved);                                                                         \
         }                                                                                                     \

@@ -1,7 +1,8 @@
 // loglik.cu: the head's logits, their integer log-likelihood, and the fitness sum.
 //
 // Computes, for every row (model.read_byte's last line, then arith.log_likelihood, bit for bit):
-//   z_v = clip8(y[row, v] + head_bias_v)          (v < 256; head_bias perturbed per member)
+//   z_v = clip8(y[row, v] + head_bias_v + c_v)    (v < 256; head_bias perturbed per member; c_v =
+//        extra[row * extra_ld + v], the context tables' logits (context.add_rows), 0 when extra_ld is 0)
 //   u_v = z_v - max_v z_v + 255;  S = sum_v EXP2[u_v]  (S < 2**31: arith's table bound)
 //   e = floor(log2 S);  m = (S >> (e - mant_bits)) & (2**mant_bits - 1)
 //   ll = 16 * u_target - ((e << 8) + LOG2_FRAC[m]) + (exp2_bits << 8)        (1/256-bit units)
@@ -20,7 +21,8 @@ extern "C" __global__ void head_loglik(const int* __restrict__ y, const i8* __re
                                        const u8* __restrict__ tokens, int token_len, int tshift, int t,
                                        const int* __restrict__ exp2, const int* __restrict__ log2_frac,
                                        int exp2_bits, int mant_bits, int outputs, int* __restrict__ fitness,
-                                       int* __restrict__ ll_out, int ll_len, int rows) {
+                                       int* __restrict__ ll_out, int ll_len, const int* __restrict__ extra,
+                                       int extra_ld, int rows) {
     const i64 row = (i64)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= rows) return;
@@ -29,14 +31,17 @@ extern "C" __global__ void head_loglik(const int* __restrict__ y, const i8* __re
     // two passes over the row's logits (recomputed, not kept in an array: a register array was
     // placed in local memory on sm_80)
     const int* yr = y + row * 256;
+    const int* cr = extra + row * extra_ld;
     int top = -128;
     for (int v = lane; v < 256; v += 32)
-        top = max(top, clip8(yr[v] + perturbed_vector(bias, bias_noise, 1, 0, 256, pair, s, sigma, v)));
+        top = max(top, clip8(yr[v] + perturbed_vector(bias, bias_noise, 1, 0, 256, pair, s, sigma, v) +
+                             (extra_ld ? cr[v] : 0)));
     top = warp_max(top);
     const int target = tokens[(row >> tshift) * token_len + t + 1];
     int total = 0, mine = 0;
     for (int v = lane; v < 256; v += 32) {
-        const int z = clip8(yr[v] + perturbed_vector(bias, bias_noise, 1, 0, 256, pair, s, sigma, v));
+        const int z = clip8(yr[v] + perturbed_vector(bias, bias_noise, 1, 0, 256, pair, s, sigma, v) +
+                            (extra_ld ? cr[v] : 0));
         total += exp2[z - top + 255];
         if (v == target) mine = z;
     }

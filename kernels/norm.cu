@@ -4,8 +4,8 @@
 // embed_norm (model.read_byte's first lines, model.Members.embed, model.layer_norm):
 //   if byte == 0: state[row, :, :] = 0                         (a 0 byte starts a document)
 //   x[row, j] = clip8(embed[byte, j] + s * rshift_round(sum_k A_{p,byte,k} B_{p,j,k}, 4 + sigma))
-//   with context tables (``context`` set): x[row, j] = clip8(x[row, j] + ctx[row, j]), ctx the members'
-//   table rows that context.cu's context_read summed (context.add_rows)
+//   with context tables (ctx_ld > 0): x[row, j] = clip8(x[row, j] + ctx[row, j]), ctx (rows, ctx_ld) the
+//   members' table rows that context.cu's context_read summed (context.add_rows; the first d entries)
 //   a[row, j] = layer_norm(x[row], norm[0, 0] perturbed)[j]
 // residual_norm (the MLP's residual, then the norm before the next layer's GRU or the head):
 //   x[row, j] = clip8(x[row, j] + clip8(y[row, j]));  a[row] = layer_norm(x[row], gain perturbed)
@@ -22,7 +22,7 @@ extern "C" __global__ void embed_norm(const u8* __restrict__ tokens, int token_l
                                       const i8* __restrict__ embed, const i8* __restrict__ embed_noise,
                                       int rank, int sigma, int perturbed, i8* __restrict__ state, int layers,
                                       int d, const i8* __restrict__ gain, const i8* __restrict__ gain_noise,
-                                      int gain_blocks, int gain_blk, const int* __restrict__ ctx, int context,
+                                      int gain_blocks, int gain_blk, const int* __restrict__ ctx, int ctx_ld,
                                       i8* __restrict__ x, i8* __restrict__ a, int rows) {
     const i64 row = (i64)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
@@ -44,7 +44,7 @@ extern "C" __global__ void embed_norm(const u8* __restrict__ tokens, int token_l
             for (int k = 0; k < rank; ++k) pert += (int)an[k] * (int)bn[j * rank + k];
             v = clip8(v + s * rshift_round(pert, 4 + sigma));
         }
-        if (context) v = clip8(v + ctx[row * d + j]);
+        if (ctx_ld) v = clip8(v + ctx[row * ctx_ld + j]);
         xr[j] = (i8)v;
         total += abs(v);
     }

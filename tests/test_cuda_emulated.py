@@ -29,6 +29,9 @@ TABLES = [Config(width=16, layers=1, mlp_ratio=2, population=8, rank=1, window=4
                  context_order=2).check(),
           Config(width=32, layers=2, mlp_ratio=1, population=8, rank=3, window=8, momentum_shift=2, context_bits=8,
                  context_order=4).check()]
+if "context_logits" in {f.name for f in dataclasses.fields(Config)}:  # rows that add to the logits too
+    TABLES.append(Config(width=16, layers=1, mlp_ratio=2, population=8, rank=2, window=4, momentum_shift=3,
+                         context_bits=8, context_order=3, context_logits=1).check())
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +121,10 @@ def gpu_geometry():
     return geometry
 
 
-def test_log_likelihood_at_extremes(backends):
-    """head_loglik against arith.log_likelihood: logits saturated both ways, flat, one-hot."""
+@pytest.mark.parametrize("extra_ld", [0, 300])
+def test_log_likelihood_at_extremes(backends, extra_ld):
+    """head_loglik against arith.log_likelihood: logits saturated both ways, flat, one-hot; with extra_ld,
+    the context tables' logits (rows of extra_ld entries, their sums up to 7 x 127) added before the clip."""
     gpu = backends[1]
     cp = sys.modules["cupy"]
     rng = np.random.default_rng(5)
@@ -130,13 +135,15 @@ def test_log_likelihood_at_extremes(backends):
     bias = rng.integers(-127, 128, 256).astype(np.int8)
     tokens = rng.integers(0, 256, (rows, 2)).astype(np.uint8)
     tokens[3, 1] = 17
-    want = arith.log_likelihood(arith.clip8(y.astype(np.int64) + bias), tokens[:, 1])
+    extra = rng.integers(-889, 890, (rows, max(extra_ld, 1))).astype(np.int32)
+    added = extra[:, :256] if extra_ld else 0
+    want = arith.log_likelihood(arith.clip8(y.astype(np.int64) + bias + added), tokens[:, 1])
     ll, fit = cp.zeros((rows, 1), np.int32), cp.asarray(np.full(rows, 5, np.int32))
     grid, block = gpu_geometry().row_grid(rows)
     gpu.launch("head_loglik", grid, block, cp.asarray(y), cp.asarray(bias), cp.zeros(16, np.int8), np.int32(0),
                np.int32(0), cp.asarray(tokens), np.int32(2), np.int32(0), np.int32(0), cp.asarray(EXP2),
                cp.asarray(LOG2_FRAC), np.int32(EXP2_BITS), np.int32(LOG2_MANTISSA_BITS), np.int32(3), fit, ll,
-               np.int32(1), np.int32(rows))
+               np.int32(1), cp.asarray(extra), np.int32(extra_ld), np.int32(rows))
     assert np.array_equal(np.asarray(ll)[:, 0], want)
     assert np.array_equal(np.asarray(fit), want + 5)
 
@@ -183,7 +190,8 @@ def test_update_sums_and_update_match(backends, momentum):
 
 @pytest.mark.parametrize("cfg", [Config(width=16, layers=1, mlp_ratio=2, population=6, rank=2, window=2,
                                          momentum_shift=2).check(),
-                                  dataclasses.replace(TABLES[1], layers=1, window=4).check()], ids=["dense", "tables"])
+                                  dataclasses.replace(TABLES[1], layers=1, window=4).check()] + TABLES[2:],
+                         ids=["dense", "tables", "logits"][:len(TABLES)])
 def test_training_steps_identical(backends, cfg):
     """Whole training steps (noise, rows read, fitness, pair state, shaping, update sums, update) leave
     the same run arrays on the emulated GPU backend as on the reference, with and without context tables."""
@@ -274,21 +282,16 @@ def test_table_noise_matches_a_pair_range(backends):
     assert all(np.array_equal(w, np.asarray(g)) and w.dtype == np.asarray(g).dtype for w, g in zip(want, got))
 
 
-@pytest.mark.parametrize("cfg", TABLES, ids=["table1", "tables3"])
-@pytest.mark.parametrize("extreme", [False, True])
-def test_table_read_forward_and_rows_match(backends, cfg, extreme):
+@pytest.mark.parametrize("cfg", TABLES, ids=["table1", "tables3", "logits"][:len(TABLES)])
+def test_table_read_forward_and_rows_match(backends, cfg):
     """context_read (the table read, with the bytes before and their reset by a 0 byte) through the
     fitness of pairs [1, 4), the carried state and the unperturbed forward; context_rows == rows_read.
-    Extreme: every weight and table entry at random int8 values, a third of the table at +-127, so
-    the perturbed rows and their sum with the embedding clip."""
+    Every weight and table entry at random int8 values, a third of the table at +-127, so the
+    perturbed rows and their sums with the embedding (and the logits) clip."""
     ref, gpu, _ = backends
-    rng = np.random.default_rng(cfg.context_order + 2 * extreme)
-    params = model.init_params(cfg)
-    if extreme:
-        params = extreme_params(cfg, rng)
-        params[context.NAME][:, ::3] = rng.choice(np.array([-127, 127], np.int8), params[context.NAME][:, ::3].shape)
-    else:
-        params[context.NAME] = rng.integers(-20, 21, params[context.NAME].shape).astype(np.int8)
+    rng = np.random.default_rng(cfg.context_order)
+    params = extreme_params(cfg, rng)
+    params[context.NAME][:, ::3] = rng.choice(np.array([-127, 127], np.int8), params[context.NAME][:, ::3].shape)
     tokens = rng.integers(0, 256, (cfg.pairs, cfg.window + 1)).astype(np.uint8)
     tokens[2, 2] = 0  # a document starts inside the window: the bytes before read as 0 after it
     tokens[3, :] = tokens[3, 0]  # one row read again and again
@@ -326,7 +329,7 @@ def test_table_update_sums_and_update_at_worst_case(backends, momentum):
     that read a few rows many times (a pair counts a row once), table weights at +-127 (the steps
     saturate) and momentum at its worst-case bound."""
     _, gpu, _ = backends
-    cfg = TABLES[1] if momentum is not None else TABLES[0]
+    cfg = {None: TABLES[0], np.int32: TABLES[1], np.int64: TABLES[-1]}[momentum]
     rng = np.random.default_rng(11)
     noise = worst_case_table_noise(cfg, rng)
     f = rng.choice(np.array([-8, 8, 0], np.int32), cfg.pairs)

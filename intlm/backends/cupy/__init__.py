@@ -176,7 +176,11 @@ class CupyBackend(Backend):
         table = next((t for t in tensors(cfg) if t.kind == "table"), None)  # the model has at most one
         dummy8, dummy32 = cp.zeros(16, cp.int8), cp.zeros(16, cp.int32)
         N = (lambda name: raw[name]) if perturbed else (lambda name: dummy8)
-        ctx = cp.zeros((rows, d), cp.int32)  # the members' table rows summed (context_read), per byte
+        # the members' table rows summed per byte (context_read): w entries, the first d for the input,
+        # the rest (with context logits, params.tensors) for the logits
+        w = table.shape[2] if table else 0
+        ctx = cp.zeros((rows, max(w, 1)), cp.int32)
+        logits, logits_ld = (ctx.reshape(-1)[d:], w) if w > d else (dummy32, 0)
         # work buffers; a view (rows, n) of a flat buffer is the layout the kernels index (row * n + j)
         x, a = cp.zeros((rows, d), cp.int8), cp.zeros((rows, d), cp.int8)
         reset, gate, hid = cp.zeros((rows, d), cp.int8), cp.zeros((rows, d), cp.uint8), cp.zeros((rows, h), cp.int8)
@@ -199,11 +203,11 @@ class CupyBackend(Backend):
             if table:  # before embed_norm, which resets the state (the bytes before too) on a 0 byte
                 keys, b = raw[table.name] if perturbed else (cp.zeros(1, cp.uint64), dummy8)
                 self.launch("context_read", rg, rb, tokens, i32(T1), i32(tshift), i32(t), P[table.name],
-                            i32(table.shape[0]), i32(cfg.context_bits), i32(d), keys, b, r, i32(rank_mult(cfg.rank)),
-                            sigma, pert, state, i32(S), ctx, nrows)
+                            i32(table.shape[0]), i32(cfg.context_bits), i32(w), keys, b, r, i32(rank_mult(cfg.rank)),
+                            sigma, pert, state, i32(S), i32(d), ctx, nrows)
             self.launch("embed_norm", rg, rb, tokens, i32(T1), i32(tshift), i32(t), P["embed"], N("embed"), r,
                         sigma, pert, state, i32(S), i32(d), norm[0, 0], N("norm"), i32(2 * L), i32(0), ctx,
-                        i32(table is not None), x, a, nrows)
+                        i32(w), x, a, nrows)
             for l in range(L):
                 linear(a, d, d, gru[l, 0], d, "gru", 4 * l, sd, y1)  # W_f . norm(x)
                 linear(state_flat[l * d:], S * d, d, gru[l, 1], d, "gru", 4 * l + 1, sd, y2)  # U_f . h
@@ -224,7 +228,7 @@ class CupyBackend(Backend):
             self.launch("head_loglik", rg, rb, yhead, P["head_bias"], N("head_bias"), sigma, pert, tokens, i32(T1),
                         i32(tshift), i32(t), exp2, log2_frac, i32(EXP2_BITS), i32(LOG2_MANTISSA_BITS),
                         i32((fitness is not None) + 2 * (ll is not None)), fitness if fitness is not None else dummy32, ll if ll is not None else dummy32,
-                        i32(T1 - 1), nrows)
+                        i32(T1 - 1), logits, i32(logits_ld), nrows)
 
     def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None):
         p0, p1 = pair_range(cfg, p0, p1, noise)
@@ -260,11 +264,11 @@ class CupyBackend(Backend):
         return reads.get(), after.get()
 
     def _table_sums(self, cfg, t, noise, f, reads) -> tuple:
-        """context.update_sums on the device: (read (n, 2), Z (n, d), S (n,)) int64 CuPy arrays. The rows
+        """context.update_sums on the device: (read (n, 2), Z (n, w), S (n,)) int64 CuPy arrays. The rows
         read by pairs with f != 0 are marked and listed in ascending (table, row) order, each given its
         place in the list; context_sums then adds each pair's terms at the places its window read."""
         cp = self.cp
-        tables, rows, d = t.shape
+        tables, rows, w = t.shape
         keys, b = noise
         reads = self.device(np.asarray(reads), cp.int64)
         pairs, window = reads.shape[:2]
@@ -275,11 +279,11 @@ class CupyBackend(Backend):
         slot = cp.full(tables * rows, -1, cp.int32)
         slot[places] = cp.arange(n, dtype=cp.int32)
         read = cp.ascontiguousarray(cp.stack([places // rows, places % rows], axis=1).astype(cp.int64))
-        z, S = cp.zeros((n, d), cp.int64), cp.zeros(n, cp.int64)
+        z, S = cp.zeros((n, w), cp.int64), cp.zeros(n, cp.int64)
         if n:
             i32 = np.int32
             self.launch("context_sums", *geometry.warp_stride(pairs * window * tables), reads, i32(pairs), i32(window),
-                        i32(tables), f, keys, b, i32(d), i32(cfg.rank), i32(rank_mult(cfg.rank)), i32(cfg.context_bits),
+                        i32(tables), f, keys, b, i32(w), i32(cfg.rank), i32(rank_mult(cfg.rank)), i32(cfg.context_bits),
                         slot, z, S)
         return read, z, S
 

@@ -170,15 +170,15 @@ def launches(cfg, pairs: int) -> list:
     for t in tensors(cfg):
         if t.kind == "table":  # the keys and B, the table read, the rows read, the sums (every entry of
             tables, n = t.shape[0], t.shape[0] * t.shape[1]  # the reads), the step (every row, worst case)
-            count, mult, entries = d * cfg.rank, rank_mult(cfg.rank), pairs * cfg.window * tables
+            count, mult, entries = t.shape[2] * cfg.rank, rank_mult(cfg.rank), pairs * cfg.window * tables
             out.append(("stream_keys", grid_stride(pairs * tables)[0], (STRIDE_THREADS,), (pairs, tables)))
             out.append(("noise_streams", grid_stride(pairs * tables * count)[0], (STRIDE_THREADS,),
                         (pairs, tables, count, mult)))
-            out.append(("context_read",) + row_grid(rows) + ((rows, cfg.window + 1, tables, cfg.context_bits, d,
-                                                               cfg.rank, mult, cfg.layers + 1),))
+            out.append(("context_read",) + row_grid(rows) + ((rows, cfg.window + 1, tables, cfg.context_bits,
+                                                               t.shape[2], cfg.rank, mult, cfg.layers + 1, d),))
             out.append(("context_rows", grid_stride(pairs)[0], (STRIDE_THREADS,), (pairs, cfg.window + 1)))
             out.append(("context_sums",) + warp_stride(entries) + ((pairs, cfg.window, tables, n),))
-            out.append(("context_step", grid_stride(n * d)[0], (STRIDE_THREADS,), (d, cfg.context_bits)))
+            out.append(("context_step", grid_stride(n * t.shape[2])[0], (STRIDE_THREADS,), (t.shape[2], cfg.context_bits)))
             continue
         count, mult = noise_layout(cfg, t)
         total = pairs * t.blocks * count
@@ -192,5 +192,5 @@ def launches(cfg, pairs: int) -> list:
         out.append(("update_step", grid_stride(size)[0], (STRIDE_THREADS,), (cfg.momentum_shift,)))
     for m, n in ((d, d), (h, d), (d, h), (256, d)):
         out.append(("linear_mma",) + linear_grid(rows, m) + ((rows, n, m, 2 * cfg.layers * 4, cfg.rank),))
-    out.append(("row kernels",) + row_grid(rows) + ((rows, cfg.window + 1, cfg.layers * d),))
+    out.append(("row kernels",) + row_grid(rows) + ((rows, cfg.window + 1, (cfg.layers + 1) * d),))
     return out
