@@ -399,17 +399,27 @@ def export(checkpoint_path, out):
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 def eval_cmd(checkpoint_path, corpora, backend):
     """Validation bits/byte of a checkpoint on each CORPUS (default: the one it was trained on), a
-    line each, beside the unigram and bigram baselines."""
+    line each, beside the unigram and bigram baselines; under it, the compressors' lines of the same
+    bytes: xz -9e, bzip2 -9 (and PPMd order 8 with intlm[ppmd]) on them alone and given the run's
+    training split first (its own when the run's corpus is gone), as the model has read it.
+    Computed once per corpus (tens of seconds) and kept beside its store."""
     from .backends import get
-    from .data import baselines
+    from .compressors import cached_lines
+    from .data import Corpus, baselines
     from .run import load_run
     from .train import evaluate
 
     run, attrs = load_run(checkpoint_path)
     # every corpus checked before any figure, each read a piece at a time (memory bounded on any corpus)
     named = [(source, _corpus(source, stream=True)) for source in corpora]
-    if not named:
-        named = [(None, _recorded_corpus(attrs, "name one (intlm eval RUN CORPUS)", stream=True))]
+    if named:
+        try:
+            trained = _recorded_corpus(attrs, "", stream=True)
+        except IntlmError:  # gone: each corpus's compressors are given its own training split
+            trained = None
+    else:
+        trained = _recorded_corpus(attrs, "name one (intlm eval RUN CORPUS)", stream=True)
+        named = [(None, trained)]
     be = get(backend)
     for source, data in named:
         bpb = evaluate(run.params, run.cfg, data.val, be)
@@ -417,17 +427,25 @@ def eval_cmd(checkpoint_path, corpora, backend):
         click.echo(f"step {run.step}: validation {bpb:.4f} bits/byte | unigram {base['unigram']:.4f} | "
                    f"bigram {base['bigram']:.4f} | {len(data.val)} validation bytes | "
                    f"{source or data.path or 'the default corpus'}")
+        given = trained or data
+        lines = cached_lines(Corpus(given.train, data.val, {}, data.path), announce=lambda: click.echo(
+            "compressing the splits for the compressors' lines (once for this corpus) ...", err=True))
+        whose = "the run's training split" if given is trained else "its own training split"
+        click.echo("  compressors, alone / given " + whose + ": "
+                   + " | ".join(f"{name} {alone:.4f} / {fair:.4f}" for name, (alone, fair) in lines.items()))
 
 
 def _reference_lines(run_dir, corpus):
-    """(baselines, note) for the plot: unigram, bigram, gzip -9 and xz -9 of a validation split.
+    """(baselines, note) for the plot: unigram, bigram and the compressors given the training split
+    (compressors.fair_lines) of a validation split.
 
     ``corpus`` given: that corpus (a bad one is an error). Otherwise the corpus recorded in the
     run's latest checkpoint, checked against its fingerprint; when it cannot be found, no
     baselines and a one-line note saying why.
     """
     from . import checkpoint
-    from .data import baselines, compressor_baselines
+    from .compressors import fair_lines
+    from .data import baselines
     from .run import data_fingerprint
 
     if corpus is not None:
@@ -445,7 +463,8 @@ def _reference_lines(run_dir, corpus):
         if record.get("train_sha256_16") not in (None, data_fingerprint(data.train)):
             return {}, f"note: the corpus at {data.path} is no longer the one {run_dir} was trained on; {where}"
     lines = baselines(data.train, data.val)
-    lines.update(compressor_baselines(data.val))
+    lines.update(fair_lines(data, announce=lambda: click.echo(
+        "compressing the splits for the compressors' lines (once for this corpus) ...", err=True)))
     return lines, None
 
 
@@ -458,7 +477,8 @@ def plot(run_dirs, out, corpus, title):
     """Bits/byte of runs against wall time and steps, with the baselines of the validation split.
 
     Each RUN_DIR is a folder written by `intlm pretrain` (its log.jsonl); the runs are overlaid.
-    The unigram, bigram, gzip -9 and xz -9 lines are of the corpus the first run was trained on.
+    The unigram and bigram lines, and those of xz -9e, bzip2 -9 (and PPMd with intlm[ppmd]) given
+    the training split, are of the corpus the first run was trained on.
     """
     from .checkpoint import refuse_inside
     from .plot import curve_of_run, draw, matplotlib_parts

@@ -463,25 +463,6 @@ def baselines(train: np.ndarray, val: np.ndarray) -> dict:
     return {"unigram": float((uni_val * uni_bits).sum() / n), "bigram": float((pairs_val * bi_bits).sum() / n)}
 
 
-def compressor_baselines(val: np.ndarray) -> dict:
-    """Bits/byte of general-purpose compressors on the validation bytes (floats: logging only).
-
-    ``gzip -9``: Python's gzip at compresslevel 9 (mtime 0); ``xz -9``: Python's lzma, .xz format,
-    preset 9 without PRESET_EXTREME (what the ``xz -9`` command writes). Both compress the whole
-    array, document separators included, and count every output byte (headers too); the result
-    is 8 * compressed size / len(val). Nothing is cached.
-    """
-    import gzip
-    import lzma
-
-    raw = np.ascontiguousarray(val, dtype=np.uint8).tobytes()
-    if not raw:
-        raise IntlmError("cannot measure compressors on empty validation data")
-    sizes = {"gzip -9": len(gzip.compress(raw, compresslevel=9, mtime=0)),
-             "xz -9": len(lzma.compress(raw, format=lzma.FORMAT_XZ, preset=9))}
-    return {name: 8.0 * size / len(raw) for name, size in sizes.items()}
-
-
 def stream_windows(data: np.ndarray, rows: int, step: int, window: int) -> np.ndarray:
     """Windows of ``window + 1`` bytes for each of ``rows`` streams at ``step``, shape (rows, window + 1).
 

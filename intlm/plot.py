@@ -2,7 +2,7 @@
 
     from intlm.plot import Curve, curve_of_run, draw
     draw([curve_of_run(Path("runs/a")), curve_of_run(Path("runs/b"))],
-         {"bigram": 3.66, "xz -9": 2.81}, Path("curve.png"), title="width 32 vs 64")
+         {"bigram": 3.66, "xz -9e given train": 2.47}, Path("curve.png"), title="width 32 vs 64")
 
 A :class:`Curve` is plain lists (minutes, steps, bits/byte), so a study script can build one from
 its own records as easily as from a run folder. :func:`draw` uses matplotlib's Agg canvas directly

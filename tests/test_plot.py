@@ -12,14 +12,14 @@ import pytest
 
 import intlm
 from intlm import checkpoint
-from intlm.data import compressor_baselines, load_corpus
+from intlm.data import load_corpus
 from intlm.errors import IntlmError
 from intlm.plot import DPI, FIGSIZE, TRAIN_POINTS, Curve, curve_of_run, draw, draw_panels
 from intlm.run import data_fingerprint
 
 from conftest import run_main, text_bytes
 
-BASELINES = {"unigram": 4.77, "bigram": 3.66, "gzip -9": 3.22, "xz -9": 2.81}
+BASELINES = {"unigram": 4.77, "bigram": 3.66, "xz -9e given train": 2.47, "bzip2 -9 given train": 2.50}
 
 
 def write_log(run_dir, records, tail=""):
@@ -177,17 +177,29 @@ def test_draw_thins_training_and_clamps_the_top(tmp_path, monkeypatch):
     assert low < min(BASELINES.values()) and max(BASELINES.values()) < high <= max(BASELINES.values()) + 0.7
 
 
-# --- compressor baselines ------------------------------------------------------------------------
+# --- compressor lines -----------------------------------------------------------------------------
 
-def test_compressor_baselines():
-    repetitive = np.frombuffer(b"to be or not to be, that is the question\n" * 400, dtype=np.uint8)
-    got = compressor_baselines(repetitive)
-    assert set(got) == {"gzip -9", "xz -9"}
-    assert all(0 < v < 1 for v in got.values()), got
-    noise = np.random.default_rng(0).integers(0, 256, 20000).astype(np.uint8)
-    assert all(7.9 < v < 8.2 for v in compressor_baselines(noise).values())
-    with pytest.raises(IntlmError):
-        compressor_baselines(np.zeros(0, dtype=np.uint8))
+def test_compressor_lines_alone_and_given_the_training_split(tmp_path):
+    """Repetitive text compresses far below 8 bits a byte, noise does not; given a training split
+    that holds the validation text, a compressor's line falls far below its line alone; the lines
+    are cached beside the store and read back unchanged, and computed again for other bytes."""
+    from intlm.compressors import cached_lines, compressors, lines
+    from intlm.data import Corpus
+
+    text = b"to be or not to be, that is the question\n" * 400
+    noise = np.random.default_rng(0).integers(0, 256, 20000).astype(np.uint8).tobytes()
+    got = lines(noise + text, text)
+    assert set(got) == set(compressors()) and {"xz -9e", "bzip2 -9"} <= set(got)
+    assert all(0 < alone < 1 and given < alone for alone, given in got.values()), got
+    assert all(7.9 < alone < 8.3 for alone, _ in lines(text, noise).values())
+    corpus = Corpus(np.frombuffer(noise + text, np.uint8), np.frombuffer(text, np.uint8), {}, tmp_path / "c.zarr")
+    told = []
+    assert cached_lines(corpus, lambda: told.append(1)) == got and told == [1]
+    assert cached_lines(corpus, lambda: told.append(2)) == got and told == [1]
+    assert (tmp_path / "c.zarr.compressors.json").exists()
+    other = Corpus(corpus.train, np.frombuffer(text[:-1], np.uint8), {}, tmp_path / "c.zarr")
+    cached_lines(other, lambda: told.append(3))
+    assert told == [1, 3]
 
 
 # --- intlm plot ----------------------------------------------------------------------------------
@@ -227,7 +239,7 @@ def test_plot_finds_the_recorded_corpus(monkeypatch, capsys, tmp_path, text_file
     checkpoint.save(run, 600, {"w": np.zeros(4, dtype=np.int8)}, record)
     code, stdout, stderr = run_main(monkeypatch, capsys, "plot", run, "--out", tmp_path / "c.png")
     assert code == 0 and stdout.strip() == str(tmp_path / "c.png")
-    assert stderr.startswith("baselines: unigram"), stderr
+    assert stderr.splitlines()[-1].startswith("baselines: unigram"), stderr
 
     other = synthetic_run(tmp_path / "other")
     checkpoint.save(other, 600, {"w": np.zeros(4, dtype=np.int8)},

@@ -142,11 +142,11 @@ def table(args):
 
 def draw_records(records, out: Path, title: str):
     """Each record's validation points against minutes and steps, over the split's baselines."""
-    from intlm.data import compressor_baselines
+    from intlm.compressors import fair_lines
     from intlm.plot import Curve, draw
 
     corpus = load_corpus(None, cache_dir_default())
-    lines = {**baselines(corpus.train, corpus.val), **compressor_baselines(corpus.val)}
+    lines = {**baselines(corpus.train, corpus.val), **fair_lines(corpus)}
     curves = [Curve(label=r["name"], minutes=[p["minutes"] for p in r["points"]],
                     steps=[p["step"] for p in r["points"]], val_bpb=[p["val_bpb"] for p in r["points"]])
               for r in records]
