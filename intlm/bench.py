@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 from numba import njit, prange
+from tqdm import tqdm
 
 from .backends.numba import gemm as cpu_gemm
 from .config import Config
@@ -44,7 +45,7 @@ DEFAULT_GRID = (
 def macs_per_token(cfg: Config) -> int:
     """Multiply-adds of the shared matrix products for one member and one byte (the GRU's four
     d x d matrices, the MLP and the head; the embedding is a lookup)."""
-    d, h = cfg.width, cfg.hidden
+    d, h = cfg.width, cfg.mlp_width
     return cfg.layers * (4 * d * d + 2 * d * h) + VOCAB * d
 
 
@@ -72,7 +73,7 @@ def timers(cfg, backend, data, train=None):
 
     def infer():
         tokens = np.repeat(stream_windows(data, cfg.pairs, run.step, cfg.window), 2, axis=0)
-        state = run.hidden.copy()
+        state = run.recurrent.copy()
         start = time.perf_counter()
         ll = backend.forward(run.params, cfg, tokens, state)
         return time.perf_counter() - start, ll
@@ -194,23 +195,26 @@ def run_one(setting: dict, repeats: int, backend: str, processes: int = 1) -> di
 
 
 def table_header() -> str:
-    head = (f"{'width':>5} {'layers':>6} {'pop':>6} {'rank':>4} {'win':>4} {'ctx':>4} | {'train tok/s':>11} "
-            f"{'infer tok/s':>11} {'ratio':>5} {'runs':>9} | {'GMAC/s':>6} {'of limit':>8} | "
-            + " ".join(f"{p:>7}" for p in PHASES) + f" {'tables':>7} | {'peak MB':>7}")
+    """The table's head (100 columns): the setting, throughput, multiply-adds, peak memory."""
+    head = (f"{'width':>5} {'L':>2} {'pop':>7} {'rank':>4} {'win':>5} {'ctx':>5} | {'train tok/s':>11} "
+            f"{'infer tok/s':>11} {'ratio':>5} {'runs':>9} | {'GMAC/s':>6} {'limit':>5} | {'peak MB':>7}")
     return head + "\n" + "-" * len(head)
 
 
 def table_row(r: dict, limit: dict) -> str:
-    """One result as a table line; 'of limit' is training GMAC/s over the fastest kernel of ``limit``."""
-    frac = f"{100 * r['train_gmacs'] / max(limit.values()):7.0f}%" if limit else f"{'-':>8}"
+    """One result as two lines of at most 100 columns: its figures ('limit': training GMAC/s over
+    the fastest kernel of ``limit``), then where a training step's time went (and, with context
+    tables, the share of a step they add)."""
+    frac = f"{100 * r['train_gmacs'] / max(limit.values()):4.0f}%" if limit else f"{'-':>5}"
     runs = r.get("ratio_runs", [r["ratio"]])
     spread = f"{runs[0]:.2f}-{runs[-1]:.2f}" if len(runs) > 1 else "-"
     ctx = f"{r['context_bits']}/{r['context_order']}" if r["context_bits"] else "-"
-    return (f"{r['width']:>5} {r['layers']:>6} {r['population']:>6} {r['rank']:>4} {r['window']:>4} {ctx:>4} | "
-            f"{r['train_tokens_per_s']:>11,} {r['inference_tokens_per_s']:>11,} {r['ratio']:>5.2f} {spread:>9} | "
-            f"{r['train_gmacs']:>6.1f} {frac} | "
-            + " ".join(f"{100 * r['shares'][p]:>6.1f}%" for p in PHASES) + f" {100 * r['table_share']:>6.1f}%"
-            + f" | {r['peak_rss_mb']:>7}")
+    speed = [tqdm.format_sizeof(r[k]) for k in ("train_tokens_per_s", "inference_tokens_per_s")]
+    shares = " ".join(f"{p} {100 * r['shares'][p]:.0f}%" for p in PHASES)
+    tables = f"; tables {100 * r['table_share']:+.0f}%" if r["context_bits"] else ""
+    return (f"{r['width']:>5} {r['layers']:>2} {r['population']:>7} {r['rank']:>4} {r['window']:>5} {ctx:>5} | "
+            f"{speed[0]:>11} {speed[1]:>11} {r['ratio']:>5.2f} {spread:>9} | {r['train_gmacs']:>6.1f} {frac} | "
+            f"{r['peak_rss_mb']:>7}\n{'time:':>7} {shares}{tables}")
 
 
 if __name__ == "__main__":  # one setting, measured in this process: used by run_one

@@ -518,7 +518,8 @@ def _int_list(ctx, param, value):
 @click.option("--processes", type=int, default=3, show_default=True,
               help="Processes per setting, one after another; the table shows the median ratio and the range.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--json", "json_path", type=click.Path(), help="Also write the results as JSON here.")
+@click.option("--json", "json_path", type=click.Path(), help="Also write the results as JSON to this file ('-': "
+              "standard output, after the table).")
 @click.option("--no-limit", is_flag=True, help="Skip the int8 product microbenchmark.")
 def bench(width, layers, population, rank, context_bits, context_order, window, repeats, processes, backend,
           json_path, no_limit):
@@ -558,8 +559,9 @@ def bench(width, layers, population, rank, context_bits, context_order, window, 
         results.append(run_one(setting, repeats, backend, processes))
         click.echo(table_row(results[-1], limit))
     report = {"machine_limit_gmacs": limit, "results": results}
-    click.echo(json.dumps(report))
-    if json_path:
+    if json_path == "-":
+        click.echo(json.dumps(report))
+    elif json_path:
         Path(json_path).write_text(json.dumps(report, indent=1) + "\n")
 
 

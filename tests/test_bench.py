@@ -83,7 +83,19 @@ def test_bench_command_prints_table_and_json(tmp_path):
         assert len(r["ratio_runs"]) == 3 and r["ratio_runs"] == sorted(r["ratio_runs"])
         assert r["ratio"] == r["ratio_runs"][1]
         assert f"{r['ratio_runs'][0]:.2f}-{r['ratio_runs'][2]:.2f}" in result.output
-    assert "train tok/s" in result.output and json.loads(result.output.strip().splitlines()[-1]) == report
+    assert "train tok/s" in result.output and "{" not in result.output  # JSON only in the file --json names
+
+
+def test_bench_table_fits_100_columns():
+    """The head and a row at the largest figures a setting can show (a row is two lines: the figures,
+    then where a step's time went) fit 100 columns."""
+    r = dict(width=1024, layers=64, population=1 << 23, rank=16, window=99_999, context_bits=20, context_order=8,
+             train_tokens_per_s=123_456_789_012, inference_tokens_per_s=1_520_000, ratio=0.49,
+             ratio_runs=[0.47, 0.49, 0.51], train_gmacs=9999.9, peak_rss_mb=1_234_567,
+             shares=dict.fromkeys(bench.PHASES, 0.0) | {"forward": 1.0}, table_share=-0.99)
+    lines = (bench.table_header() + "\n" + bench.table_row(r, {"int8": 9999.9})).splitlines()
+    assert len(lines) == 4 and max(map(len, lines)) <= 100
+    assert all(f"{p} " in lines[3] for p in bench.PHASES) and "tables -99%" in lines[3]
 
 
 @pytest.mark.parametrize("args, fragment", [
