@@ -166,7 +166,7 @@ class CupyBackend(Backend):
         ``S`` = L + 1 apart."""
         cp = self.cp
         rows, S, d = state.shape
-        L, h = cfg.layers, cfg.hidden
+        L, h = cfg.layers, cfg.mlp_width
         T1 = tokens.shape[1]
         i32 = np.int32
         sigma, pert, nrows, r = i32(cfg.sigma_shift), i32(int(perturbed)), i32(rows), i32(cfg.rank)
@@ -270,7 +270,7 @@ class CupyBackend(Backend):
         cp = self.cp
         tables, rows, w = t.shape
         keys, b = noise
-        reads = self.device(np.asarray(reads), cp.int64)
+        reads = self.device(reads, cp.int64)  # host (rows_read) or device arrays
         pairs, window = reads.shape[:2]
         marked = cp.zeros(tables * rows, cp.int8)
         marked[(reads[f != 0] + cp.arange(tables, dtype=cp.int64) * rows).reshape(-1)] = 1
