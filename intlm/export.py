@@ -69,17 +69,18 @@ def runtime_source() -> Path:
 def model_bytes(run, checkpoint_hash: str) -> bytes:
     """The model file of a loaded run (run.Run) as bytes."""
     cfg = run.cfg
-    unknown = [f.name for f in dataclasses.fields(cfg) if f.name not in RUNTIME_FIELDS + TRAINING_FIELDS
-               and getattr(cfg, f.name) != f.default]
-    if unknown:
-        raise IntlmError(f"the C runtime does not know the setting(s) {', '.join(unknown)} of this model")
-    arrays = run.arrays()  # by checkpoint name
+    settings = [f.name for f in dataclasses.fields(cfg) if f.name not in RUNTIME_FIELDS + TRAINING_FIELDS
+                and getattr(cfg, f.name) != f.default]
+    if settings:
+        raise IntlmError(f"the C runtime does not know the setting(s) {', '.join(settings)} of this model")
     names = DENSE + ((CONTEXT,) if cfg.context_bits else ())
-    known = set(names)
-    unknown = sorted(set(run.params) - known)
-    if unknown:  # a parameter this runtime would not read: its output could not be the sampler's
-        raise IntlmError(f"the C runtime does not know the parameter(s) {', '.join(unknown)} of this model")
-    tensors = [(name, np.ascontiguousarray(arrays[name], dtype="<i1")) for name in names]
+    params = sorted(set(run.params) - set(names))
+    if params:  # a parameter this runtime would not read: its output could not be the sampler's
+        raise IntlmError(f"the C runtime does not know the parameter(s) {', '.join(params)} of this model")
+    arrays = run.arrays()  # by checkpoint name
+    tensors = [(name, np.ascontiguousarray(arrays[name])) for name in names]
+    if any(a.dtype != np.int8 for _, a in tensors):
+        raise IntlmError("the C runtime reads int8 parameters only")
     tensors.append((SAMPLER_TABLE, np.ascontiguousarray(EXP2_NEG, dtype="<i4")))
     check = bytes(generate(run.params, cfg, b"", CHECK_BYTES, 16, 0, 0))
 
@@ -87,9 +88,7 @@ def model_bytes(run, checkpoint_hash: str) -> bytes:
     offset = -(-header // ALIGN) * ALIGN
     entries, body = [], bytearray()
     for name, a in tensors:
-        if a.ndim > 4:
-            raise IntlmError(f"the C runtime reads tensors of at most 4 dimensions, {name!r} has {a.ndim}")
-        dims = list(a.shape) + [1] * (4 - a.ndim)
+        dims = list(a.shape) + [1] * (4 - a.ndim)  # at most 4: the shapes are the config's
         entries.append(ENTRY.pack(name.encode().ljust(NAME_BYTES, b"\0"), a.itemsize, a.ndim, *dims,
                                   offset + len(body), a.nbytes))
         body += a.tobytes()

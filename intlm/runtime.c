@@ -400,21 +400,23 @@ void intlm_sampler(IntlmSampler *s, const IntlmModel *m, uint32_t temperature_q4
  * first exceeds the draw r = (32-bit draw * total) >> 32. */
 uint8_t intlm_choose(const IntlmSampler *s, const int32_t logits[VOCAB], uint64_t position)
 {
-    uint32_t start[VOCAB + 1], order[VOCAB], i;
+    uint16_t start[VOCAB + 1]; /* small: this runs on microcontrollers' stacks */
+    uint8_t order[VOCAB];
+    uint32_t i;
     uint64_t total = 0, cumulative = 0, r;
     int32_t best;
 
     memset(start, 0, sizeof start); /* a stable counting sort on 127 - logit */
     for (i = 0; i < VOCAB; i++) start[127 - logits[i] + 1]++;
     for (i = 1; i <= VOCAB; i++) start[i] += start[i - 1];
-    for (i = 0; i < VOCAB; i++) order[start[127 - logits[i]]++] = i;
+    for (i = 0; i < VOCAB; i++) order[start[127 - logits[i]]++] = (uint8_t)i;
     best = logits[order[0]];
-    if (s->temperature_q4 == 0) return (uint8_t)order[0];
+    if (s->temperature_q4 == 0) return order[0];
     for (i = 0; i < s->kept; i++) total += s->weight[best - logits[order[i]]];
     /* the draw (< 2**32) times the total (<= 2**24) fits 64 bits */
     r = ((mix(s->key ^ mix(position + GOLDEN)) >> 32) * total) >> 32;
     for (i = 0; (cumulative += s->weight[best - logits[order[i]]]) <= r; i++) continue;
-    return (uint8_t)order[i];
+    return order[i];
 }
 
 #ifndef INTLM_NO_MAIN
