@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import termios
-import time
 
 import pytest
 from tqdm.utils import disp_len
