@@ -6,6 +6,7 @@
  *
  *     cc -std=c99 -O2 -o intlm-run runtime.c
  *     ./intlm-run model.intlm --prompt "ROMEO." --length 300 [--temperature T] [--top-k K] [--seed S]
+ *     ./intlm-run model.intlm --check   # recomputes the 32 bytes intlm sampled at export: run it on a new target
  *
  * `-Wall -Werror -mgeneral-regs-only` (x86-64 and AArch64 GCC: no floating-point or SIMD register may
  * be used) compiles it too. With -DINTLM_NO_MAIN it is a library without files or stdio (for a
