@@ -194,6 +194,17 @@ def test_runtime_refuses_a_damaged_model_file(runtime, good_model, tmp_path, dam
     assert fragment in c_error(runtime, path, "--length", "5")
 
 
+def test_check_fails_on_bytes_the_runtime_does_not_reproduce(runtime, good_model, tmp_path):
+    """--check compares: the same file with other check bytes (and a hash made to match) is refused."""
+    path = tmp_path / "model.intlm"
+    data = bytearray(good_model)
+    data[148:180] = bytes(b ^ 1 for b in data[148:180])
+    path.write_bytes(with_hash(data))
+    assert "does not reproduce" in c_error(runtime, path, "--check")
+    path.write_bytes(good_model)
+    assert subprocess.run([runtime, path, "--check"], capture_output=True).returncode == 0
+
+
 def test_runtime_refuses_bad_options_and_a_missing_file(runtime, good_model, tmp_path):
     path = tmp_path / "model.intlm"
     path.write_bytes(good_model)
