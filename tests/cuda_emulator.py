@@ -1,6 +1,7 @@
 """A CPU stand-in for CuPy that runs the real kernels/*.cu, for testing the cupy backend where no GPU
-is: the CUDA source is compiled by g++ with a small shim (one OS thread per CUDA thread, blocks one
-after another, __syncthreads, __syncwarp and warp shuffles as barriers, __dp4a and __clz by definition, and the
+is: the CUDA source is compiled by g++ with a small shim (each CUDA thread a fiber on one OS thread,
+blocks one after another, __syncthreads, __syncwarp and warp shuffles as barriers that hand the CPU to
+the next fiber, __dp4a and __clz by definition, and the
 int8 mma.sync emulated from its PTX fragment layout), and the stand-in module offers the few CuPy
 calls the backend makes (arrays are host NumPy arrays with .get()).
 
@@ -24,45 +25,113 @@ import numpy as np
 
 SHIM = r"""
 #include <algorithm>
-#include <atomic>
-#include <barrier>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <thread>
 #include <vector>
+#include <ucontext.h>
 using std::max;
 using std::min;
+// A fiber switch: on x86-64 the callee-saved registers pushed on the fiber's own stack and the stack
+// pointers swapped (no system call; glibc's swapcontext also saves the signal mask, a system call per
+// switch, which made the emulation several times slower); elsewhere ucontext.
+#if defined(__x86_64__)
+extern "C" void emu_switch(void** save, void* load);
+asm(R"(
+    .text
+    .hidden emu_switch
+    .globl emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+struct emu_context { void* sp; };
+static inline void emu_swap(emu_context& from, emu_context& to) { emu_switch(&from.sp, to.sp); }
+static inline void emu_make(emu_context& c, char* stack, size_t size, void (*entry)()) {
+    // the stack as emu_switch leaves it: six saved registers (zero), then entry as the return address,
+    // placed so that entry starts with the stack aligned as after a call
+    void** top = (void**)(((unsigned long long)(stack + size)) & ~15ULL);
+    top[-1] = nullptr;
+    top[-2] = (void*)entry;
+    for (int i = 3; i <= 8; ++i) top[-i] = nullptr;
+    c.sp = top - 8;
+}
+#else
+struct emu_context { ucontext_t uc; };
+static inline void emu_swap(emu_context& from, emu_context& to) { swapcontext(&from.uc, &to.uc); }
+static inline void emu_make(emu_context& c, char* stack, size_t size, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;  // entry never returns: it switches back to the scheduler
+    makecontext(&c.uc, entry, 0);
+}
+#endif
 struct emu_dim3 { unsigned x, y, z; };
-static emu_dim3 gridDim, blockDim;
-static thread_local emu_dim3 threadIdx, blockIdx;
+static emu_dim3 gridDim, blockDim, threadIdx, blockIdx;  // threadIdx: the CUDA thread running now
+struct emu_gate { int arrived; unsigned generation; };  // a barrier: arrivals, and how often it opened
 struct emu_warp {
-    std::barrier<> bar{32};
+    emu_gate gate;
     long long slots[32];
     int frag[32][6];
 };
-static thread_local emu_warp* emu_my_warp;
-static std::barrier<>* emu_block_barrier;
+struct emu_fiber { emu_context context; emu_dim3 idx; bool done; };
+static emu_context emu_scheduler;
+static std::vector<emu_fiber> emu_fibers;  // the CUDA threads of the block running now
+static std::vector<emu_warp> emu_warps;
+static std::vector<char> emu_stacks;
+static emu_gate emu_block_gate;
+static unsigned emu_current;  // the running fiber's index: its linear thread index in the block
+static unsigned long long emu_progress;  // arrivals and finishes, to tell a deadlock from a wait
+static const std::function<void()>* emu_body;
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
 #define __launch_bounds__(...)
-static inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
-static inline void __syncwarp(unsigned = 0xffffffffu);
-static inline int emu_lane() { return (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31; }
+// A barrier of ``count`` CUDA threads: the last to arrive opens it, the others hand the CPU back to
+// the scheduler until it has opened.
+static inline void emu_wait(emu_gate& gate, int count) {
+    const unsigned generation = gate.generation;
+    ++emu_progress;
+    if (++gate.arrived == count) {
+        gate.arrived = 0;
+        ++gate.generation;
+        return;
+    }
+    while (gate.generation == generation) emu_swap(emu_fibers[emu_current].context, emu_scheduler);
+}
+static inline emu_warp* emu_my_warp() { return &emu_warps[emu_current / 32]; }
+static inline void __syncthreads() { emu_wait(emu_block_gate, (int)emu_fibers.size()); }
+static inline void __syncwarp(unsigned = 0xffffffffu) { emu_wait(emu_my_warp()->gate, 32); }
+static inline int emu_lane() { return emu_current & 31; }
 static inline int __shfl_xor_sync(unsigned, int v, int o) {
-    emu_warp* w = emu_my_warp; int l = emu_lane();
-    w->slots[l] = v; w->bar.arrive_and_wait();
-    int r = (int)w->slots[l ^ o]; w->bar.arrive_and_wait();
+    emu_warp* w = emu_my_warp(); int l = emu_lane();
+    w->slots[l] = v; __syncwarp();
+    int r = (int)w->slots[l ^ o]; __syncwarp();
     return r;
 }
 static inline int __shfl_sync(unsigned, int v, int src) {
-    emu_warp* w = emu_my_warp; int l = emu_lane();
-    w->slots[l] = v; w->bar.arrive_and_wait();
-    int r = (int)w->slots[src & 31]; w->bar.arrive_and_wait();
+    emu_warp* w = emu_my_warp(); int l = emu_lane();
+    w->slots[l] = v; __syncwarp();
+    int r = (int)w->slots[src & 31]; __syncwarp();
     return r;
 }
-static inline void __syncwarp(unsigned) { emu_my_warp->bar.arrive_and_wait(); }
 static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
 static inline int emu_byte(int w, int i) { return (int)(signed char)((unsigned)w >> (8 * i)); }
 static inline int __dp4a(int a, int b, int c) {
@@ -70,17 +139,19 @@ static inline int __dp4a(int a, int b, int c) {
     return c;
 }
 static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
-    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+    const unsigned long long old = *p;
+    *p = old + v;
+    return old;
 }
 // mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32, from the PTX ISA's fragment layouts: lane
 // (g = lane / 4, t = lane % 4) holds A rows g (regs 0, 2) and g + 8 (regs 1, 3), columns 4t..4t+3
 // (regs 0, 1) and 16+4t.. (regs 2, 3); B column g, rows 4t.. (reg 0) and 16+4t.. (reg 1); D rows
 // g (0, 1) and g + 8 (2, 3), columns 2t, 2t + 1.
 static inline void intlm_emulate_mma(int (&d)[4], int a0, int a1, int a2, int a3, int b0, int b1) {
-    emu_warp* w = emu_my_warp; int l = emu_lane();
+    emu_warp* w = emu_my_warp(); int l = emu_lane();
     int* f = w->frag[l];
     f[0] = a0; f[1] = a1; f[2] = a2; f[3] = a3; f[4] = b0; f[5] = b1;
-    w->bar.arrive_and_wait();
+    __syncwarp();
     const int g = l >> 2, t = l & 3;
     for (int c = 0; c < 4; ++c) {
         const int row = g + (c >= 2 ? 8 : 0), col = 2 * t + (c & 1);
@@ -92,29 +163,51 @@ static inline void intlm_emulate_mma(int (&d)[4], int a0, int a1, int a2, int a3
         }
         d[c] = acc;
     }
-    w->bar.arrive_and_wait();
+    __syncwarp();
+}
+static void emu_entry() {
+    (*emu_body)();
+    emu_fibers[emu_current].done = true;
+    ++emu_progress;
+    emu_swap(emu_fibers[emu_current].context, emu_scheduler);  // never resumed
+    std::abort();
 }
 static void emu_launch(const std::function<void()>& body) {
-    // one OS thread per CUDA thread of a block, reused for every block in turn; a barrier between
-    // blocks, so a block's shared memory (static here) is not overwritten while another reads it
+    // every CUDA thread of a block is a fiber (emu_context) on this one OS thread; the scheduler resumes
+    // each in turn until it waits at a barrier or finishes, and the blocks run one after another, so a
+    // block's shared memory (static here) is its own while it runs
     const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
-    std::barrier<> block(threads);
-    emu_block_barrier = &block;
-    std::vector<emu_warp> warps((threads + 31) / 32);
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < threads; ++t)
-        pool.emplace_back([&, t] {
-            threadIdx = {t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
-            emu_my_warp = &warps[t / 32];
-            for (unsigned bz = 0; bz < gridDim.z; ++bz)
-                for (unsigned by = 0; by < gridDim.y; ++by)
-                    for (unsigned bx = 0; bx < gridDim.x; ++bx) {
-                        blockIdx = {bx, by, bz};
-                        body();
-                        block.arrive_and_wait();
+    const size_t stack = 1 << 17;
+    if (emu_stacks.size() < threads * stack) emu_stacks.resize(threads * stack);
+    emu_fibers.assign(threads, emu_fiber{});
+    emu_body = &body;
+    for (unsigned bz = 0; bz < gridDim.z; ++bz)
+        for (unsigned by = 0; by < gridDim.y; ++by)
+            for (unsigned bx = 0; bx < gridDim.x; ++bx) {
+                blockIdx = {bx, by, bz};
+                emu_block_gate = {0, 0};
+                emu_warps.assign((threads + 31) / 32, emu_warp{});
+                for (unsigned t = 0; t < threads; ++t) {
+                    emu_fiber& f = emu_fibers[t];
+                    emu_make(f.context, &emu_stacks[t * stack], stack, emu_entry);
+                    f.idx = {t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
+                    f.done = false;
+                }
+                for (unsigned live = threads; live;) {
+                    const unsigned long long before = emu_progress;
+                    for (unsigned t = 0; t < threads; ++t) {
+                        if (emu_fibers[t].done) continue;
+                        emu_current = t;
+                        threadIdx = emu_fibers[t].idx;
+                        emu_swap(emu_scheduler, emu_fibers[t].context);
+                        live -= emu_fibers[t].done;
                     }
-        });
-    for (auto& th : pool) th.join();
+                    if (live && emu_progress == before) {  // every live thread waits at a barrier no one else reaches
+                        std::fprintf(stderr, "emulated CUDA kernel deadlocked at a barrier\n");
+                        std::abort();
+                    }
+                }
+            }
 }
 extern "C" void emu_config(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz) {
     gridDim = {gx, gy, gz};

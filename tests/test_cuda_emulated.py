@@ -1,6 +1,6 @@
 """The cupy backend and its real kernels (kernels/*.cu) against the NumPy reference, bit for bit, on
-the CPU: tests/cuda_emulator.py compiles the CUDA source with g++ and runs each CUDA thread as an OS
-thread behind a stand-in for CuPy. This checks the kernels' arithmetic, indexing and guards and the
+the CPU: tests/cuda_emulator.py compiles the CUDA source with g++ and runs each CUDA thread as a
+fiber behind a stand-in for CuPy. This checks the kernels' arithmetic, indexing and guards and the
 backend's orchestration; the GPU itself (and the hardware's mma fragment layout, emulated here from
 the PTX ISA) is checked only by ``python -m intlm.gpu_check`` on a GPU. Skipped without g++."""
 
