@@ -367,3 +367,64 @@ def test_uniform_model_draws_every_byte_from_the_top_of_its_draw(runtime, tmp_pa
     assert np.count_nonzero((draws & np.uint64(0xFFFF00)) == 0) > 0  # r = draw >> 8 is a multiple of 2**16
     done = subprocess.run([runtime, path, "--length", str(n), "--seed", "11"], capture_output=True, check=True)
     assert done.stdout == want.tobytes()
+
+
+# --- other targets, where their tools are installed ----------------------------------------------
+
+ARM_GCC, QEMU_ARM = shutil.which("arm-none-eabi-gcc"), shutil.which("qemu-system-arm")
+
+
+@pytest.mark.skipif(not (ARM_GCC and QEMU_ARM), reason="no arm-none-eabi-gcc or qemu-system-arm")
+def test_cortex_m0_writes_the_bytes_python_writes(tmp_path):
+    """On an emulated Cortex-M0 (no FPU, no divider, no C library: tests/cortex_m0), a model with
+    context tables and context logits samples the bytes the Python sampler does, and the program
+    links no soft-float helper (__aeabi_f*, __aeabi_d*)."""
+    from intlm.sample import generate
+
+    cfg = tiny_config(width=32, mlp_ratio=2, context_bits=8, context_order=3, context_logits=1)
+    run = Run.fresh(cfg, random_params(cfg, np.random.default_rng(7)))
+    data = export.model_bytes(run, "0" * 64)
+    (tmp_path / "model.c").write_text(f"const unsigned char model_intlm[] = {{{','.join(map(str, data))}}};\n"
+                                      f"const unsigned int model_intlm_len = {len(data)};\n")
+    here = Path(__file__).parent / "cortex_m0"
+    elf = tmp_path / "intlm.elf"
+    build = [ARM_GCC, "-mcpu=cortex-m0", "-mthumb", "-std=c99", "-O2", "-Wall", "-Werror", "-ffreestanding",
+             "-nostdlib", "-I", str(export.runtime_source().parent), "-T", str(here / "microbit.ld"),
+             '-DPROMPT="ROMEO."', "-DLENGTH=120", "-DTEMPERATURE_Q4=11", "-DTOP_K=40", "-DSEED=3", "-o", str(elf),
+             str(here / "main.c"), str(tmp_path / "model.c"), "-lgcc"]
+    done = subprocess.run(build, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    symbols = subprocess.run([ARM_GCC.replace("gcc", "nm"), str(elf)], capture_output=True, text=True).stdout.split()
+    assert not [s for s in symbols if s.startswith(("__aeabi_f", "__aeabi_d"))]
+    done = subprocess.run([QEMU_ARM, "-M", "microbit", "-nographic", "-monitor", "none", "-serial", "none",
+                           "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)],
+                          capture_output=True, text=True, timeout=120)
+    written = (done.stdout + done.stderr).strip()  # semihosting writes to one of them
+    assert written == bytes(generate(run.params, cfg, b"ROMEO.", 120, 11, 40, 3)).hex()
+
+
+CLANG, NODE = shutil.which("clang"), shutil.which("node")
+WASI_RUN = ('const w = new (await import("node:wasi")).WASI({version: "preview1", args: process.argv.slice(1), '
+            'preopens: {".": "."}}); const {instance} = await WebAssembly.instantiate((await import("node:fs"))'
+            '.readFileSync(process.argv[1]), w.getImportObject()); process.exitCode = w.start(instance);')
+
+
+@pytest.mark.skipif(not (CLANG and NODE), reason="no clang or node")
+def test_webassembly_writes_the_bytes_python_writes(tmp_path):
+    """Built for WebAssembly (wasm32-wasi) and run by Node's WASI, the runtime samples what Python
+    does; skipped where clang has no WASI C library."""
+    from intlm.sample import generate
+
+    cfg = tiny_config(context_bits=8, context_order=4)
+    run = Run.fresh(cfg, random_params(cfg, np.random.default_rng(8)))
+    (tmp_path / "model.intlm").write_bytes(export.model_bytes(run, "0" * 64))
+    done = subprocess.run([CLANG, "--target=wasm32-wasi", "-std=c99", "-O2", "-Wall", "-Werror", "-o",
+                           str(tmp_path / "intlm-run.wasm"), str(export.runtime_source())], capture_output=True, text=True)
+    if done.returncode != 0 and "file not found" in done.stderr:
+        pytest.skip("clang has no WASI C library (wasi-libc)")
+    assert done.returncode == 0, done.stderr
+    options = ["--prompt", "the ", "--length", "150", "--temperature", "1.5", "--top-k", "9", "--seed", "12"]
+    done = subprocess.run([NODE, "--no-warnings", "--input-type=module", "-e", WASI_RUN, "intlm-run.wasm",
+                           "model.intlm", *options], capture_output=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"the " + bytes(generate(run.params, cfg, b"the ", 150, 24, 9, 12))
