@@ -251,7 +251,7 @@ def table_update_checks(gpu, rng):
         @check(f"context_sums + context_step (context.cu) == context.update_sums + context.update at worst-case "
                f"values, default tables, momentum {getattr(momentum, '__name__', 'none')}")
         def update():
-            cfg = table_config(population=16 if SMALL else 1024, window=8 if SMALL else 64,
+            cfg = table_config(population=16 if SMALL else 256, window=8 if SMALL else 32,
                                momentum_shift=0 if momentum is None else 3)
             noise = worst_case_table_noise(cfg, rng)
             f = rng.choice(np.array([-8, 8, 0], np.int32), cfg.pairs)
@@ -322,7 +322,7 @@ def training_steps(cfg, gpu):
 
 def shared_macs(cfg) -> int:
     """Multiply-adds of the shared int8 products x.W^T per member and byte (the tensor-core work)."""
-    d, h, L = cfg.width, cfg.hidden, cfg.layers
+    d, h, L = cfg.width, cfg.mlp_width, cfg.layers
     return L * (4 * d * d + 2 * d * h) + 256 * d
 
 
@@ -360,7 +360,7 @@ def bench(gpu, cp, t0, width=256, layers=6, powers=range(12, 19), window=64, con
             t_train = time.perf_counter() - t
             peak = pool.total_bytes()
             tokens = np.repeat(stream_windows(data, cfg.pairs, 1, cfg.window), 2, axis=0)
-            state = run.hidden.copy()
+            state = run.recurrent.copy()
             gpu.forward(run.params, cfg, tokens, state)
             t = time.perf_counter()
             gpu.forward(run.params, cfg, tokens, state)
