@@ -120,9 +120,9 @@ class CupyBackend(Backend):
             if t.kind == "table":  # context.make_noise: the keys, and B after A's rows in each stream
                 keys = cp.empty((pairs, t.blocks), dtype=cp.uint64)
                 self.launch("stream_keys", *geometry.grid_stride(keys.size), keys, *args)
-                _, rows, d = t.shape
-                b = self._streams(args, d * cfg.rank, rank_mult(cfg.rank), rows * cfg.rank)
-                raw[t.name] = (keys, b.reshape(pairs, t.blocks, d, cfg.rank))
+                _, rows, w = t.shape  # w: a row's width
+                b = self._streams(args, w * cfg.rank, rank_mult(cfg.rank), rows * cfg.rank)
+                raw[t.name] = (keys, b.reshape(pairs, t.blocks, w, cfg.rank))
             else:
                 raw[t.name] = self._streams(args, *noise_layout(cfg, t), 0)
         return DeviceNoise(cfg, raw)
