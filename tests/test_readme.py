@@ -28,23 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 QUICK_START_STEPS = 2
 
-# Commands that fail today because a feature does not yet accept the default model (context
-# tables): the lead engineer empties this list as each one is fixed. Keyed by the command as the
-# README writes it, up to the option that names the feature; the value is why, and a fragment of
-# the one error line it stops with today. A listed command that fails otherwise, or passes, fails
-# the test (then remove its line).
-XFAIL_DEFAULT_MODEL = {
-    "intlm pretrain notes.txt --init runs/shakespeare --out runs/notes --anchor-decay 6":
-        ("--anchor-decay refuses a model with context tables (issue 29)", "--anchor-decay"),
-    "intlm eval runs/notes":
-        ("needs runs/notes, which the --anchor-decay command cannot make yet (issue 29)", "runs/notes"),
-    "intlm evolve --objective intlm.objectives:lipogram_shakespeare --init runs/shakespeare":
-        ("intlm evolve does not train context tables (issue 29)", "context table"),
-    "intlm bench --width 32 --population 8192 --window 64 --context-bits 16":
-        ("intlm bench has no --context-bits (issue 29)", "--context-bits"),
-    "mpirun -n 4 intlm pretrain --out runs/mpi --mpi-reduce sums":
-        ("--mpi-reduce sums refuses a model with context tables (issue 29)", "--mpi-reduce sums"),
-}
+# Commands that fail because a feature does not yet accept the default model (context tables),
+# to be emptied as each is fixed: the command as the README writes it, up to the option that names
+# the feature -> (why, a fragment of the one error line it stops with). A listed command that fails
+# otherwise, or passes, fails the test. Empty since the tables became a parameter kind (f3bbc5c):
+# --anchor-decay, evolve --init and --mpi-reduce sums run on it, and bench has --context-bits.
+XFAIL_DEFAULT_MODEL: dict[str, tuple[str, str]] = {}
 
 # option -> the small value it takes here (lists of sizes for `intlm bench` too)
 SMALL = {"--population": "8", "--length": "32", "--width": "16", "--window": "8", "--repeats": "1",
@@ -124,7 +113,8 @@ def known_failure(argv: list[str]):
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """The folder the commands run in: a home whose intlm cache holds a tiny default corpus, the
-    files the README names, and the quick start's own run (its first command) trained there."""
+    files and folders the README names (notes.txt, my_texts/), and the quick start's own run (its
+    first command) trained there."""
     root = tmp_path_factory.mktemp("readme")
     home = root / "home"
     docs = root / "docs"
@@ -133,6 +123,11 @@ def work(tmp_path_factory):
         (docs / f"play{i}.txt").write_bytes(text_bytes(300, seed=i))
     prepare([str(docs)], home / ".cache" / "intlm" / "shakespeare.zarr")
     (root / "notes.txt").write_bytes(text_bytes(2000, seed=11))
+    texts = root / "my_texts"
+    (texts / "drafts").mkdir(parents=True)
+    for i in range(3):
+        (texts / f"text{i}.txt").write_bytes(text_bytes(200, seed=20 + i))
+    (texts / "drafts" / "draft.txt").write_bytes(text_bytes(50, seed=30))
     env = {k: v for k, v in os.environ.items() if k != "INTLM_CACHE"}
     env.update(HOME=str(home), MPLBACKEND="Agg", NUMBA_NUM_THREADS=env.get("NUMBA_NUM_THREADS", "2"),
                PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
