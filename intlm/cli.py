@@ -389,7 +389,7 @@ def export(checkpoint_path, out):
     model, source = write(checkpoint_path, out)
     run = quote(str(Path(out) / "intlm-run"))
     click.echo(f"wrote {model} and {source}; compile and run with\n"
-               f"  cc -std=c99 -O2 -o {run} {quote(str(source))}\n"
+               f"  cc -std=c99 -O3 -o {run} {quote(str(source))}\n"
                f"  {run} {quote(str(model))} --prompt \"ROMEO.\" --length 300")
 
 

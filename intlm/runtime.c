@@ -2,9 +2,10 @@
  *
  * One C99 file, nothing beyond the C standard library, and no floating-point type anywhere: on every
  * chip that adds and multiplies integers it writes exactly the bytes `intlm sample --raw` writes for
- * the same model, prompt, seed, temperature and top-k. Build and run:
+ * the same model, prompt, seed, temperature and top-k. Build and run (-O3: the compiler vectorises
+ * the integer loops where it can):
  *
- *     cc -std=c99 -O2 -o intlm-run runtime.c
+ *     cc -std=c99 -O3 -o intlm-run runtime.c
  *     ./intlm-run model.intlm --prompt "ROMEO." --length 300 [--temperature T] [--top-k K] [--seed S]
  *     ./intlm-run model.intlm --check   # recomputes the 32 bytes intlm sampled at export: run it on a new target
  *

@@ -32,8 +32,8 @@ if platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
 TINY = ["--population", "8", "--width", "16", "--window", "4", "--backend", "numpy"]
 
 
-def compile_c(source, out, *extra):
-    done = subprocess.run([CC, *FLAGS, *extra, "-o", str(out), str(source)], capture_output=True, text=True)
+def compile_c(source, out, flags=FLAGS):
+    done = subprocess.run([CC, *flags, "-o", str(out), str(source)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -48,6 +48,13 @@ def runtime(tmp_path_factory):
         soft_float = [s for s in symbols if s.startswith("__") and ("sf" in s or "df" in s)]
         assert soft_float == [], soft_float
     return binary
+
+
+@pytest.fixture(scope="module")
+def vectorised(tmp_path_factory):
+    """The build `intlm export` prints (-O3: the compiler vectorises the integer loops)."""
+    return compile_c(export.runtime_source(), tmp_path_factory.mktemp("runtime") / "intlm-run-O3",
+                     ["-std=c99", "-O3", "-Wall", "-Werror"])
 
 
 def test_library_build_needs_no_stdio(tmp_path):
@@ -102,7 +109,7 @@ def exported(request, tmp_path_factory):
     run = MODELS[request.param](root)
     result = CliRunner().invoke(cli, ["export", str(run), "--out", str(root / "out")])
     assert result.exit_code == 0, result.output
-    assert "cc -std=c99" in result.output
+    assert "cc -std=c99 -O3" in result.output
     assert (root / "out" / export.SOURCE_FILE).read_bytes() == export.runtime_source().read_bytes()
     return run, root / "out" / export.MODEL_FILE
 
@@ -135,10 +142,11 @@ CASES = [  # prompt, then the options both programs get
 
 
 @pytest.mark.parametrize("prompt, options", CASES)
-def test_runtime_writes_the_bytes_intlm_sample_writes(runtime, exported, prompt, options):
+def test_runtime_writes_the_bytes_intlm_sample_writes(runtime, vectorised, exported, prompt, options):
     run, model = exported
     want = python_sample(run, prompt, options)
     assert c_sample(runtime, model, prompt, options) == want
+    assert c_sample(vectorised, model, prompt, options) == want
     assert options or len(want) == 400
 
 
