@@ -58,7 +58,7 @@ def timers(cfg, backend, data, train=None):
     """A fresh run of ``cfg`` and two timers over it: ``step(laps=None)`` runs one whole training
     step and returns its seconds (``laps`` collects the phases'), ``infer()`` runs the unperturbed
     model on the same batch and returns its seconds and log-likelihoods. ``train`` is the train
-    module (default this package's; scripts/ab.py passes another version's): its ``Run`` is the run
+    module (default this package's; scripts/speed/ab.py passes another version's): its ``Run`` is the run
     state's class in every version (defined there before run.py, imported there since)."""
     from .data import stream_windows
 

@@ -263,7 +263,7 @@ def draw_panels(panels: list, out: Path, title: str = "", xlabel: str = "step") 
     """Write a PNG of side-by-side panels against one x axis (``xlabel``): each panel is (title, y
     label, {curve label: (xs, ys)}), a line with markers per curve; a label has the same colour in
     every panel, and the first panel's legend names them. For experiments measured at fixed steps
-    (scripts/forgetting.py, scripts/blackbox.py). Returns ``out`` (parent folders are created)."""
+    (scripts/continued/forgetting.py, scripts/continued/blackbox.py). Returns ``out`` (parent folders are created)."""
     rcParams, FigureCanvasAgg, Figure = matplotlib_parts()
 
     if not panels or not any(curves for _, _, curves in panels):
