@@ -78,7 +78,7 @@ class Config:
         return self.population // 2
 
     @property
-    def hidden(self) -> int:
+    def mlp_width(self) -> int:
         return self.width * self.mlp_ratio
 
     def to_json(self) -> dict:
@@ -163,7 +163,7 @@ def worst_case_bounds(cfg: Config) -> dict:
 
     Inputs: activations |x| <= 127, weights |w| <= 127, noise factors |a|, |b| <= rank-scaled max.
     """
-    n_max = max(cfg.width, cfg.hidden)
+    n_max = max(cfg.width, cfg.mlp_width)
     f_max = 1 if cfg.fitness == "sign" else RANK_LEVELS
     factor = (NOISE_MAX * rank_mult(cfg.rank) + NOISE_MULT - 1) // NOISE_MULT
     xb = n_max * 127 * factor  # x . B over one rank component

@@ -107,7 +107,7 @@ def add_rows(params, cfg: Config, x, byte, state, members) -> tuple:
     noise = None if members.noise is None else members.noise[NAME]
     hist = history(cfg, byte, extra)
     rows = member_rows(cfg, params[NAME], noise, members.pair, members.sign, hist)
-    step_history(cfg, extra, byte)
+    push_history(cfg, extra, byte)
     return clip8(x + rows[:, :cfg.width]), rows[:, cfg.width:] if cfg.context_logits else 0
 
 
@@ -116,7 +116,7 @@ def history_slots(cfg: Config) -> slice:
     return slice(0, cfg.context_order - 1)
 
 
-def step_history(cfg: Config, state_row, byte):
+def push_history(cfg: Config, state_row, byte):
     """After reading ``byte`` (rows,): the bytes before move back one slot (the oldest leaves), the
     byte enters first. ``state_row``, the state's extra row, is changed in place (its slots past
     history_slots are never written)."""
@@ -147,7 +147,7 @@ def rows_read(cfg: Config, tokens, state_row) -> tuple:
         full = history(cfg, byte, hist)
         for n in range(2, cfg.context_order + 1):
             out[:, t, n - 2] = row_index(full, n, cfg.context_bits)
-        step_history(cfg, hist, byte)
+        push_history(cfg, hist, byte)
     return out, hist
 
 

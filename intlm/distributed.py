@@ -183,16 +183,16 @@ class World:
             raise Mismatch(f"the processes' parameters differ at step {step} (hash guard): the job stops "
                            f"before writing a checkpoint; resume from the last one")
 
-    def gather_state(self, hidden):
-        """Collective: rank 0's ``hidden`` gets every process's own rows (what a save needs)."""
-        row = hidden[0].size  # int8 bytes per member
+    def gather_state(self, recurrent):
+        """Collective: rank 0's ``recurrent`` state gets every process's own rows (what a save needs)."""
+        row = recurrent[0].size  # int8 bytes per member
         counts = [2 * (p1 - p0) * row for p0, p1 in self.ranges]
         displs = [2 * p0 * row for p0, _ in self.ranges]
-        mine = np.ascontiguousarray(hidden[2 * self.p0:2 * self.p1])
+        mine = np.ascontiguousarray(recurrent[2 * self.p0:2 * self.p1])
         if self.primary:
-            full = np.empty_like(hidden)
+            full = np.empty_like(recurrent)
             self.comm.Gatherv(mine, [full, counts, displs, self.MPI.BYTE], root=0)
-            hidden[...] = full
+            recurrent[...] = full
         else:
             self.comm.Gatherv(mine, None, root=0)
 

@@ -64,7 +64,7 @@ def z_threshold_q4(cfg: Config, step: int) -> int:
     return max(1, min(z, len(TAIL_Q31) - 1))
 
 
-def apply_steps(param, Z, thr):
+def apply_moves(param, Z, thr):
     """Move each weight by sign(Z) where |Z| > thr, saturating; returns the attempted moves."""
     move = np.where(np.abs(Z) > thr, np.sign(Z), 0).astype(np.int32)
     param[...] = clip8(param.astype(np.int32) + move).astype(np.int8)
@@ -131,18 +131,18 @@ def update(params, cfg: Config, step: int, f, Z, momentum=None) -> int:
             continue
         evidence = momentum[t.name] if k else Z[t.name]
         thr = thr_matrix if t.kind == "matrix" else thr_vector
-        move = apply_steps(params[t.name], evidence, thr)
+        move = apply_moves(params[t.name], evidence, thr)
         if k:
             evidence -= move * thr  # spend the evidence that moved the weight
         moved += int(np.count_nonzero(move))
     return moved
 
 
-def share_pair_state(hidden):
+def share_pair_state(recurrent):
     """Both members of each pair continue from their mean state (rounded half up), so the next
     step's F+ - F- measures the perturbation alone, not two diverged histories; to first order the
     mean of an antithetic pair is the unperturbed model's state."""
-    pairs = hidden.reshape(hidden.shape[0] // 2, 2, -1)  # a view: writes land in hidden
+    pairs = recurrent.reshape(recurrent.shape[0] // 2, 2, -1)  # a view: writes land in recurrent
     mean = (pairs[:, 0].astype(np.int16) + pairs[:, 1] + 1) >> 1  # in [-127, 127]; int16 holds the sum
     pairs[:, 0] = mean
     pairs[:, 1] = mean

@@ -42,7 +42,7 @@ class Tensor:
 def tensors(cfg) -> list:
     """The parameters of ``cfg``'s model, in noise-key order: the dense ones, then (with context
     bits) the table of N - 1 hashed context tables of 2**K rows."""
-    d, h, L = cfg.width, cfg.hidden, cfg.layers
+    d, h, L = cfg.width, cfg.mlp_width, cfg.layers
     specs = [
         ("embed", (VOCAB, d), "matrix"),
         ("gru", (L, 4, d, d), "matrix"),  # W_f, U_f, W_h, U_h as (out, in)

@@ -25,7 +25,7 @@ from .errors import IntlmError
 from .model import init_params, state_shape
 
 CHECKPOINT_FORMAT = "intlm-checkpoint-1"
-STATE_ARRAY = "hidden"  # the population's recurrent state, carried across steps
+STATE_ARRAY = "hidden"  # the population's recurrent state (Run.recurrent; the key of the first format)
 MOMENTUM_PREFIX = "momentum."  # int32 momentum arrays, when the config has momentum
 ANCHOR_PREFIX = "anchor."  # the weights Anchored Weight Decay pulls toward, when the config has it
 # attrs a run carries from checkpoint to checkpoint when it has them: "init" (the checkpoint it
@@ -50,9 +50,10 @@ class Run:
     """A training run's integer state: parameters, population state, momentum, optimiser state, step;
     the anchor (None unless cfg.anchor_decay) and the records (RECORDS) its checkpoints carry."""
 
-    def __init__(self, cfg: Config, params, hidden, momentum, step: int, state=None, anchor=None, records=None):
-        self.cfg, self.params, self.hidden, self.momentum, self.step = cfg, params, hidden, momentum, step
-        self.state = {} if state is None else state
+    def __init__(self, cfg: Config, params, recurrent, momentum, step: int, optimizer_state=None, anchor=None,
+                 records=None):
+        self.cfg, self.params, self.recurrent, self.momentum, self.step = cfg, params, recurrent, momentum, step
+        self.optimizer_state = {} if optimizer_state is None else optimizer_state
         self.anchor, self.records = anchor, dict(records or {})
 
     @classmethod
@@ -60,17 +61,17 @@ class Run:
         """Step 0 from ``params`` (copied; None: the config's initial weights), which are the anchor."""
         opt = optimizers.get(cfg.optimizer)
         params = init_params(cfg) if params is None else {k: v.copy() for k, v in params.items()}
-        hidden = np.zeros(state_shape(cfg, opt.state_rows(cfg)), dtype=np.int8)
+        recurrent = np.zeros(state_shape(cfg, opt.state_rows(cfg)), dtype=np.int8)
         momentum, state = opt.init_state(cfg, params)
         anchor = {k: v.copy() for k, v in params.items()} if cfg.anchor_decay else None
-        return cls(cfg, params, hidden, momentum, 0, state, anchor, records)
+        return cls(cfg, params, recurrent, momentum, 0, state, anchor, records)
 
     def arrays(self) -> dict:
         """Everything integer a checkpoint holds, by checkpoint array name."""
         arrays = dict(self.params)
-        arrays[STATE_ARRAY] = self.hidden
+        arrays[STATE_ARRAY] = self.recurrent
         arrays.update({MOMENTUM_PREFIX + k: v for k, v in self.momentum.items()})
-        arrays.update({optimizers.STATE_PREFIX + k: v for k, v in self.state.items()})
+        arrays.update({optimizers.STATE_PREFIX + k: v for k, v in self.optimizer_state.items()})
         arrays.update({ANCHOR_PREFIX + k: v for k, v in (self.anchor or {}).items()})
         return arrays
 
@@ -111,7 +112,7 @@ def _load(path, quiet) -> tuple:
         loaded[name] = np.array(got)
     momentum = {name: loaded[MOMENTUM_PREFIX + name] for name in fresh.momentum}
     params = {name: loaded[name] for name in fresh.params}
-    state = {name: loaded[optimizers.STATE_PREFIX + name] for name in fresh.state}
+    state = {name: loaded[optimizers.STATE_PREFIX + name] for name in fresh.optimizer_state}
     anchor = {name: loaded[ANCHOR_PREFIX + name] for name in fresh.anchor} if fresh.anchor else None
     init = ck.attrs.get("init")
     if init is not None and not (isinstance(init, dict) and isinstance(init.get("path"), str)

@@ -97,20 +97,20 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     sums = world is not None and world.reduce == "sums"  # Z from own pairs, summed over processes
     noise = backend.make_noise(cfg, run.step, world.p0, world.p1) if sums else backend.make_noise(cfg, run.step)
     lap("noise")
-    reads, after = context.window_reads(backend, cfg, tokens, run.hidden)  # before the forward moves them on
+    reads, after = context.window_reads(backend, cfg, tokens, run.recurrent)  # before the forward moves them on
     lap("reads")
     if world is None:
-        fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.hidden)
+        fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.recurrent)
         if cfg.pair_state == "mean":
-            es.share_pair_state(run.hidden)
+            es.share_pair_state(run.recurrent)
         lap("forward")
     else:
         p0, p1 = world.p0, world.p1
         mine = noise if sums else _pair_slice(noise, p0, p1)
-        local = backend.population_fitness(run.params, cfg, mine, tokens, run.hidden, p0, p1)
+        local = backend.population_fitness(run.params, cfg, mine, tokens, run.recurrent, p0, p1)
         if cfg.pair_state == "mean":
-            es.share_pair_state(run.hidden[2 * p0:2 * p1])
-        context.keep_history(cfg, run.hidden, after)  # every pair's, not only this process's
+            es.share_pair_state(run.recurrent[2 * p0:2 * p1])
+        context.keep_history(cfg, run.recurrent, after)  # every pair's, not only this process's
         lap("forward")
         fitness, control = world.allgather_fitness(local, control)
         lap("comm")
@@ -265,7 +265,7 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
     def save():
         if world is not None:
             world.guard(run.params, run.step)  # no checkpoint from processes that disagree
-            world.gather_state(run.hidden)
+            world.gather_state(run.recurrent)
             if not primary:
                 return None
         held.check()

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from intlm import model
 from intlm.config import Config
+
+# One hypothesis profile for the suite: no per-example deadline. These tests check integer results,
+# not timings, and on a shared 2-core machine an example's time says nothing about the code.
+settings.register_profile("intlm", deadline=None)
+settings.load_profile("intlm")
 
 TINY = Config(width=16, layers=1, mlp_ratio=1, population=8, rank=1, window=4, sigma_shift=4,
               fitness="sign", alpha_q16=32768, alpha_halflife=200, momentum_shift=0, pair_state="mean", seed=3)

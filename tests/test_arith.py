@@ -369,7 +369,7 @@ def independent_bounds(cfg):
         return (1020 * mult + 512) >> 10
 
     a = max_noise(rank_mult(cfg.rank))
-    n = max(cfg.width, cfg.hidden)
+    n = max(cfg.width, cfg.mlp_width)
     f = 1 if cfg.fitness == "sign" else RANK_LEVELS
     xb = n * 127 * a
     low = cfg.rank * rshift_round(xb, 4) * a
@@ -485,7 +485,7 @@ def test_matmul_accumulator_bound_is_attained(monkeypatch, rank, mlp_ratio):
         assert np.all(acc[0] == expected)
         assert np.all(np.abs(acc) <= bounds["matmul accumulator"])
         assert np.all(np.abs(acc) <= INT32_MAX)
-        if n == max(cfg.width, cfg.hidden):
+        if n == max(cfg.width, cfg.mlp_width):
             assert np.all(acc[0] == bounds["matmul accumulator"]), t.name
         # also x = -127 with W = 127 and the perturbation of the minus member: the negative extreme
         acc_neg = members.linear(t.name, w, -x, *idx)

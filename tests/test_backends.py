@@ -200,7 +200,7 @@ def test_training_steps_identical(numpy_backend, numba_backend):
         assert a.step == b.step == 3
         for name in a.params:
             assert np.array_equal(a.params[name], b.params[name]), name
-        assert np.array_equal(a.hidden, b.hidden)
+        assert np.array_equal(a.recurrent, b.recurrent)
         assert any(not np.array_equal(start[k], a.params[k]) for k in start)  # training did move weights
 
 

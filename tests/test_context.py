@@ -263,7 +263,7 @@ def test_training_with_tables_is_bit_exact_across_backends_and_resume(corpus, tm
     assert checkpoint_state(tmp_path / "split" / last) == checkpoint_state(tmp_path / "numba" / last)
     run, _ = load_run(tmp_path / "numba")
     assert np.count_nonzero(run.params[context.NAME]) > 0 and np.count_nonzero(run.momentum[context.NAME]) > 0
-    assert run.hidden.shape == (16, 2, 16) and run.hidden[:, 1, :2].any()
+    assert run.recurrent.shape == (16, 2, 16) and run.recurrent[:, 1, :2].any()
 
 
 def test_pretrain_trains_tables_whatever_the_optimizer(monkeypatch, capsys, tmp_path):

@@ -132,7 +132,7 @@ def test_every_launch_of_an_allowed_config_is_within_limits(cfg):
         assert all(1 <= v <= g.GRID_YZ_MAX for v in grid[1:]), kernel
         assert block[0] <= 1024
         assert all(0 <= v <= g.INT32_MAX for v in ints), (kernel, ints)
-    rows, h = cfg.population, cfg.hidden
+    rows, h = cfg.population, cfg.mlp_width
     assert rows * max(h, 256) * 4 < 1 << 63  # the largest work buffer, in bytes
     assert cfg.pairs * cfg.window * (cfg.context_order - 1) < 1 << 63  # the entries of the rows read
     assert cfg.rank <= min(g.LIN_MAX_RANK, g.CTX_MAX_RANK)  # tile_xb's and context.cu's shared arrays

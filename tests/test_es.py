@@ -250,10 +250,10 @@ def test_update_moves_by_sign_of_z(rng):
 @given(hnp.arrays(np.int8, 64, elements=st.integers(-127, 127)),
        hnp.arrays(np.int64, 64, elements=st.integers(-(2 ** 40), 2 ** 40)), st.integers(0, 2 ** 20))
 def test_apply_steps_saturates_never_wraps(param, Z, thr):
-    """apply_steps moves by at most 1, stays within [-127, 127] (127 + 1 stays 127, -127 - 1 stays
+    """apply_moves moves by at most 1, stays within [-127, 127] (127 + 1 stays 127, -127 - 1 stays
     -127, never -128 or a wrap), and counts the moves it attempted."""
     p = param.copy()
-    n = int(np.count_nonzero(es.apply_steps(p, Z, thr)))
+    n = int(np.count_nonzero(es.apply_moves(p, Z, thr)))
     d = p.astype(int) - param.astype(int)
     assert p.dtype == np.int8
     assert p.min() >= -127 and p.max() <= 127
@@ -267,7 +267,7 @@ def test_apply_steps_saturates_never_wraps(param, Z, thr):
 def test_apply_steps_edges():
     """A worked example: 127 + 1 and -127 - 1 saturate, 0 and 126 move up by one."""
     p = np.array([127, -127, 0, 126], dtype=np.int8)
-    es.apply_steps(p, np.array([10, -10, 10, 10]), 5)
+    es.apply_moves(p, np.array([10, -10, 10, 10]), 5)
     assert list(p) == [127, -127, 1, 127]
 
 

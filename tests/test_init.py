@@ -52,9 +52,9 @@ def test_a_run_from_a_checkpoint_starts_at_its_weights_and_records_it(corpus, ba
                    init=base_run)
     start, attrs = load_run(tmp_path / "new")
     base, _ = load_run(base_run)
-    assert start.step == 0 and start.cfg.population == 16 and start.hidden.shape[0] == 16
+    assert start.step == 0 and start.cfg.population == 16 and start.recurrent.shape[0] == 16
     assert all(np.array_equal(start.params[k], base.params[k]) for k in base.params)
-    assert not any(np.any(m) for m in start.momentum.values()) and not np.any(start.hidden)
+    assert not any(np.any(m) for m in start.momentum.values()) and not np.any(start.recurrent)
     newest = base_run / "step-00000003"
     assert attrs["init"] == {"path": str(newest.resolve()), "content_hash": stored_hash(newest), "step": 3}
     assert load_run(tmp_path / "two")[1]["init"] == attrs["init"]
@@ -154,11 +154,13 @@ def test_eval_prints_a_line_per_corpus(monkeypatch, capsys, base_run, corpus, ot
     `eval RUN A` prints alone; a missing corpus among them is one error line and no figures."""
     code, out, err = run_main(monkeypatch, capsys, "eval", base_run, corpus.path, other_text, "--backend", "numpy")
     assert code == 0, err
-    lines = out.strip().splitlines()
-    assert len(lines) == 2 and lines[0].endswith(str(corpus.path)) and lines[1].endswith(str(other_text))
+    lines = out.strip().splitlines()  # each corpus's line, then its compressors' line
+    assert len(lines) == 4 and all(line.startswith("  compressors, alone / given") for line in lines[1::2])
+    lines = lines[0::2]
+    assert lines[0].endswith(str(corpus.path)) and lines[1].endswith(str(other_text))
     assert all(line.startswith("step 3: validation") for line in lines)
     code, alone, _ = run_main(monkeypatch, capsys, "eval", base_run, other_text, "--backend", "numpy")
-    assert alone.strip() == lines[1]
+    assert alone.strip().splitlines()[0] == lines[1]
     assert lines[0].split("|")[0] != lines[1].split("|")[0]
     code, out, err = run_main(monkeypatch, capsys, "eval", base_run, other_text, tmp_path / "gone.txt")
     assert code == 2 and out == "" and err.startswith("error:") and len(err.strip().splitlines()) == 1, err

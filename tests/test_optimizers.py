@@ -60,7 +60,7 @@ def test_resume_equals_uninterrupted(name, tmp_path):
     half = trained(cfg, "numpy", 2)
     half.save(tmp_path, {"train_sha256_16": "0"})
     resumed, _ = load_run(tmp_path)
-    assert resumed.state.keys() == straight.state.keys()
+    assert resumed.optimizer_state.keys() == straight.optimizer_state.keys()
     trained(cfg, "numpy", 2, resumed)
     assert checkpoint.content_hash(resumed.arrays(), {}) == checkpoint.content_hash(straight.arrays(), {})
 
@@ -125,7 +125,7 @@ def test_evolve_from_another_optimizers_checkpoint_trains_with_eggroll(monkeypat
 
 def test_a_damaged_optimizer_state_is_refused(tmp_path):
     run = Run.fresh(config("sepcma"))
-    run.state["path.head"] = run.state["path.head"][:3]
+    run.optimizer_state["path.head"] = run.optimizer_state["path.head"][:3]
     run.save(tmp_path, {"train_sha256_16": "0"})
     with pytest.raises(IntlmError, match="optimizer.path.head"):
         load_run(tmp_path)

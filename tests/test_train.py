@@ -68,7 +68,7 @@ def test_pretrain_writes_checkpoints_and_log(reference_run):
     assert loaded.step == 4 and loaded.cfg == run.cfg
     for k in run.params:
         assert np.array_equal(loaded.params[k], run.params[k])
-    assert np.array_equal(loaded.hidden, run.hidden)
+    assert np.array_equal(loaded.recurrent, run.recurrent)
 
 
 def test_pretrain_twice_gives_identical_bytes(corpus, reference_run, tmp_path):

@@ -49,7 +49,7 @@ class Optimizer(abc.ABC):
 
     @abc.abstractmethod
     def step(self, run, train_data, backend) -> dict:
-        """One training step in place (run.params, run.momentum, run.state, run.hidden, run.step += 1);
+        """One training step in place (run.params, run.momentum, run.optimizer_state, run.recurrent, run.step += 1);
         returns {"fitness_sum": summed log-likelihood over member_bytes, "ties", "moved"}."""
 
 

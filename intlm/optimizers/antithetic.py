@@ -56,14 +56,14 @@ def _switch(params, cfg, backend, step, pair, applied, sign):
 
 def pair_fitness(run, tokens, backend):
     """Fitness (population,) int32 of every member at run.step, member 2p + (0: +, 1: -) reading
-    tokens[p] and carrying run.hidden[member]; run.params are as they were when it returns."""
+    tokens[p] and carrying run.recurrent[member]; run.params are as they were when it returns."""
     cfg = run.cfg
     fitness = np.zeros(cfg.population, np.int32)
     for p in range(cfg.pairs):
         applied = None
         for sign, row in ((1, 2 * p), (-1, 2 * p + 1)):
             applied = _switch(run.params, cfg, backend, run.step, p, applied, sign)
-            ll = backend.forward(run.params, cfg, tokens[p:p + 1], run.hidden[row:row + 1])
+            ll = backend.forward(run.params, cfg, tokens[p:p + 1], run.recurrent[row:row + 1])
             fitness[row] = ll.sum(dtype=np.int64)
         _switch(run.params, cfg, backend, run.step, p, applied, 0)
     return fitness
@@ -75,7 +75,7 @@ def step(run, train_data, backend, update) -> dict:
     cfg = run.cfg
     fitness = pair_fitness(run, stream_windows(train_data, cfg.pairs, run.step, cfg.window), backend)
     if cfg.pair_state == "mean":
-        es.share_pair_state(run.hidden)
+        es.share_pair_state(run.recurrent)
     f, ties = es.shape_fitness(fitness, cfg.fitness)
     moved = update(f)
     run.step += 1

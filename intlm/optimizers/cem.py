@@ -56,7 +56,7 @@ class CEM(ranked.Ranked):
 
     def step(self, run, train_data, backend) -> dict:
         cfg = run.cfg
-        mean, spread = ranked.by_parameter(run.state, "mean."), ranked.by_parameter(run.state, "spread.")
+        mean, spread = ranked.by_parameter(run.optimizer_state, "mean."), ranked.by_parameter(run.optimizer_state, "spread.")
 
         def update(order):
             elite = order[:cfg.population >> cfg.elite_shift]

@@ -42,20 +42,20 @@ def move_mean(mean, delta):
 
 
 def member_fitness(run, tokens, backend, mean, scale):
-    """Fitness (population,) int32 of every member on the shared ``tokens``; run.hidden becomes the
+    """Fitness (population,) int32 of every member on the shared ``tokens``; run.recurrent becomes the
     members' mean final state. ``mean`` and ``scale`` are dicts by parameter name; run.params hold
     the last member's weights when this returns."""
     cfg = run.cfg
     fitness = np.zeros(cfg.population, np.int32)
-    state_sum = np.zeros(run.hidden.shape, np.int64)
+    state_sum = np.zeros(run.recurrent.shape, np.int64)
     for k in range(cfg.population):
         for t in tensors(cfg):
             z = backend.dense_noise(cfg, t, run.step, k)
             run.params[t.name][...] = weights(mean[t.name] + offset(z, scale[t.name]))
-        state = run.hidden.copy()
+        state = run.recurrent.copy()
         fitness[k] = backend.forward(run.params, cfg, tokens, state).sum(dtype=np.int64)
         state_sum += state
-    run.hidden[...] = div_round(state_sum, cfg.population)
+    run.recurrent[...] = div_round(state_sum, cfg.population)
     return fitness
 
 

@@ -74,8 +74,8 @@ def step_size(log_scale):
 
 def step_sizes(run) -> dict:
     """Every weight's step size S from the global and its own log step size."""
-    own = ranked.by_parameter(run.state, "log_scale.")
-    glob = int(run.state["log_sigma"][0])
+    own = ranked.by_parameter(run.optimizer_state, "log_scale.")
+    glob = int(run.optimizer_state["log_sigma"][0])
     return {name: step_size(np.clip(glob + v.astype(np.int64), 0, LOG_SCALE_MAX)) for name, v in own.items()}
 
 
@@ -113,8 +113,8 @@ class SepCMA(ranked.Ranked):
     def step(self, run, train_data, backend) -> dict:
         cfg = run.cfg
         c = constants(cfg)
-        mean = ranked.by_parameter(run.state, "mean.")
-        path, log_scale = ranked.by_parameter(run.state, "path."), ranked.by_parameter(run.state, "log_scale.")
+        mean = ranked.by_parameter(run.optimizer_state, "mean.")
+        path, log_scale = ranked.by_parameter(run.optimizer_state, "path."), ranked.by_parameter(run.optimizer_state, "log_scale.")
         scale = step_sizes(run)
 
         def update(order):
@@ -128,6 +128,6 @@ class SepCMA(ranked.Ranked):
                     zz += w * z * z
                 update_tensor(c, mean[t.name], path[t.name], log_scale[t.name], (y, zw, zz))
                 path_norm += int((path[t.name].astype(np.int64) ** 2).sum())
-            run.state["log_sigma"][0] = adapt_global(c, int(run.state["log_sigma"][0]), path_norm)
+            run.optimizer_state["log_sigma"][0] = adapt_global(c, int(run.optimizer_state["log_sigma"][0]), path_norm)
 
         return ranked.step(run, train_data, backend, mean, scale, update)

@@ -68,4 +68,4 @@ class SPSA(Optimizer):
 
     def step(self, run, train_data, backend) -> dict:
         return antithetic.step(run, train_data, backend,
-                               lambda f: apply_step(run.params, run.cfg, backend, run.step, f, run.state))
+                               lambda f: apply_step(run.params, run.cfg, backend, run.step, f, run.optimizer_state))

@@ -92,7 +92,7 @@ def main():
     print(f"  time, tree / {args.rev}: training step {spread(a[:, 0] / b[:, 0])}, inference {spread(a[:, 1] / b[:, 1])}")
     (run_a, _, _), (run_b, _, _) = versions.values()
     same = (all(np.array_equal(run_a.params[k], run_b.params[k]) for k in run_a.params)
-            and np.array_equal(run_a.hidden, run_b.hidden) and np.array_equal(*last.values()))
+            and np.array_equal(run_a.arrays()["hidden"], run_b.arrays()["hidden"]) and np.array_equal(*last.values()))
     print(f"  parameters, states and inference log-likelihoods after {args.rounds + 1} steps: "
           f"{'identical' if same else 'DIFFERENT'}")
 

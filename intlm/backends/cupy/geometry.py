@@ -165,7 +165,7 @@ def launches(cfg, pairs: int) -> list:
 
     from ...noise import rank_mult  # noqa: local, as above
 
-    rows, d, h = 2 * pairs, cfg.width, cfg.hidden
+    rows, d, h = 2 * pairs, cfg.width, cfg.mlp_width
     out = []
     for t in tensors(cfg):
         if t.kind == "table":  # the keys and B, the table read, the rows read, the sums (every entry of

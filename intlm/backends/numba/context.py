@@ -36,7 +36,7 @@ def load_history(hist, slots, byte, n_tables):
 @njit(inline="always")
 def push_byte(slots, byte, n_tables):
     """After reading ``byte``: the bytes before move back one slot, the byte enters first
-    (``context.step_history``)."""
+    (``context.push_history``)."""
     for i in range(n_tables - 1, 0, -1):
         slots[i] = slots[i - 1]
     slots[0] = byte if byte < 128 else byte - 256

@@ -363,7 +363,7 @@ def _operands(params, cfg: Config, noise, perturbed: bool) -> Operands:
     c = _corrections(params, PACKED)
     nz = _matrix_noise(cfg, noise) if perturbed else noise
     fields = {"perturbed": perturbed, "sigma": cfg.sigma_shift, "shift_d": matmul_shift(cfg.width),
-              "shift_h": matmul_shift(cfg.hidden), "exp2": EXP2, "log2_frac": LOG2_FRAC, "exp2_bits": EXP2_BITS,
+              "shift_h": matmul_shift(cfg.mlp_width), "exp2": EXP2, "log2_frac": LOG2_FRAC, "exp2_bits": EXP2_BITS,
               "mant_bits": LOG2_MANTISSA_BITS, "embed": params["embed"]}
     for name in PACKED:
         fields[name + "_w"], fields[name + "_c"] = pack(params[name]).reshape(-1), c[name]

@@ -111,7 +111,7 @@ def update_sums(cfg: Config, noise, f, reads=None) -> dict:
 
 
 @njit(parallel=True, cache=True)
-def _apply_steps(param, z, momentum, k, thr, moving):
+def _apply_moves(param, z, momentum, k, thr, moving):
     """``es.update`` for one tensor (flat views), fused into one pass; returns the attempted moves."""
     moved = 0
     for i in prange(param.shape[0]):
@@ -146,6 +146,6 @@ def update(params, cfg: Config, step: int, f, Z, momentum=None) -> int:
         if not all(a.flags.c_contiguous for a in arrays):
             raise ValueError(f"{t.name}: update arrays must be C-contiguous (updated through flat views)")
         flat = [a.reshape(-1) for a in arrays]
-        moved += _apply_steps(flat[0], flat[1], flat[2] if cfg.momentum_shift else none, cfg.momentum_shift,
+        moved += _apply_moves(flat[0], flat[1], flat[2] if cfg.momentum_shift else none, cfg.momentum_shift,
                               thr_matrix if t.kind == "matrix" else thr_vector, moving)
     return int(moved)
