@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from . import memory
 from .atomic import atomic_folder, clean_stale, remove_folder
 from .errors import IntlmError
 
@@ -46,13 +47,19 @@ def _canonical(attrs: dict) -> str:
 def content_hash(arrays: dict[str, np.ndarray], attrs: dict) -> str:
     """sha256 over each array (sorted by name: name, dtype, shape, C-order bytes), then the attrs'
     canonical JSON."""
+    return _hash(((name, arrays[name]) for name in sorted(arrays)), attrs)
+
+
+def _hash(named, attrs: dict) -> str:
+    """content_hash of (name, array) pairs that come in name order, one at a time (each may be
+    dropped once hashed)."""
     h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.asarray(arrays[name])
+    for name, a in named:
+        a = np.asarray(a)
         shape = list(a.shape)  # before ascontiguousarray, which makes a 0-d array 1-d
         a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))  # one byte order on every machine
         h.update(f"{name}\0{a.dtype.str}\0{shape}\0".encode())
-        h.update(a.tobytes())
+        h.update(a)  # its C-order bytes, without a copy
     h.update(_canonical(attrs).encode())
     return h.hexdigest()
 
@@ -135,8 +142,9 @@ def _intact_hash(path: Path) -> str | None:
         return None
 
 
-def load(path) -> Checkpoint:
-    """Load a checkpoint folder, or the newest intact checkpoint of a run folder, and verify its hash.
+def load(path, keep=None) -> Checkpoint:
+    """Load a checkpoint folder, or the newest intact checkpoint of a run folder, and verify its hash;
+    ``keep``: a test of array names, the arrays it refuses read and hashed but not kept.
 
     In a run folder, damaged checkpoints newer than the one loaded are listed in ``damaged``; with
     none intact, the newest one's error is raised."""
@@ -144,7 +152,7 @@ def load(path) -> Checkpoint:
     if not path.exists():
         raise IntlmError(f"checkpoint path {path} does not exist")
     if not path.is_dir() or (path / "zarr.json").exists() or STEP_DIR.fullmatch(path.name):
-        arrays, attrs, digest = _read(path)
+        arrays, attrs, digest = _read(path, keep)
         return Checkpoint(arrays=arrays, attrs=attrs, path=path, step=attrs["step"], content_hash=digest)
     clean_stale(path)
     found = list_checkpoints(path)
@@ -153,7 +161,7 @@ def load(path) -> Checkpoint:
     damaged, first_error = [], None
     for candidate in reversed(found):
         try:
-            arrays, attrs, digest = _read(candidate)
+            arrays, attrs, digest = _read(candidate, keep)
         except IntlmError as err:
             damaged.append(str(err))
             first_error = first_error or err
@@ -163,8 +171,9 @@ def load(path) -> Checkpoint:
     raise first_error
 
 
-def _read(path: Path) -> tuple[dict, dict, str]:
-    """(arrays, attrs without content_hash, content_hash) of one checkpoint folder, its hash verified."""
+def _read(path: Path, keep=None) -> tuple[dict, dict, str]:
+    """(arrays, attrs without content_hash, content_hash) of one checkpoint folder, its hash verified;
+    an array is refused (one line) before it is read when it does not fit in the memory available."""
     if not (path / "zarr.json").exists():
         raise IntlmError(f"{path} is not a checkpoint (no zarr.json)")
     try:
@@ -175,17 +184,25 @@ def _read(path: Path) -> tuple[dict, dict, str]:
     expected = stored.pop("content_hash", None)
     if not isinstance(expected, str) or not isinstance(stored.get("step"), int):
         raise IntlmError(f"{path} is not an intlm checkpoint (missing content_hash or step)")
-    try:
-        arrays = {}
-        for name, arr in group.arrays():
+    arrays = {}
+
+    def each():
+        for name, arr in sorted(group.arrays(), key=lambda named: named[0]):
             # A missing chunk would silently read as zeros; we always write every chunk.
             if arr.nchunks_initialized != arr.nchunks:
                 raise IntlmError(f"checkpoint {path} is corrupt: array {name!r} is missing data")
-            arrays[name] = np.asarray(arr[...])
+            memory.refuse(f"reading array {name!r} of checkpoint {path}", arr.nbytes, "it cannot be read here")
+            a = np.asarray(arr[...])
+            if keep is None or keep(name):
+                arrays[name] = a
+            yield name, a
+
+    try:
+        digest = _hash(each(), stored)
     except IntlmError:
         raise
     except Exception as err:
         raise IntlmError(f"checkpoint {path} is corrupt: cannot read its arrays ({type(err).__name__})") from None
-    if content_hash(arrays, stored) != expected:
+    if digest != expected:
         raise IntlmError(f"checkpoint {path} is corrupt: content hash mismatch")
     return arrays, stored, expected

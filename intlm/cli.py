@@ -355,14 +355,16 @@ def sample(checkpoint_path, prompt, length, temperature, top_k, seed, raw):
 
     The sample ends at the first 0 byte (the end of a document), and control bytes other than
     newline and tab are shown escaped (\\x1b), unless --raw."""
-    from .run import load_run
+    from . import memory
+    from .run import load_model
     from .sample import TextOut, generate
 
     if length < 0 or top_k < 0 or not 0 <= temperature <= 64 or not 0 <= seed < 1 << 63:
         raise IntlmError("--length and --top-k must be >= 0, --seed in [0, 2**63), --temperature between 0 and 64")
     if sys.stdout is None:  # closed at launch (intlm sample ... >&-)
         raise IntlmError("standard output is closed: the sample has nowhere to go")
-    run, _ = load_run(checkpoint_path)
+    run, _ = load_model(checkpoint_path)
+    memory.refuse("intlm sample", memory.sampling(run.cfg))
     prompt_bytes = os.fsencode(prompt)  # the bytes typed, even when they are not valid UTF-8
     out = TextOut(sys.stdout, raw)
     out.write(prompt_bytes)
@@ -406,10 +408,12 @@ def eval_cmd(checkpoint_path, corpora, backend):
     from .backends import get
     from .compressors import cached_lines
     from .data import Corpus, baselines
-    from .run import load_run
+    from . import memory
+    from .run import load_model
     from .train import evaluate
 
-    run, attrs = load_run(checkpoint_path)
+    run, attrs = load_model(checkpoint_path)
+    memory.refuse("intlm eval", memory.evaluation(run.cfg, get(backend).name))
     # every corpus checked before any figure, each read a piece at a time (memory bounded on any corpus)
     named = [(source, _corpus(source, stream=True)) for source in corpora]
     if named:

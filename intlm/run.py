@@ -36,7 +36,7 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def data_fingerprint(data: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()[:16]
+    return hashlib.sha256(np.ascontiguousarray(data)).hexdigest()[:16]  # the bytes, not a copy of them
 
 
 def corpus_meta(corpus) -> dict:
@@ -91,18 +91,40 @@ def load_run(path, quiet=False) -> tuple:
     return run, ck.attrs
 
 
-def _load(path, quiet) -> tuple:
-    """load_run's (Run, checkpoint.Checkpoint)."""
-    ck = checkpoint.load(path)
+def load_model(path, quiet=False) -> tuple:
+    """(a Run of the parameters alone, attrs), for intlm eval and sample: the checkpoint's other arrays
+    (the population's state, momentum, the optimiser's state, the anchor) are hashed as they are read
+    and dropped, and nothing is made for them, so memory is the model's whatever population trained it."""
+    ck, cfg = _checked(checkpoint.load(path, keep=_is_parameter), quiet)
+    params = init_params(cfg)
+    for name, want in params.items():
+        got = ck.arrays.get(name)
+        if got is None or got.shape != want.shape or got.dtype != want.dtype:
+            raise IntlmError(f"checkpoint {ck.path} does not match its config: array {name!r}")
+        params[name] = got
+    return Run(cfg, params, None, {}, int(ck.attrs["step"])), ck.attrs
+
+
+def _is_parameter(name: str) -> bool:
+    return name != STATE_ARRAY and not name.startswith((MOMENTUM_PREFIX, optimizers.STATE_PREFIX, ANCHOR_PREFIX))
+
+
+def _checked(ck, quiet) -> tuple:
+    """(the checkpoint, its checked Config); unless ``quiet``, a line names the damaged ones passed over."""
     if ck.damaged and not quiet:
         more = f" (and {len(ck.damaged) - 1} more damaged)" if len(ck.damaged) > 1 else ""
         print(f"warning: passed over a damaged checkpoint ({ck.damaged[0]}){more}; using {ck.path}", file=sys.stderr)
     if ck.attrs.get("format") != CHECKPOINT_FORMAT or "config" not in ck.attrs:
         raise IntlmError(f"{ck.path} is not an intlm training checkpoint")
     try:
-        cfg = Config.from_json(ck.attrs["config"]).check()
+        return ck, Config.from_json(ck.attrs["config"]).check()
     except IntlmError as err:
         raise IntlmError(f"checkpoint {ck.path} holds a config intlm cannot use: {err}") from None
+
+
+def _load(path, quiet) -> tuple:
+    """load_run's (Run, checkpoint.Checkpoint)."""
+    ck, cfg = _checked(checkpoint.load(path), quiet)
     fresh = Run.fresh(cfg)
     loaded = {}
     for name, want in fresh.arrays().items():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import anchor, checkpoint, context, es, optimizers
+from . import anchor, checkpoint, context, es, memory, optimizers
 from .arith import LL_ONE_BIT
 from .atomic import clean_stale
 from .backends import get as get_backend
@@ -201,6 +201,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             if world is not None:
                 world.use_device(backend)
             be = get_backend(backend)
+            memory.refuse("training", memory.training(cfg, len(corpus.train) + len(corpus.val), be.name))
             run_dir.mkdir(parents=True, exist_ok=True)
             held = stack.enter_context(run_lock(run_dir)) if primary else None
             stop = stack.enter_context(StopOnSignal())

@@ -222,14 +222,15 @@ def _mpi_missing():
 
 @pytest.mark.skipif(_mpi_missing(), reason="needs mpi4py and mpirun (pip install 'intlm[mpi]')")
 def test_a_refusal_every_mpi_process_makes_is_printed_once_without_abort(tmp_path, trained):
-    """`mpirun -n 2 ... --mpi-reduce sums` with context tables: rank 0's one line, no MPI_Abort banners."""
+    """`mpirun -n 2 intlm pretrain` with settings every process refuses (a population no memory holds):
+    rank 0's one line, no MPI_Abort banners (the issue's case, --mpi-reduce sums with context tables,
+    is no longer refused at all)."""
     _, store = trained
-    done = subprocess.run(["mpirun", "-n", "2", *command("pretrain", store, "--population", "8", "--width", "16",
-                                                         "--window", "4", "--context-bits", "16", "--mpi-reduce", "sums",
-                                                         "--steps", "1", "--out", tmp_path / "run")],
+    done = subprocess.run(["mpirun", "-n", "2", *command("pretrain", store, "--population", "134217728", "--width",
+                                                         "16", "--window", "4", "--steps", "1", "--out", tmp_path / "run")],
                           capture_output=True, text=True, timeout=120, env=env(tmp_path, NUMBA_NUM_THREADS="1"))
     assert done.returncode == 2
-    one_error_line(done.stderr, "--mpi-reduce sums")
+    one_error_line(done.stderr, "training needs about")
     assert "Abort" not in done.stdout + done.stderr
 
 
@@ -432,3 +433,59 @@ def test_prepare_on_a_full_disk_is_one_error_line(tmp_path):
     assert done.returncode == 2
     one_error_line(done.stderr, f"cannot write corpus store {tmp_path / 'st'}: File too large")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
+
+
+# --- 3: memory estimated before the first allocation --------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("--population", "134217728"), ("--window", "100000", "--population", "1048576"),
+                                  ("--context-bits", "20", "--context-order", "8", "--width", "1024"),
+                                  ("--width", "1024", "--layers", "64", "--population", "65536")],
+                         ids=["population", "window", "tables", "deep"])
+def test_settings_too_large_for_memory_are_refused_before_any_work(monkeypatch, capsys, tmp_path, trained, args):
+    """The issue's four: each crashed with a MemoryError traceback, some after writing log.jsonl."""
+    from intlm import memory
+
+    _, store = trained
+    monkeypatch.setattr(memory, "available", lambda: 16 << 30)  # the same on any machine
+    code, _, err = run_main(monkeypatch, capsys, "pretrain", store, *args, "--steps", "1", "--out", tmp_path / "run")
+    assert code == 2
+    one_error_line(err, "training needs about", "GiB of memory and this machine has 16.0 GiB available")
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_and_sample_do_not_make_the_training_population(tmp_path, trained):
+    """A checkpoint (valid hash) whose config has a population of 2**27: eval and sample read the
+    parameters alone, in the memory of a small model (they made the population's state before)."""
+    run, store = trained
+    ck = checkpoint.load(run / "step-00000002")
+    big = {**ck.attrs, "config": {**ck.attrs["config"], "population": 1 << 27}}
+    checkpoint.save(tmp_path / "big", ck.step, ck.arrays, big)
+    for args in (("eval", tmp_path / "big", store), ("sample", tmp_path / "big", "--length", "20")):
+        code, err, peak = peak_rss(args, tmp_path)
+        assert code == 0, err
+        assert peak < 400 << 20, peak
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
+@pytest.mark.parametrize("backend,args", [
+    ("numpy", ("--context-bits", "18", "--context-order", "4", "--population", "8")),
+    ("numpy", ("--context-bits", "20", "--context-order", "4", "--population", "8")),
+    ("numba", ("--context-bits", "0", "--population", "16384"))], ids=["tables-18", "tables-20", "population"])
+def test_the_training_estimate_is_within_a_factor_of_2_of_the_measured_peak(tmp_path, trained, backend, args):
+    """One step at three sizes whose memory is most of all the parameters and their state (25 and 100 MB of
+    context tables) or the population: measured peak / estimate in [1/2, 2] (0.8 to 1.4 when written)."""
+    import dataclasses
+    from intlm import memory
+    from intlm.config import Config
+    from intlm.data import open_store
+
+    _, store = trained
+    code, err, peak = peak_rss(("pretrain", store, *args, "--width", "16", "--window", "4", "--backend", backend,
+                                "--steps", "1", "--eval-seconds", "1e9", "--out", tmp_path / "run"), tmp_path)
+    assert code == 0, err
+    settings = dict(zip(args[::2], args[1::2]))
+    cfg = dataclasses.replace(Config(), width=16, window=4, **{k[2:].replace("-", "_"): int(v) for k, v in settings.items()})
+    corpus = open_store(store)
+    estimate = memory.training(cfg.check(), len(corpus.train) + len(corpus.val), backend)
+    assert estimate / 2 <= peak <= 2 * estimate, (peak >> 20, estimate >> 20)
