@@ -71,6 +71,21 @@ def checkpoint_state(folder) -> dict:
     return out
 
 
+def same_bytes_three_ways(tmp_path, train, steps: int) -> Path:
+    """``train(out, steps, backend, resume)`` (a run of ``steps`` in folder ``out``) on NumPy, on
+    Numba, and on Numba stopped half way and resumed: all three must write the same last checkpoint,
+    byte for byte. Returns the Numba run's folder."""
+    train(tmp_path / "numpy", steps, "numpy", False)
+    train(tmp_path / "numba", steps, "numba", False)
+    train(tmp_path / "split", steps // 2, "numba", False)
+    train(tmp_path / "split", steps, "numba", True)
+    last = f"step-{steps:08d}"
+    want = checkpoint_state(tmp_path / "numba" / last)
+    assert checkpoint_state(tmp_path / "numpy" / last) == want, "NumPy and Numba differ"
+    assert checkpoint_state(tmp_path / "split" / last) == want, "a resumed run differs from an uninterrupted one"
+    return tmp_path / "numba"
+
+
 def dead_pid() -> int:
     """The pid of a process that has already exited (and been reaped)."""
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

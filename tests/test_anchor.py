@@ -13,7 +13,7 @@ from intlm.config import Config
 from intlm.errors import IntlmError
 from intlm.run import ANCHOR_PREFIX, Run, load_run
 
-from conftest import checkpoint_state, tiny_config
+from conftest import same_bytes_three_ways, tiny_config
 
 
 def random_weights(cfg, seed, spread=127):
@@ -113,14 +113,8 @@ def test_a_run_with_decay_is_the_same_on_both_backends_and_across_resume(corpus,
     """The pull is one NumPy implementation after each backend's update: the NumPy and Numba runs
     write identical checkpoints, a resumed run equals an uninterrupted one, the checkpoint holds the
     anchor (a fresh run's: its initial weights), and the log counts the pulled weights."""
-    run_pretrain(corpus, tmp_path / "numba", 4, backend="numba")
-    run_pretrain(corpus, tmp_path / "numpy", 4, backend="numpy")
-    run_pretrain(corpus, tmp_path / "split", 2, backend="numba")
-    run_pretrain(corpus, tmp_path / "split", 4, backend="numba", resume=True)
-    last = checkpoint_state(tmp_path / "numba" / "step-00000004")
-    assert checkpoint_state(tmp_path / "numpy" / "step-00000004") == last
-    assert checkpoint_state(tmp_path / "split" / "step-00000004") == last
-    run, attrs = load_run(tmp_path / "numba")
+    run, attrs = load_run(same_bytes_three_ways(tmp_path, lambda out, steps, backend, resume: run_pretrain(
+        corpus, out, steps, backend=backend, resume=resume), 4))
     assert attrs["config"]["anchor_decay"] == 1
     initial = model.init_params(run.cfg)
     assert all(np.array_equal(run.anchor[name], initial[name]) for name in initial)

@@ -245,23 +245,13 @@ def test_training_with_tables_is_bit_exact_across_backends_and_resume(corpus, tm
     from intlm import train
     from intlm.run import load_run
 
-    from conftest import checkpoint_state
+    from conftest import same_bytes_three_ways
 
     cfg = tiny_config(population=16, window=6, rank=2, fitness="rank", momentum_shift=3, mlp_ratio=2,
                       alpha_q16=65536, context_bits=8, context_order=3)
 
-    def pretrain(name, steps, backend, resume=False):
-        return train.pretrain(corpus, cfg, tmp_path / name, steps=steps, progress=False, save_seconds=1e9,
-                              backend=backend, resume=resume)
-
-    pretrain("numpy", 4, "numpy")
-    pretrain("numba", 4, "numba")
-    pretrain("split", 2, "numba")
-    pretrain("split", 4, "numba", resume=True)
-    last = "step-00000004"
-    assert checkpoint_state(tmp_path / "numpy" / last) == checkpoint_state(tmp_path / "numba" / last)
-    assert checkpoint_state(tmp_path / "split" / last) == checkpoint_state(tmp_path / "numba" / last)
-    run, _ = load_run(tmp_path / "numba")
+    run, _ = load_run(same_bytes_three_ways(tmp_path, lambda out, steps, backend, resume: train.pretrain(
+        corpus, cfg, out, steps=steps, progress=False, save_seconds=1e9, backend=backend, resume=resume), 4))
     assert np.count_nonzero(run.params[context.NAME]) > 0 and np.count_nonzero(run.momentum[context.NAME]) > 0
     assert run.recurrent.shape == (16, 2, 16) and run.recurrent[:, 1, :2].any()
 

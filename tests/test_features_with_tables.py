@@ -12,7 +12,7 @@ from intlm import context, train
 from intlm.evolve import Objective
 from intlm.run import load_run
 
-from conftest import checkpoint_state, tiny_config
+from conftest import same_bytes_three_ways, tiny_config
 
 TABLES = {"context_bits": 8, "context_order": 3}
 MODELS = {"tables": TABLES, "tables with logits": dict(TABLES, context_logits=1), "no tables": {}}
@@ -40,14 +40,9 @@ def train_run(corpus, cfg, out, steps, backend, objective, resume=False):
 def test_feature_is_bit_exact_across_backends_and_resume(corpus, tmp_path, feature, model):
     changes, objective = FEATURES[feature]
     cfg = tiny_config(**{"population": 8, "alpha_q16": 65536, "mlp_ratio": 2, **changes, **MODELS[model]})
-    train_run(corpus, cfg, tmp_path / "numpy", STEPS, "numpy", objective)
-    train_run(corpus, cfg, tmp_path / "numba", STEPS, "numba", objective)
-    train_run(corpus, cfg, tmp_path / "split", 1, "numba", objective)
-    train_run(corpus, cfg, tmp_path / "split", STEPS, "numba", objective, resume=True)
-    last = f"step-{STEPS:08d}"
-    assert checkpoint_state(tmp_path / "numpy" / last) == checkpoint_state(tmp_path / "numba" / last)
-    assert checkpoint_state(tmp_path / "split" / last) == checkpoint_state(tmp_path / "numba" / last)
-    run, _ = load_run(tmp_path / "numba")
+    folder = same_bytes_three_ways(tmp_path, lambda out, steps, backend, resume: train_run(
+        corpus, cfg, out, steps, backend, objective, resume), STEPS)
+    run, _ = load_run(folder)
     if MODELS[model]:
         assert np.count_nonzero(run.params[context.NAME]) > 0, "the tables did not learn"
     else:

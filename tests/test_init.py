@@ -12,7 +12,7 @@ from intlm import checkpoint, train
 from intlm.errors import IntlmError
 from intlm.run import Run, load_run
 
-from conftest import checkpoint_state, run_main, text_bytes, tiny_config
+from conftest import run_main, same_bytes_three_ways, text_bytes, tiny_config
 
 BASE = dict(population=8, window=4, mlp_ratio=2, alpha_q16=65536, momentum_shift=2)
 TINY = ["--population", "8", "--window", "4"]
@@ -65,17 +65,9 @@ def test_a_run_from_a_checkpoint_is_the_same_on_both_backends_and_across_resume(
     """With Anchored Weight Decay on: NumPy and Numba write identical checkpoints, a resumed run equals
     an uninterrupted one, and the anchor stored is the --init checkpoint's weights."""
     cfg = dataclasses.replace(tiny_config(**BASE), anchor_decay=1)
-    for name, backend in (("numba", "numba"), ("numpy", "numpy")):
-        train.pretrain(corpus, cfg, tmp_path / name, steps=3, progress=False, save_seconds=0, backend=backend,
-                       init=base_run)
-    train.pretrain(corpus, cfg, tmp_path / "split", steps=1, progress=False, save_seconds=0, backend="numba",
-                   init=base_run)
-    train.pretrain(corpus, cfg, tmp_path / "split", steps=3, progress=False, save_seconds=0, backend="numba",
-                   resume=True)
-    last = checkpoint_state(tmp_path / "numba" / "step-00000003")
-    assert checkpoint_state(tmp_path / "numpy" / "step-00000003") == last
-    assert checkpoint_state(tmp_path / "split" / "step-00000003") == last
-    run, _ = load_run(tmp_path / "numba")
+    run, _ = load_run(same_bytes_three_ways(tmp_path, lambda out, steps, backend, resume: train.pretrain(
+        corpus, cfg, out, steps=steps, progress=False, save_seconds=0, backend=backend, resume=resume,
+        init=None if resume else base_run), 3))
     base, _ = load_run(base_run)
     assert all(np.array_equal(run.anchor[k], base.params[k]) for k in base.params)
 
