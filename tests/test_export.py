@@ -175,8 +175,8 @@ def with_hash(data: bytearray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def good_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("good")
+def good_model():
+    """A model file with context tables, random weights."""
     cfg = tiny_config(context_bits=8, context_order=3)
     run = Run.fresh(cfg, random_params(cfg, np.random.default_rng(1)))
     return export.model_bytes(run, "ab" * 32)
