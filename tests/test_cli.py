@@ -185,8 +185,9 @@ def test_run_folder_with_a_corrupt_newest_checkpoint_falls_back(monkeypatch, cap
     for cmd in (["sample", copy, "--length", "5"], ["eval", copy, text]):
         code, out, err = run_main(monkeypatch, capsys, *cmd)
         assert code == 0, err
-        assert err.splitlines() == [f"warning: passed over a damaged checkpoint (checkpoint {copy}/step-00000002 "
-                                    f"is corrupt: content hash mismatch); using {copy}/step-00000001"]
+        warnings = [line for line in err.splitlines() if not line.startswith("compressing the splits")]
+        assert warnings == [f"warning: passed over a damaged checkpoint (checkpoint {copy}/step-00000002 "
+                            f"is corrupt: content hash mismatch); using {copy}/step-00000001"]
     assert out.startswith("step 1:")
     shutil.rmtree(copy / "step-00000001")
     code, _, err = run_main(monkeypatch, capsys, "eval", copy, text)
