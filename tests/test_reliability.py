@@ -59,6 +59,18 @@ def command(*args):
     return [sys.executable, "-m", "intlm.cli", *map(str, args)]
 
 
+def act_when(proc, ready, act) -> str:
+    """Wait until ``ready()`` (or the process has ended, or 120 s), then ``act()``; the process's stderr."""
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and not ready():
+            time.sleep(0.002)
+        act()
+        return proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+
+
 def env(tmp_path, **extra):
     return {**os.environ, "INTLM_CACHE": str(tmp_path / "cache"),
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
@@ -122,16 +134,8 @@ def test_a_hanging_objective_stopped_by_two_sigints_exits_130(tmp_path, trained,
     proc = subprocess.Popen(command("evolve", "--objective", f"{objectives}:hangs", "--init", run, "--out",
                                     tmp_path / "evolved", "--steps", "5", "--population", "8", "--backend", "numpy"),
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env(tmp_path))
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "hanging").exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    err = act_when(proc, (tmp_path / "hanging").exists, lambda: [proc.send_signal(signal.SIGINT), time.sleep(0.2),
+                                                                   proc.send_signal(signal.SIGINT)])
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("stopped by SIGINT"), err
 
@@ -162,15 +166,8 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, trained):
     run, _ = trained
     proc = subprocess.Popen(command("sample", run, "--length", "100000000"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env(tmp_path))
-    try:
-        maps = Path(f"/proc/{proc.pid}/maps")
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline and "numpy" not in maps.read_text():
-            time.sleep(0.001)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    maps = Path(f"/proc/{proc.pid}/maps")
+    err = act_when(proc, lambda: "numpy" in maps.read_text(), lambda: proc.send_signal(signal.SIGINT))
     assert proc.returncode == 130, err
     assert err.strip() == "error: interrupted", err
 
@@ -275,16 +272,8 @@ def test_a_run_whose_folder_is_removed_or_replaced_stops_and_writes_nothing_more
     proc = subprocess.Popen(command("pretrain", store, *TINY, "--steps", "100000", "--save-seconds", "0",
                                     "--eval-seconds", "1000", "--out", out),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(tmp_path))
-    try:
-        deadline = time.monotonic() + 120
-        while not checkpoint.list_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        out.rename(tmp_path / "old")
-        if how == "replaced":
-            out.mkdir()
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    err = act_when(proc, lambda: checkpoint.list_checkpoints(out),
+                   lambda: [out.rename(tmp_path / "old"), how == "replaced" and out.mkdir()])
     assert proc.returncode == 2
     one_error_line(err, f"{out} was removed or replaced while this run trained")
     assert sorted(os.listdir(out)) == [] if how == "replaced" else not out.exists()
