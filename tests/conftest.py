@@ -5,6 +5,7 @@ the whole suite, Numba compilation included, runs in a few minutes on two busy c
 """
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,19 @@ def dead_pid() -> int:
     """The pid of a process that has already exited (and been reaped)."""
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     return int(done.stdout)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """No test touches the user's corpus cache (~/.cache/intlm): the session, and every process a
+    test starts, caches corpora in a folder of its own unless a test names another."""
+    old = os.environ.get("INTLM_CACHE")
+    os.environ["INTLM_CACHE"] = str(tmp_path_factory.mktemp("intlm-cache"))
+    yield
+    if old is None:
+        del os.environ["INTLM_CACHE"]
+    else:
+        os.environ["INTLM_CACHE"] = old
 
 
 @pytest.fixture
