@@ -5,9 +5,11 @@ __version__ = "0.1.0"
 import os as _os
 import sys as _sys
 
-if _sys.argv and (_sys.argv[0] == "-m" or _os.path.basename(_sys.argv[0]) == "intlm"):
-    # the command is starting (its console script, or python -m intlm.cli): no traceback for a Ctrl-C
-    # while its modules load (cli._main takes over)
+_argv = getattr(_sys, "orig_argv", [])
+if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "intlm" or any(
+        a == "-m" and b == "intlm.cli" for a, b in zip(_argv, _argv[1:])):
+    # the command is starting (its console script, or python -m intlm.cli, not another module of the
+    # package): no traceback for a Ctrl-C while its modules load (cli._main takes over)
     from .signals import quiet_start
 
     quiet_start()
