@@ -39,6 +39,17 @@ SAVE, TIME_UP = 1, 2
 SIGNAL_SHIFT = 8  # the signal number, shifted past the flags
 
 
+def control_word(signum=None, save=False, time_up=False) -> int:
+    """What one process asks of all after a step: a signal it caught, and (rank 0's) a save due or
+    the time up. The words of all processes are OR'ed in the step's Allgatherv (allgather_fitness)."""
+    return ((signum or 0) << SIGNAL_SHIFT) | (SAVE if save else 0) | (TIME_UP if time_up else 0)
+
+
+def read_control(word: int) -> tuple:
+    """(signal number or None, save due, time up) of an OR'ed control word."""
+    return (word >> SIGNAL_SHIFT) or None, bool(word & SAVE), bool(word & TIME_UP)
+
+
 def pair_ranges(pairs: int, processes: int) -> list:
     """Contiguous [p0, p1) per process covering range(pairs) once, sizes differing by at most one
     (the first ``pairs % processes`` get the extra pair)."""

@@ -225,9 +225,36 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             print(header(run_dir, run.step, task, be, run.cfg, world, origin), file=sys.stderr)
         with compiling(progress and primary):
             warm_up(task, run.cfg, corpus, be)
-        _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds,
-              save_seconds, eval_bytes, progress and primary, sample_seconds, world, held, keep_last)
+        schedule = Schedule(steps, minutes, eval_seconds, save_seconds, eval_bytes, sample_seconds, keep_last)
+        _loop(run, task, corpus, be, stop, world, schedule, Output(run_dir, meta, log, clock, held, progress and primary))
     return run
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When a run stops (``steps``, ``minutes``: whichever first), validates on a sample of
+    ``eval_bytes``, saves, shows a line of sampled text (0: never) and which checkpoints it keeps
+    (the newest ``keep_last``; 0: all): the wall-clock decisions, none of which changes the bytes."""
+    steps: int = None
+    minutes: float = None
+    eval_seconds: float = 30.0
+    save_seconds: float = 60.0
+    eval_bytes: int = 1 << 16
+    sample_seconds: float = 0.0
+    keep_last: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """Where a run writes (rank 0's; the others' hold None): its folder, the corpus record its
+    checkpoints carry, the open log and the training seconds of earlier invocations, the folder's
+    lock (checked before every write), and whether the progress line is drawn."""
+    run_dir: Path
+    meta: dict
+    log: object
+    clock: float
+    held: object
+    progress: bool
 
 
 def warm_up(task, cfg: Config, corpus, backend):
@@ -241,27 +268,32 @@ def warm_up(task, cfg: Config, corpus, backend):
     evaluate(run.params, small, corpus.val, backend, max_bytes=1)
 
 
-def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes, eval_seconds, save_seconds,
-          eval_bytes, progress, sample_seconds=0.0, world=None, held=None, keep_last=0):
+def _loop(run, task, corpus, be, stop, world, schedule: Schedule, out: Output):
     """The steps, each logged before it may be saved (so a checkpoint's step is always in the log),
     then the final save, evaluation and record; a signal ends it with a save and Stopped.
 
     Under MPI (``world``) rank 0's clock decides saves and --minutes, a signal on any process stops
-    all, and these decisions reach every process in the control word of the step's Allgatherv;
-    rank 0 alone logs, evaluates and writes, after the state rows are gathered to it. ``held``: the run
-    folder's lock (rank 0's), checked before every log write and save (lock.Held.check)."""
+    all, and these decisions reach every process in the control word of the step's Allgatherv
+    (distributed.control_word); rank 0 alone logs, evaluates and writes, after the state rows are
+    gathered to it. ``out.held``: the run folder's lock, checked before every log write and save."""
     from . import distributed
 
-    cfg = run.cfg
+    cfg, when = run.cfg, schedule
     primary = world is None or world.primary
-    bar = Progress(steps, minutes * 60 if minutes else None, progress, task.figure)
+    minutes = when.minutes
+    bar = Progress(when.steps, minutes * 60 if minutes else None, out.progress, task.figure)
     start = time.perf_counter()
     last_eval = last_save = last_sample = start
     tokens_done, tokens, val_bpb, figure = 0, 0, None, 0.0
-    time_up, stats_control = False, 0
+    time_up, all_signalled = False, False
 
     def total_seconds():  # training time over all sessions
-        return clock + time.perf_counter() - start
+        return out.clock + time.perf_counter() - start
+
+    def write(record):
+        out.held.check()
+        out.log.write(json.dumps(record) + "\n")
+        out.log.flush()
 
     def save():
         if world is not None:
@@ -269,60 +301,52 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
             world.gather_state(run.recurrent)
             if not primary:
                 return None
-        held.check()
-        path = run.save(run_dir, meta)
-        checkpoint.prune(run_dir, keep_last)
+        out.held.check()
+        path = run.save(out.run_dir, out.meta)
+        checkpoint.prune(out.run_dir, when.keep_last)
         return path
 
     while not time_up and (world is not None or stop.signum is None):
         now = time.perf_counter()
         elapsed = now - start
-        if steps is not None and run.step >= steps:
+        if when.steps is not None and run.step >= when.steps:
             break
         if world is None and minutes is not None and elapsed >= minutes * 60:
             break
-        if world is not None and stop.signum is not None and stats_control >> distributed.SIGNAL_SHIFT:
+        if world is not None and stop.signum is not None and all_signalled:
             break  # every process has seen the signal in the last step's control word
         control = 0
         if world is not None:  # what this process asks of all after this step
-            if stop.signum is not None:
-                control |= stop.signum << distributed.SIGNAL_SHIFT
-            if primary:
-                if now - last_save >= save_seconds:
-                    control |= distributed.SAVE
-                if minutes is not None and elapsed >= minutes * 60:
-                    control |= distributed.TIME_UP
+            control = distributed.control_word(stop.signum, primary and now - last_save >= when.save_seconds,
+                                               primary and minutes is not None and elapsed >= minutes * 60)
         stats = task.step(run, be, world, control)
         fields, figure, tokens = task.figures(cfg, stats)
         tokens_done += tokens
         now = time.perf_counter()
         if world is not None:
-            control = stats_control = stats["control"]
-            if control >> distributed.SIGNAL_SHIFT and stop.signum is None:
-                stop.signum = control >> distributed.SIGNAL_SHIFT
-            time_up = bool(control & distributed.TIME_UP)
-            save_due = bool(control & distributed.SAVE)
+            signum, save_due, time_up = distributed.read_control(stats["control"])
+            all_signalled = signum is not None
+            if all_signalled and stop.signum is None:
+                stop.signum = signum
             if run.step % distributed.GUARD_STEPS == 0 and not save_due:
                 world.guard(run.params, run.step)
         else:
-            save_due = now - last_save >= save_seconds
+            save_due = now - last_save >= when.save_seconds
         if primary:
             record = {"step": run.step, "elapsed_s": round(total_seconds(), 3), **fields,
                       **{k: stats[k] for k in ("ties", "moved", "pulled") if k in stats},
                       "tokens_per_s": round(tokens_done / max(now - start, 1e-9))}
             if tokens_done == tokens:  # an invocation's first record: what it trains with and on
                 record.update(config=cfg.to_json(), backend=be.name)
-            if now - last_eval >= eval_seconds:
-                val_bpb = evaluate(run.params, cfg, corpus.val, be, max_bytes=eval_bytes)
+            if now - last_eval >= when.eval_seconds:
+                val_bpb = evaluate(run.params, cfg, corpus.val, be, max_bytes=when.eval_bytes)
                 record["val_bpb_sample"] = round(val_bpb, 4)
                 last_eval = time.perf_counter()
-            held.check()
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            write(record)
         if save_due:
             save()
             last_save = time.perf_counter()
-        if progress and sample_seconds and now - last_sample >= sample_seconds:  # progress: rank 0 only
+        if out.progress and when.sample_seconds and now - last_sample >= when.sample_seconds:  # rank 0 only
             bar.sample(run.step, preview(run.params, cfg, SAMPLE_BYTES, seed=run.step))
             last_sample = time.perf_counter()
         if primary:
@@ -334,7 +358,5 @@ def _loop(run, task, corpus, be, run_dir, meta, log, clock, stop, steps, minutes
         return
     val_bpb = evaluate(run.params, cfg, corpus.val, be)
     elapsed = time.perf_counter() - start
-    held.check()
-    log.write(json.dumps({"step": run.step, "elapsed_s": round(total_seconds(), 3), "val_bpb": round(val_bpb, 4),
-                          "final": True}) + "\n")
+    write({"step": run.step, "elapsed_s": round(total_seconds(), 3), "val_bpb": round(val_bpb, 4), "final": True})
     bar.show(run.step, elapsed, figure, val_bpb, tokens, final=True)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # 7 pairs: uneven shares for 2, 3 and 4 processes; CLI defaults otherwise (rank fitness, momentum),
 # but no context tables (test_context_tables_under_mpi_... has them)
 TINY = ["--population", "14", "--width", "16", "--layers", "1", "--mlp-ratio", "1", "--window", "4",
-        "--save-seconds", "0", "--eval-seconds", "1000", "--context-bits", "0"]
+        "--save-seconds", "0", "--keep-last", "0", "--eval-seconds", "1000", "--context-bits", "0"]
 STEPS = 4
 
 
