@@ -38,14 +38,14 @@ ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negl
 CONTEXT_BITS = (8, 20)  # the context tables' rows: 2**8 .. 2**20 (context.py)
 CONTEXT_ORDERS = (2, 8)  # tables for the last 2 .. N bytes, N at most 8 (a hash key is 8 bytes)
 # What `intlm pretrain` adds to the defaults below: the context tables that learned fastest per
-# second (README, "Context tables").
+# second (scripts/learning/README.md, "Context tables: the targets met").
 PRETRAIN_CONTEXT = {"context_bits": 16, "context_order": 4}
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Defaults are the settings that learned fastest per second of wall time on a 2-core CPU
-    (Shakespeare, see the README's study): a narrow model, graded fitness, momentum. ``intlm
+    (Shakespeare, see scripts/learning/README.md): a narrow model, graded fitness, momentum. ``intlm
     pretrain`` adds context tables to them (PRETRAIN_CONTEXT); a Config's own defaults stay the model
     without tables, which every optimiser, backend and earlier study command runs."""
     width: int = 32

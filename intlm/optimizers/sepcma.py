@@ -14,7 +14,7 @@ w_j proportional to mu - j (integers summing to 2**16; the log weights of CMA-ES
     global log S += c_s / (2 ln 2 d_s) * (|path|**2 / n - 1)       CSA on the squared norm
 
 with d_s = --sepcma-damping (1 unless set, the CMA-ES default at these n; a larger d_s slows the
-growth of the global step that a steadily drifting mean causes, see the README), c_s, c_mu the
+growth of the global step that a steadily drifting mean causes, see scripts/optimizers/README.md), c_s, c_mu the
 sep-CMA-ES defaults for n weights and mu_eff (integers in 1/65536, from the integer weights), each
 product rounded half away from 0, so flipping every z flips the mean's step and the path and leaves
 the step sizes alone. No rank-one update (no second path): with n ~ 10**4..10**5 weights its rate
