@@ -7,7 +7,7 @@ stateful generator, and both members of a pair continue the same prompt with the
 difference of their scores is their perturbation's doing (as both read the same bytes when
 pretraining). The objective, a plain function ``objective(samples: list[bytes]) -> list[int]``,
 scores the samples (member order: pair p's + member, then its - member); its scores are the members'
-fitnesses and the update is train.apply_fitness, pretraining's own. The context tables' sparse
+fitnesses and the update is step.apply_fitness, pretraining's own. The context tables' sparse
 update counts, for each pair, the rows either of its members read while writing (the two read
 different bytes once their samples differ, and the pair's score difference depends on the noise of
 every row either read).
@@ -35,7 +35,7 @@ from .noise import stream_key
 from .progress import Laps
 from .sample import choose
 from .signals import interruption
-from .train import apply_fitness
+from .step import apply_fitness
 
 DEFAULT_PROMPTS = (b"", b"\n", b"The ", b"I ", b"And ", b"What ", b"My lord, ", b"KING.\n")
 PROMPT_MAX = 4096  # bytes a prompt may have

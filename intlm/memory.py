@@ -61,12 +61,15 @@ def available() -> int:
 def _state_per_parameter(cfg: Config) -> int:
     """Bytes per parameter besides the parameter itself (momentum, the optimiser's state, the anchor),
     read off a run of the same settings at width 16, one layer, no tables."""
-    from .run import STATE_ARRAY, Run
+    from . import optimizers
+    from .model import init_params
 
     small = dataclasses.replace(cfg, width=16, layers=1, mlp_ratio=1, population=16, context_bits=0,
                                 context_order=Config.context_order)
-    run = Run.fresh(small)
-    held = sum(a.nbytes for name, a in run.arrays().items() if name not in run.params and name != STATE_ARRAY)
+    params = init_params(small)
+    momentum, state = optimizers.get(small.optimizer).init_state(small, params)
+    anchor = params if small.anchor_decay else {}  # run.Run.fresh's arrays, without importing run (it imports us)
+    held = sum(a.nbytes for arrays in (momentum, state, anchor) for a in arrays.values())
     return -(-held // parameter_count(small))
 
 

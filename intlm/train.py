@@ -8,7 +8,7 @@ The run's integer state, its checkpoint format and the fresh-or-resume decision 
 progress line and phase timers in progress.py. ``evaluate`` stays here: it is the validation figure
 the loop logs (and ``intlm eval`` prints), a loop over the backend's forward and nothing else.
 What a step optimises is a task: CorpusFitness (pretraining) here, evolve.Objective for ``intlm
-evolve``; both end in ``apply_fitness``, the one EGGROLL update.
+evolve``; both end in ``step.apply_fitness``, the one EGGROLL update (step.py: the step itself).
 """
 
 import contextlib
@@ -20,20 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import anchor, checkpoint, context, es, memory, optimizers
+from . import checkpoint, memory, optimizers
 from .arith import LL_ONE_BIT
 from .atomic import clean_stale
 from .backends import get as get_backend
 from .config import Config
-from .data import stream_windows
 from .errors import IntlmError, Stopped
 from .lock import run_lock
 from .model import state_shape
-from .progress import Laps, Progress, compiling, header
+from .progress import Progress, compiling, header
 from .run import Run, corpus_meta, refuse_missing, resume_or_fresh
 from .runlog import open_log
 from .sample import preview
 from .signals import StopOnSignal
+from .step import train_step
 
 EVAL_BURN_IN = 64  # bytes each validation stream reads before it is scored
 SAMPLE_BYTES = 100  # length of the text sample in the progress output
@@ -75,70 +75,6 @@ def _stream_bytes(data, begins: np.ndarray, length: int) -> np.ndarray:
         if len(piece) < length:
             row[len(piece):] = data[len(data) - 1:]
     return out
-
-
-def _pair_slice(noise, p0, p1):
-    """The noise of pairs [p0, p1) from every pair's noise (views; the pair axis is first)."""
-    return {k: tuple(a[p0:p1] for a in v) if isinstance(v, tuple) else v[p0:p1] for k, v in noise.items()}
-
-
-def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=None, control=0) -> dict:
-    """One EGGROLL step in place; returns integer statistics of it. ``timings``, a dict, collects
-    the seconds of its phases: data, noise, reads (the tables' rows), forward, fitness, sums, update
-    (and comm under MPI).
-
-    ``world`` (distributed.World): this process evaluates its pairs [p0, p1) only, and one
-    Allgatherv gives every process the whole fitness vector (and the OR of the processes'
-    ``control`` words, returned as stats["control"]); the update is every process's alike."""
-    cfg = run.cfg
-    lap = Laps(timings)
-    tokens = stream_windows(train_data, cfg.pairs, run.step, cfg.window)
-    lap("data")
-    sums = world is not None and world.reduce == "sums"  # Z from own pairs, summed over processes
-    noise = backend.make_noise(cfg, run.step, world.p0, world.p1) if sums else backend.make_noise(cfg, run.step)
-    lap("noise")
-    reads, after = context.window_reads(backend, cfg, tokens, run.recurrent)  # before the forward moves them on
-    lap("reads")
-    if world is None:
-        fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.recurrent)
-        if cfg.pair_state == "mean":
-            es.share_pair_state(run.recurrent)
-        lap("forward")
-    else:
-        p0, p1 = world.p0, world.p1
-        mine = noise if sums else _pair_slice(noise, p0, p1)
-        local = backend.population_fitness(run.params, cfg, mine, tokens, run.recurrent, p0, p1)
-        if cfg.pair_state == "mean":
-            es.share_pair_state(run.recurrent[2 * p0:2 * p1])
-        context.keep_history(cfg, run.recurrent, after)  # every pair's, not only this process's
-        lap("forward")
-        fitness, control = world.allgather_fitness(local, control)
-        lap("comm")
-    stats = apply_fitness(run, backend, noise, fitness, lap, world, reads)
-    return {"fitness_sum": int(fitness.astype(np.int64).sum()), **stats, "control": control}
-
-
-def apply_fitness(run: Run, backend, noise, fitness, lap, world=None, reads=None) -> dict:
-    """The EGGROLL update from the members' fitnesses, whatever scored them (the corpus here, an
-    objective in evolve.py): shaping, the sums Z, the thresholded steps, the anchor's pull; then the
-    step is done. ``noise``: this step's (under ``world`` with reduce "sums", this process's pairs');
-    ``reads``: the rows of the tables each pair's window read (context.window_reads).
-    Returns the tie count, the weights moved and (with Anchored Weight Decay) the weights pulled."""
-    cfg = run.cfg
-    f, ties = es.shape_fitness(fitness, cfg.fitness)
-    lap("fitness")
-    if world is not None and world.reduce == "sums":
-        local = None if reads is None else reads[world.p0:world.p1]
-        Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[world.p0:world.p1], local))
-    else:
-        Z = backend.update_sums(cfg, noise, f, reads)
-    lap("sums")
-    stats = {"ties": ties, "moved": backend.update(run.params, cfg, run.step, f, Z, run.momentum)}
-    if cfg.anchor_decay:
-        stats["pulled"] = anchor.pull(run.params, run.anchor, cfg, run.step)
-    lap("update")
-    run.step += 1
-    return stats
 
 
 class CorpusFitness:

@@ -14,6 +14,7 @@ from intlm import evolve, model, train
 from intlm.errors import IntlmError
 from intlm.evolve import DEFAULT_PROMPTS, Objective, check_scores, generate_population, load_objective
 from intlm.run import Run, load_run
+from intlm.step import apply_fitness
 
 from conftest import checkpoint_state, random_params, run_main, tiny_config
 
@@ -185,7 +186,7 @@ def test_an_objective_that_raises_is_one_error_with_its_first_line(objective_mod
 
 
 def test_the_update_is_pretrainings_on_the_scores(objective_module):
-    """One evolve step equals train.apply_fitness with the objective's scores of the samples as the
+    """One evolve step equals step.apply_fitness with the objective's scores of the samples as the
     fitness, from the same noise, on the same starting run: the update is the same function."""
     cfg = tiny_config(population=8, mlp_ratio=2, alpha_q16=65536)
     be = train.get_backend("numpy")
@@ -195,7 +196,7 @@ def test_the_update_is_pretrainings_on_the_scores(objective_module):
     noise = be.make_noise(cfg, 0)
     scores = np.array(task.function(generate_population(b.params, cfg, noise, task.prompts, 6, 16, 0, 0)))
     assert stats["score_sum"] == scores.sum()
-    train.apply_fitness(b, be, noise, scores, lambda phase: None)
+    apply_fitness(b, be, noise, scores, lambda phase: None)
     assert a.step == b.step == 1 and all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
 
 

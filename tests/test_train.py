@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from intlm import es, train
+from intlm.optimizers import eggroll
 from intlm.data import Corpus
 from intlm.errors import IntlmError, Stopped
 from intlm.run import Run, load_run
@@ -347,7 +348,7 @@ def signal_after_step(monkeypatch, at_step, signum):
             os.kill(os.getpid(), signum)
         return stats
 
-    monkeypatch.setattr(train, "train_step", step_then_signal)
+    monkeypatch.setattr(eggroll, "train_step", step_then_signal)  # the step the eggroll optimiser takes
 
 
 def test_sigint_saves_after_the_current_step(corpus, tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ the same counter-hash noise (noise.py), through a backend's forward and noise (b
 is bit-identical on every backend and resumes bit-exactly: its state is integer arrays saved in the
 checkpoint beside the weights (run.py). One module per method:
 
-- eggroll: low-rank antithetic perturbations, thresholded +-1 steps (es.py, train.train_step)
+- eggroll: low-rank antithetic perturbations, thresholded +-1 steps (es.py, step.train_step)
 - openes: the same update with full-rank perturbations of every weight (openes.py)
 - spsa: MeZO-style, a handful of full-rank antithetic pairs per step, perturbed in place (spsa.py)
 - sepcma: separable CMA-ES with integer fixed-point mean, log step sizes and path (sepcma.py)

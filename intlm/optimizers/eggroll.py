@@ -1,6 +1,7 @@
-"""EGGROLL behind the optimiser interface: the step is train.train_step, the update es.py's."""
+"""EGGROLL behind the optimiser interface: the step is step.train_step, the update es.py's."""
 
 from .. import es
+from ..step import train_step
 from . import Optimizer
 
 
@@ -11,6 +12,4 @@ class Eggroll(Optimizer):
         return es.init_momentum(cfg, params), {}
 
     def step(self, run, train_data, backend) -> dict:
-        from ..train import train_step  # train imports the optimisers
-
         return train_step(run, train_data, backend)
