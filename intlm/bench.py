@@ -12,7 +12,6 @@ backend's own tile kernel, a plain Numba int8 dot (what LLVM makes of a straight
 float32 BLAS for comparison. Figures are medians over ``repeats``.
 """
 
-import dataclasses
 import json
 import resource
 import subprocess
@@ -23,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 from tqdm import tqdm
 
+from . import context
 from .backends.numba import gemm as cpu_gemm
 from .config import Config
 from .model import VOCAB
@@ -89,7 +89,7 @@ def measure(cfg: Config, repeats: int = 10, backend: str = "auto") -> dict:
     data = synthetic_bytes(max(1 << 20, 4 * cfg.pairs * (cfg.window + 1)))
     _, step, infer = timers(cfg, be, data)
     # with context tables, a step of the same model without them beside each step: the tables' share
-    plain = timers(dataclasses.replace(cfg, context_bits=0, context_order=2), be, data)[1] if cfg.context_bits else None
+    plain = timers(context.without(cfg), be, data)[1] if context.without(cfg) else None
     step(), infer(), plain and plain()  # compile, or load the compiled kernels
     train_s, infer_s, plain_s, phases = [], [], [], []
     for _ in range(repeats):
@@ -107,7 +107,7 @@ def measure(cfg: Config, repeats: int = 10, backend: str = "auto") -> dict:
     ratio = float(np.median(np.array(infer_s) / np.array(train_s)))
     return {
         "width": cfg.width, "layers": cfg.layers, "population": cfg.population, "rank": cfg.rank,
-        "window": cfg.window, "context_bits": cfg.context_bits, "context_order": cfg.context_order if cfg.context_bits else 0,
+        "window": cfg.window, "context_bits": cfg.context_bits, "context_order": cfg.context_order * context.state_rows(cfg),
         "backend": be.name,
         "train_tokens_per_s": round(train), "inference_tokens_per_s": round(inference),
         "ratio": float(f"{ratio:.3g}"),  # significant digits: a step slowed by a busy machine is not 0

@@ -90,6 +90,25 @@ def read_bytes(stored):
     return np.asarray(stored, np.int64) & 255
 
 
+def describe(cfg: Config) -> str:
+    """The tables in a few words, for a run's header ("" without them)."""
+    if not cfg.context_bits:
+        return ""
+    logits = ", rows into the logits too" if cfg.context_logits else ""
+    return f"{cfg.context_order - 1} context tables of 2^{cfg.context_bits} rows{logits}"
+
+
+def without(cfg: Config):
+    """The same model without tables (what they cost is measured against it), or None without them."""
+    return dataclasses.replace(cfg, context_bits=0, context_order=2, context_logits=0) if cfg.context_bits else None
+
+
+def may_add(base: Config, field: str) -> bool:
+    """Whether a run started from a checkpoint of ``base`` may change ``field``: tables may be added
+    to a model without them (they start at zero, so its function stays the checkpoint's)."""
+    return field in ("context_bits", "context_order", "context_logits") and not base.context_bits
+
+
 def state_rows(cfg: Config) -> int:
     """Rows the tables add to the recurrent state (model.state_shape): one, for the bytes before."""
     return 1 if cfg.context_bits else 0

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import context
 from .arith import EXP2_NEG
 from .atomic import atomic_file
 from .errors import IntlmError
@@ -73,7 +74,7 @@ def model_bytes(run, checkpoint_hash: str) -> bytes:
                 and getattr(cfg, f.name) != f.default]
     if settings:
         raise IntlmError(f"the C runtime does not know the setting(s) {', '.join(settings)} of this model")
-    names = DENSE + ((CONTEXT,) if cfg.context_bits else ())
+    names = DENSE + (CONTEXT,) * context.state_rows(cfg)  # the table's row in the state: one with tables
     params = sorted(set(run.params) - set(names))
     if params:  # a parameter this runtime would not read: its output could not be the sampler's
         raise IntlmError(f"the C runtime does not know the parameter(s) {', '.join(params)} of this model")
@@ -93,7 +94,7 @@ def model_bytes(run, checkpoint_hash: str) -> bytes:
                                   offset + len(body), a.nbytes))
         body += a.tobytes()
         body += bytes(-len(body) % ALIGN)
-    tables = bool(cfg.context_bits)
+    tables = context.state_rows(cfg)  # 1 with tables, else 0 (their order and logits then written as 0)
     fixed = FIXED.pack(cfg.width, cfg.layers, cfg.mlp_ratio, cfg.context_bits, cfg.context_order * tables,
                        cfg.context_logits * tables, len(tensors), run.step, checkpoint_hash.encode(), check)
     rest = fixed + b"".join(entries) + bytes(offset - header) + bytes(body)

@@ -162,10 +162,11 @@ def fit(fields: dict, width: int) -> tuple:
 def header(run_dir, step, task, backend, cfg, world=None, origin=None) -> str:
     """A few short lines saying what is about to train: the model and its parameters, the population,
     the corpus, the backend and its threads (the full config goes into the run's log.jsonl)."""
+    from . import context
     from .config import parameter_count
 
     layers = f"{cfg.layers} layer" + ("s" if cfg.layers > 1 else "")
-    tables = f", {cfg.context_order - 1} context tables of 2^{cfg.context_bits} rows" if cfg.context_bits else ""
+    tables = context.describe(cfg) and ", " + context.describe(cfg)
     procs = f" x {world.size} MPI processes" if world is not None else ""
     return "\n".join([
         f"training {run_dir} from step {step}" + (f" of {origin}" if origin else ""),

@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import checkpoint, optimizers
+from . import checkpoint, context, optimizers
 from .atomic import clean_stale
 from .config import Config
 from .errors import IntlmError
@@ -31,7 +31,7 @@ ANCHOR_PREFIX = "anchor."  # the weights Anchored Weight Decay pulls toward, whe
 # attrs a run carries from checkpoint to checkpoint when it has them: "init" (the checkpoint it
 # started from: path, content hash, step) and "objective" (evolve's objective and sampling settings)
 RECORDS = ("init", "objective")
-SHAPE_FIELDS = ("width", "layers", "mlp_ratio", "context_bits", "context_order")  # what a run started from a checkpoint keeps of it
+SHAPE_FIELDS = ("width", "layers", "mlp_ratio", "context_bits", "context_order", "context_logits")  # what a run started from a checkpoint keeps of it
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -150,10 +150,10 @@ def start_from(path, cfg: Config, typed=None, quiet=False) -> Run:
     run folder: its newest intact one), recording that checkpoint's path and content hash. Its
     config: the checkpoint's model shape, and ``cfg``'s settings named in ``typed`` (None: all of
     them) over the checkpoint's others; a typed shape that differs is refused, except context tables
-    added to a model without them (``_grows``)."""
+    added to a model without them (context.may_add)."""
     base, ck = _load(path, quiet)
     new = cfg if typed is None else _typed_over(base.cfg, cfg, typed)
-    clash = [k for k in SHAPE_FIELDS if getattr(new, k) != getattr(base.cfg, k) and not _grows(base.cfg, new, k)]
+    clash = [k for k in SHAPE_FIELDS if getattr(new, k) != getattr(base.cfg, k) and not context.may_add(base.cfg, k)]
     if clash:
         have = ", ".join(f"{k.replace('_', ' ')} {getattr(base.cfg, k)}" for k in clash)
         flags = ", ".join("--" + k.replace("_", "-") for k in clash)
@@ -164,12 +164,6 @@ def start_from(path, cfg: Config, typed=None, quiet=False) -> Run:
     # a parameter the checkpoint lacks (tables added) starts as a new model's: zero, for a table
     return Run.fresh(new, {**init_params(new), **base.params}, {"init": record})
 
-
-def _grows(base: Config, new: Config, field: str) -> bool:
-    """Whether ``field`` may differ between a checkpoint's config and a run started from it: context
-    tables may be added to a model without them, since they start at zero and leave its function as
-    it was (the model grows, its first evaluation is the checkpoint's)."""
-    return field in ("context_bits", "context_order") and not base.context_bits
 
 
 class Start(NamedTuple):
