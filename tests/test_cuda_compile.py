@@ -20,14 +20,14 @@ def compile_cubin(text: str, name: str, arch: str, extra=()) -> tuple:
         opts = [o.encode() for o in sources.options() + tuple(extra)] + [f"--gpu-architecture={arch}".encode()]
         (result,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
         _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-        log = b" " * size
+        log = bytearray(size)  # a buffer NVRTC writes into: never a bytes object (b" " * 1 is the interpreter's cached b" ")
         nvrtc.nvrtcGetProgramLog(prog, log)
         if result != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             return False, log.decode(errors="replace"), ""
         _, cubin_size = nvrtc.nvrtcGetCUBINSize(prog)
         assert cubin_size > 0
         _, ptx_size = nvrtc.nvrtcGetPTXSize(prog)
-        ptx = b" " * ptx_size
+        ptx = bytearray(ptx_size)
         nvrtc.nvrtcGetPTX(prog, ptx)
         return True, log.decode(errors="replace"), ptx.decode(errors="replace")
     finally:
