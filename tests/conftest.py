@@ -107,6 +107,13 @@ def private_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A test's own corpus cache (INTLM_CACHE), empty at its start: the folder."""
+    monkeypatch.setenv("INTLM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
 def cfg_factory():
     return tiny_config
 

@@ -204,11 +204,7 @@ def test_compressor_lines_alone_and_given_the_training_split(tmp_path):
 
 # --- intlm plot ----------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path, monkeypatch):
-    """Keep prepared text corpora out of the home folder."""
-    monkeypatch.setenv("INTLM_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("cache_dir")  # each test its own corpus cache (conftest.py)
 
 
 @pytest.fixture

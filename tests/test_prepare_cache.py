@@ -12,10 +12,7 @@ from conftest import run_main, text_bytes
 from test_cli import assert_one_error_line
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("INTLM_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("cache_dir")  # each test its own corpus cache (conftest.py)
 
 
 @pytest.fixture
