@@ -89,7 +89,8 @@ def measure(cfg: Config, repeats: int = 10, backend: str = "auto") -> dict:
     data = synthetic_bytes(max(1 << 20, 4 * cfg.pairs * (cfg.window + 1)))
     _, step, infer = timers(cfg, be, data)
     # with context tables, a step of the same model without them beside each step: the tables' share
-    plain = timers(context.without(cfg), be, data)[1] if context.without(cfg) else None
+    plain_cfg = context.without(cfg)
+    plain = timers(plain_cfg, be, data)[1] if plain_cfg else None
     step(), infer(), plain and plain()  # compile, or load the compiled kernels
     train_s, infer_s, plain_s, phases = [], [], [], []
     for _ in range(repeats):

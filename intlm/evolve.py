@@ -92,7 +92,9 @@ def prompt_text(cfg, prompts):
 
 def sample_reads(backend, cfg, prompts, samples):
     """The context tables' rows each pair read while its members wrote ``samples`` (the sparse
-    update's ``reads``: context.pair_reads), or None without tables."""
+    update's ``reads``: context.pair_reads), or None without tables (nothing is built then)."""
+    if not context.state_rows(cfg):
+        return None
     pair = np.arange(cfg.population) // 2
     written = np.frombuffer(b"".join(samples), np.uint8).reshape(cfg.population, -1)
     return context.pair_reads(backend, cfg, np.concatenate([prompt_text(cfg, prompts)[pair], written], axis=1))

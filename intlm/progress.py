@@ -166,7 +166,8 @@ def header(run_dir, step, task, backend, cfg, world=None, origin=None) -> str:
     from .config import parameter_count
 
     layers = f"{cfg.layers} layer" + ("s" if cfg.layers > 1 else "")
-    tables = context.describe(cfg) and ", " + context.describe(cfg)
+    tables = context.describe(cfg)
+    tables = tables and ", " + tables
     procs = f" x {world.size} MPI processes" if world is not None else ""
     return "\n".join([
         f"training {run_dir} from step {step}" + (f" of {origin}" if origin else ""),
