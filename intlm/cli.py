@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from . import __version__
 from .backends import NAMES as BACKENDS
 from .clihelp import Commands, Sections
-from .config import FITNESS_MODES, OPTIMIZERS, PAIR_STATES, PRETRAIN_CONTEXT, SPSA_ROUNDINGS, Config
+from .config import CONTEXT_CREDITS, FITNESS_MODES, OPTIMIZERS, PAIR_STATES, PRETRAIN_CONTEXT, SPSA_ROUNDINGS, Config
 from .errors import IntlmError, Stopped
 from .signals import interruption, quiet_start_ends
 
@@ -108,6 +108,7 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
     "optimizer": "optimizer", "shared_rows": "shared_rows", "step_shift": "step_shift", "elite_shift": "elite_shift",
     "spsa_rounding": "spsa_rounding", "sepcma_damping": "sepcma_damping",
     "context_bits": "context_bits", "context_order": "context_order", "context_logits": "context_logits",
+    "context_credit": "context_credit",
 }
 
 
@@ -173,7 +174,8 @@ UPDATE_SECTION = ["population", "rank", "sigma_shift", "fitness", "alpha", "alph
 
 
 @cli.command(cls=Sections, sections=[
-    ("Model", ["width", "layers", "mlp_ratio", "context_bits", "context_order", "context_logits", "init"]),
+    ("Model", ["width", "layers", "mlp_ratio", "context_bits", "context_order", "context_logits", "context_credit",
+               "init"]),
     ("Population and update", ["optimizer", "window", "pair_state"] + UPDATE_SECTION),
     ("Optimiser-specific", ["shared_rows", "step_shift", "spsa_rounding", "sepcma_damping", "elite_shift"]),
     ("Run and output", RUN_SECTION)])
@@ -198,6 +200,9 @@ UPDATE_SECTION = ["population", "rank", "sigma_shift", "fitness", "alpha", "alph
               help="N: one context table for each of the last 2, 3, .. N bytes.")
 @click.option("--context-logits", type=click.IntRange(0, 1), default=DEFAULTS.context_logits, show_default=True,
               help="1: each context row also adds 256 corrections to the next byte's logits (needs --context-bits).")
+@click.option("--context-credit", type=click.Choice(CONTEXT_CREDITS), default=DEFAULTS.context_credit, show_default=True,
+              help="What a table row's update counts: window: its pairs' whole-window fitness; reads: only the bytes "
+              "from its first read on (its logit entries: only the bytes it predicted). EGGROLL only.")
 @UPDATE_OPTIONS
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True,
               help="eggroll: low-rank pairs; openes: full-rank pairs, same update; spsa: MeZO-style, a pair or "

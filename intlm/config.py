@@ -14,6 +14,7 @@ from .optimizers.units import PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX
 
 FITNESS_MODES = ("sign", "rank", "linear")
 PAIR_STATES = ("mean", "own")
+CONTEXT_CREDITS = ("window", "reads")  # what a table row's sums count (context.credit)
 SPSA_ROUNDINGS = ("stochastic", "carry")
 RANK_LEVELS = 8  # graded fitness takes values in -RANK_LEVELS .. RANK_LEVELS
 INT32_MAX = (1 << 31) - 1
@@ -29,7 +30,7 @@ INT64_ACCUMULATORS = ("update sum Z", "momentum M", "sepcma weighted sums", "cem
 # a config's JSON while they have it, so a run that does not use them writes the bytes it always did,
 # and a checkpoint written before them reads as before.
 LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0,
-                "sepcma_damping": 1, "context_bits": 0, "context_order": 2, "context_logits": 0}
+                "sepcma_damping": 1, "context_bits": 0, "context_order": 2, "context_logits": 0, "context_credit": "window"}
 # spsa's rounding is written for spsa runs only, and only when it is not the stochastic rounding that
 # every spsa run used before the field existed (so those checkpoints read and write as they did)
 SPSA_ROUNDING_BEFORE = "stochastic"
@@ -72,6 +73,7 @@ class Config:
     context_bits: int = 0  # 0: off; K: context tables of 2**K rows indexed by the last bytes (context.py)
     context_order: int = 2  # N: one table for each of the last 2, 3, .. N bytes
     context_logits: int = 0  # 1: each context row also adds 256 corrections to the logits (context.py)
+    context_credit: str = "window"  # reads: a row's sums count only the bytes its reads can change (context.credit)
 
     @property
     def pairs(self) -> int:
@@ -150,6 +152,11 @@ class Config:
         need(self.context_bits or self.context_order == lo, "--context-order needs --context-bits")
         need(self.context_logits in (0, 1), f"context logits must be 0 or 1, got {self.context_logits}")
         need(self.context_bits or not self.context_logits, "--context-logits needs --context-bits")
+        need(self.context_credit in CONTEXT_CREDITS,
+             f"context credit must be one of {CONTEXT_CREDITS}, got {self.context_credit!r}")
+        need(self.context_bits or self.context_credit == "window", "--context-credit needs --context-bits")
+        need(self.context_credit == "window" or self.optimizer == "eggroll",
+             f"--context-credit reads is EGGROLL's sparse update: --optimizer {self.optimizer} updates every row")
         for what, bound in worst_case_bounds(self).items():
             bits, limit = (64, INT64_MAX) if what in INT64_ACCUMULATORS else (32, INT32_MAX)
             need(bound <= limit, f"settings overflow int{bits} in {what} (worst case {bound}): "

@@ -232,72 +232,125 @@ def member_rows(cfg: Config, weight, noise, pair, sign, hist):
     return total
 
 
-def update_sums(cfg: Config, noise, f, reads) -> tuple:
-    """The sums of the rows read, (read (n, 2), Z (n, width), S (n,)), int64: ``read`` lists each
-    (table, row) that a pair with f_p != 0 read (``reads`` (pairs, T, tables): rows_read of each
-    pair's window), in ascending order; Z and S are its sums over those pairs of f_p A_pj B_p^T and
-    of f_p^2. Only read rows are listed, so a step's sums cost what the windows read, not the tables' size."""
+def parts(cfg: Config) -> int:
+    """The parts of a row whose sums and thresholds are kept apart: its input entries, and with context
+    logits its logit entries (``update_sums``' S has one column each)."""
+    return 1 + cfg.context_logits
+
+
+def part_of(cfg: Config, width: int):
+    """Each entry's part (width,) int64: 0 for the first cfg.width (the input), 1 after (the logits)."""
+    return (np.arange(width) >= cfg.width).astype(np.int64)
+
+
+def by_reads(cfg: Config) -> bool:
+    """Whether a step credits the tables' rows by the bytes they can change (cfg.context_credit
+    "reads"), which needs each byte's log-likelihood rather than the window's sum."""
+    return bool(cfg.context_bits) and cfg.context_credit == "reads"
+
+
+def byte_differences(ll):
+    """Each pair's per-byte fitness differences (pairs, T) int64 from the members' log-likelihoods
+    (members, T), + member first; None for None."""
+    return None if ll is None else ll[0::2].astype(np.int64) - ll[1::2]
+
+
+def credit(cfg: Config, f, reads, local=None):
+    """What each pair's read of a row adds to the row's sums, (pairs, T, tables, parts) int64: nonzero
+    only at a pair's first read of the row in its window (a pair counts a row once).
+
+    window credit (``local`` None, or cfg.context_credit "window"): every part gets the pair's shaped
+    fitness f_p. reads credit (``local``, the pair's per-byte fitness differences (pairs, T), given):
+    a row's perturbation can change only the bytes at and after its first read, and its logit entries
+    only the bytes it was read for, so the input entries get sign(sum of local from the first read on)
+    and the logit entries sign(sum of local at the bytes that read the row). The other bytes'
+    differences are independent of the row's noise: leaving them out leaves the estimate's mean and
+    removes their noise."""
+    reads = np.asarray(reads, np.int64)
+    pairs, T, n = reads.shape
+    same = reads[:, :, None, :] == reads[:, None, :, :]  # (pairs, T, T, tables): bytes t and u read the same row
+    first = ~np.any(same & np.tril(np.ones((T, T), bool), -1)[None, :, :, None], axis=2)
+    out = np.zeros((pairs, T, n, parts(cfg)), np.int64)
+    if local is None or cfg.context_credit == "window":
+        out[...] = np.asarray(f, np.int64)[:, None, None, None]
+    else:
+        d = np.asarray(local, np.int64)
+        after = np.cumsum(d[:, ::-1], axis=1)[:, ::-1]  # sum of d from byte t on
+        out[..., 0] = np.sign(after)[:, :, None]
+        if cfg.context_logits:
+            out[..., 1] = np.sign(np.einsum("ptui,pu->pti", same, d))
+    return out * first[..., None]
+
+
+def update_sums(cfg: Config, noise, f, reads, local=None) -> tuple:
+    """The sums of the rows read, (read (n, 2), Z (n, row width), S (n, parts)), int64: ``read`` lists
+    each (table, row) with a nonzero ``credit`` c (``reads`` (pairs, T, tables): rows_read of each
+    pair's window), in ascending order; Z is its sum of c_p A_pj B_p^T (each entry with its part's c),
+    S of c_p^2 per part. Only read rows are listed, so a step's sums cost what the windows read, not
+    the tables' size."""
     t = tables(cfg)
     keys, b = noise
+    c = credit(cfg, f, reads, local)
+    entry_part = part_of(cfg, t.shape[2])
     Z = np.zeros(t.shape, np.int64)
-    S = np.zeros(t.shape[:2], np.int64)
-    for p in range(len(f)):
-        fp = int(f[p])
-        if fp == 0:
-            continue
-        for i in range(t.count):
-            rows = np.unique(reads[p, :, i])
-            a = factor_a(cfg, np.full(rows.shape, keys[p, i]), rows).astype(np.int64)  # (n, r)
-            Z[i, rows] += fp * (a @ b[p, i].astype(np.int64).T)
-            S[i, rows] += fp * fp
-    table, row = np.nonzero(S)
+    S = np.zeros(t.shape[:2] + (parts(cfg),), np.int64)
+    for p, u, i in zip(*np.nonzero(np.any(c != 0, axis=3))):
+        row = reads[p, u, i]
+        a = factor_a(cfg, keys[p, i], row).astype(np.int64)  # (r,)
+        Z[i, row] += c[p, u, i][entry_part] * (b[p, i].astype(np.int64) @ a)
+        S[i, row] += c[p, u, i] ** 2
+    table, row = np.nonzero(np.any(S != 0, axis=2))
     return np.stack([table, row], axis=1).astype(np.int64), Z[table, row], S[table, row]
 
 
-def merge_sums(parts) -> tuple:
+def merge_sums(sums) -> tuple:
     """The sums of several disjoint sets of pairs (each ``update_sums``' (read, Z, S)) as one:
     rows read by any set, in ascending order, their Z and S added (exact, int64)."""
-    read = np.concatenate([p[0] for p in parts]).reshape(-1, 2)
+    read = np.concatenate([p[0] for p in sums]).reshape(-1, 2)
     keys, where = np.unique(read[:, 0] * (1 << 32) + read[:, 1], return_inverse=True)
-    width = parts[0][1].shape[1]
+    width, count = sums[0][1].shape[1], sums[0][2].shape[1]
     Z = np.zeros((len(keys), width), np.int64)
-    S = np.zeros(len(keys), np.int64)
-    np.add.at(Z, where.reshape(-1), np.concatenate([p[1] for p in parts]).reshape(-1, width))
-    np.add.at(S, where.reshape(-1), np.concatenate([p[2] for p in parts]))
+    S = np.zeros((len(keys), count), np.int64)
+    np.add.at(Z, where.reshape(-1), np.concatenate([p[1] for p in sums]).reshape(-1, width))
+    np.add.at(S, where.reshape(-1), np.concatenate([p[2] for p in sums]).reshape(-1, count))
     return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1).astype(np.int64), Z, S
 
 
-def dense_sums(z, f) -> tuple:
+def dense_sums(cfg: Config, z, f) -> tuple:
     """The sums of a table every pair perturbed whole (OpenES's full-rank noise; z (tables, rows,
-    width) int64) in ``update_sums``' layout: every row listed, each with S = sum of f_p^2 over all
-    pairs, so that each row's threshold and momentum are the dense matrices' (decayed every step)."""
+    width) int64) in ``update_sums``' layout: every row listed, each part with S = sum of f_p^2 over
+    all pairs, so that each row's threshold and momentum are the dense matrices' (decayed every step)."""
     count, rows, width = z.shape
     read = np.stack(np.meshgrid(np.arange(count), np.arange(rows), indexing="ij"), axis=-1).reshape(-1, 2)
-    S = np.full(count * rows, int(np.sum(np.asarray(f, np.int64) ** 2)), np.int64)
+    S = np.full((count * rows, parts(cfg)), int(np.sum(np.asarray(f, np.int64) ** 2)), np.int64)
     return read.astype(np.int64), z.reshape(-1, width), S
 
 
 def thresholds(z_q4: int, momentum_shift: int, S):
-    """Each row's threshold (int64) for its S: es.thresholds' matrix threshold with S in place of
-    sum f^2, in exact Python integers."""
+    """Each row part's threshold (int64, S's shape) for its S: es.thresholds' matrix threshold with S
+    in place of sum f^2, in exact Python integers."""
     k = momentum_shift
+    S = np.asarray(S)
     return np.array([isqrt(z_q4 * z_q4 * int(s) * 4 ** k // (2 ** (k + 1) - 1) * NOISE_STD_PRODUCT ** 2) // 16
-                     for s in S], dtype=np.int64)
+                     for s in S.reshape(-1)], dtype=np.int64).reshape(S.shape)
 
 
 def update(param, cfg: Config, z_q4: int, read, Z, S, momentum=None) -> int:
     """The rows read (``update_sums``), in every table: momentum (decayed once per read),
-    thresholded +-1 steps, the threshold spent; returns the weights moved."""
+    thresholded +-1 steps, the threshold spent; returns the weights moved. A part of a row with S 0
+    (no credit this step: its pairs' differences summed to 0) is left as it is, momentum too."""
     if read.shape[0] == 0:
         return 0
     table, read = read[:, 0], read[:, 1]
-    thr = thresholds(z_q4, cfg.momentum_shift, S)[:, None]
+    entry_part = part_of(cfg, param.shape[2])
+    thr = thresholds(z_q4, cfg.momentum_shift, S)[:, entry_part]
+    live = (S != 0)[:, entry_part]
     z = Z
     k = cfg.momentum_shift
     if k:
         m = momentum[table, read].astype(np.int64)
-        z = m - np.sign(m) * (np.abs(m) >> k) + z
-    move = np.where(np.abs(z) > thr, np.sign(z), 0)
+        z = np.where(live, m - np.sign(m) * (np.abs(m) >> k) + z, m)
+    move = np.where(live & (np.abs(z) > thr), np.sign(z), 0)
     param[table, read] = clip8(param[table, read].astype(np.int64) + move).astype(np.int8)
     if k:
         momentum[table, read] = z - move * thr

@@ -143,19 +143,22 @@ class World:
 
     # -- per step --------------------------------------------------------------------------------
     def allgather_fitness(self, local, control: int):
-        """(every member's fitness, int32 population, in pair order; the OR of the control words)."""
+        """(every member's fitness, int32 population, in pair order; the OR of the control words).
+        ``local`` (members,) or, for the tables' reads credit, each member's log-likelihoods (members,
+        window): the gathered fitness has the same columns."""
         t = time.perf_counter()
-        send = np.empty(local.shape[0] + 1, dtype=np.int32)
-        send[:-1] = local
+        cols = local[0].size
+        send = np.empty(local.size + 1, dtype=np.int32)
+        send[:-1] = local.reshape(-1)
         send[-1] = control
-        counts = [2 * (p1 - p0) + 1 for p0, p1 in self.ranges]
+        counts = [2 * (p1 - p0) * cols + 1 for p0, p1 in self.ranges]
         displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
         recv = np.empty(sum(counts), dtype=np.int32)
         self.comm.Allgatherv(send, [recv, counts, displs, self.MPI.INT32_T])
         self.bytes_sent += send.nbytes
         self.comm_seconds += time.perf_counter() - t
         words = recv[np.cumsum(counts) - 1]
-        fitness = np.delete(recv, np.cumsum(counts) - 1)
+        fitness = np.delete(recv, np.cumsum(counts) - 1).reshape((-1,) + local.shape[1:])
         ctl = 0
         for w in words.tolist():
             ctl |= w

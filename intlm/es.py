@@ -80,10 +80,11 @@ def thresholds(cfg: Config, step: int, f) -> tuple:
     return isqrt(var * NOISE_STD_PRODUCT ** 2) // 16, isqrt(var * NOISE_STD ** 2) // 16
 
 
-def update_sums(cfg: Config, noise, f, reads=None) -> dict:
+def update_sums(cfg: Config, noise, f, reads=None, local=None) -> dict:
     """Z for every parameter (NumPy spec), by kind: a matrix's sum over pairs of f_p A_p B_p^T (one
     integer product), a vector's of f_p e_p, a table's sparse sums of the rows read
-    (context.update_sums, from the rows each pair's window read: ``reads``, context.rows_read)."""
+    (context.update_sums, from the rows each pair's window read: ``reads``, context.rows_read, and with
+    reads credit each pair's per-byte fitness differences ``local``, context.credit)."""
     f64 = f.astype(np.int64)
     Z = {}
     for t in tensors(cfg):
@@ -93,7 +94,7 @@ def update_sums(cfg: Config, noise, f, reads=None) -> dict:
         elif t.kind == "vector":
             Z[t.name] = np.einsum("p,p...->...", f64, noise[t.name].astype(np.int64))
         else:
-            Z[t.name] = context.update_sums(cfg, noise[t.name], f, reads)
+            Z[t.name] = context.update_sums(cfg, noise[t.name], f, reads, local)
     return Z
 
 

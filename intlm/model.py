@@ -204,13 +204,14 @@ def pair_range(cfg: Config, p0: int = 0, p1=None, noise=None) -> tuple:
     return p0, p1
 
 
-def population_fitness(params, cfg: Config, noise, pair_tokens, state, p0: int = 0, p1=None):
+def population_fitness(params, cfg: Config, noise, pair_tokens, state, p0: int = 0, p1=None, positions=False):
     """Each member's summed log-likelihood over its window, for the members 2*p0 .. 2*p1 of pairs
     [p0, p1) (p1 None: every pair); the two members of pair p read the same bytes (pair_tokens row p)
     and carry pair p's perturbation, ``noise`` holding the range's pairs (make_noise over
     range(p0, p1)). ``state`` (population, layers, d) int8: rows 2*p0 .. 2*p1 are carried and
-    updated, the others left alone. Ranges combine exactly: fitnesses concatenate."""
+    updated, the others left alone. Ranges combine exactly: fitnesses concatenate. ``positions``: each
+    member's log-likelihoods (members, window) int32 instead of their sum."""
     p0, p1 = pair_range(cfg, p0, p1, noise)
     ll = forward(params, cfg, np.repeat(pair_tokens[p0:p1], 2, axis=0), state[2 * p0:2 * p1], noise)
-    return ll.sum(axis=1, dtype=np.int64).astype(np.int32)
+    return ll if positions else ll.sum(axis=1, dtype=np.int64).astype(np.int32)
 

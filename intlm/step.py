@@ -36,39 +36,45 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     lap("noise")
     reads, after = context.window_reads(backend, cfg, tokens, run.recurrent)  # before the forward moves them on
     lap("reads")
+    positions = context.by_reads(cfg)  # each byte's log-likelihood, not only the window's sum
     if world is None:
-        fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.recurrent)
+        fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.recurrent, positions=positions)
         if cfg.pair_state == "mean":
             es.share_pair_state(run.recurrent)
         lap("forward")
     else:
         p0, p1 = world.p0, world.p1
         mine = noise if sums else _pair_slice(noise, p0, p1)
-        local = backend.population_fitness(run.params, cfg, mine, tokens, run.recurrent, p0, p1)
+        local = backend.population_fitness(run.params, cfg, mine, tokens, run.recurrent, p0, p1, positions)
         if cfg.pair_state == "mean":
             es.share_pair_state(run.recurrent[2 * p0:2 * p1])
         context.keep_history(cfg, run.recurrent, after)  # every pair's, not only this process's
         lap("forward")
         fitness, control = world.allgather_fitness(local, control)
         lap("comm")
-    stats = apply_fitness(run, backend, noise, fitness, lap, world, reads)
+    ll = fitness if positions else None
+    if positions:
+        fitness = fitness.sum(axis=1, dtype=np.int64).astype(np.int32)  # the window's, as without
+    stats = apply_fitness(run, backend, noise, fitness, lap, world, reads, context.byte_differences(ll))
     return {"fitness_sum": int(fitness.astype(np.int64).sum()), **stats, "control": control}
 
 
-def apply_fitness(run: Run, backend, noise, fitness, lap, world=None, reads=None) -> dict:
+def apply_fitness(run: Run, backend, noise, fitness, lap, world=None, reads=None, local=None) -> dict:
     """The EGGROLL update from the members' fitnesses, whatever scored them (the corpus here, an
     objective in evolve.py): shaping, the sums Z, the thresholded steps, the anchor's pull; then the
     step is done. ``noise``: this step's (under ``world`` with reduce "sums", this process's pairs');
-    ``reads``: the rows of the tables each pair's window read (context.window_reads).
+    ``reads``: the rows of the tables each pair's window read (context.window_reads); ``local``: each
+    pair's per-byte fitness differences for the tables' reads credit (context.credit), or None.
     Returns the tie count, the weights moved and (with Anchored Weight Decay) the weights pulled."""
     cfg = run.cfg
     f, ties = es.shape_fitness(fitness, cfg.fitness)
     lap("fitness")
     if world is not None and world.reduce == "sums":
-        local = None if reads is None else reads[world.p0:world.p1]
-        Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[world.p0:world.p1], local))
+        mine = slice(world.p0, world.p1)
+        Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[mine], None if reads is None else reads[mine],
+                                                     None if local is None else local[mine]))
     else:
-        Z = backend.update_sums(cfg, noise, f, reads)
+        Z = backend.update_sums(cfg, noise, f, reads, local)
     lap("sums")
     stats = {"ties": ties, "moved": backend.update(run.params, cfg, run.step, f, Z, run.momentum)}
     if cfg.anchor_decay:

@@ -21,22 +21,29 @@
 //   reads[q, t, i] = r_i at byte t of tokens[q] (the resets and shifts of context_read, from the bytes
 //   before[q] (tables,) stored bytes), and after[q] = the bytes before once the window is read (int64).
 //
+// context_credit (context.credit): for each pair p and table i, c[p, t, i, part] at the first read t of
+// each row in the pair's window (0 at a repeated read: a pair counts a row once): window credit f[p] for
+// every part; reads credit (by_reads) sign(sum of local[p, t:]) for the input entries (part 0) and, with
+// context logits, sign(sum of local[p, u] over the bytes u that read the row) for the logit entries.
+//
 // context_sums (context.update_sums' Z and S, exact): for each entry (p, t, i) of reads (pairs, window,
-// tables) with f[p] != 0 whose row r was not read by pair p at an earlier t (a pair counts a row once):
-//   Z[place, j] += f[p] * sum_k a_k B[p, i, j, k];   S[place] += f[p]^2
+// tables) with a nonzero credit (c, parts columns):
+//   Z[place, j] += c[p, t, i, part of j] * sum_k a_k B[p, i, j, k];   S[place, part] += c[p, t, i, part]^2
+// (part of j: 0 for j < d, the input entries, parts - 1 after).
 // place = slot[i * 2**bits + r], the row's place in the ascending list of (table, row) read (the
 // backend lists them). The adds are int64 atomics: integer addition is exact and order-free, so the
 // sums are the reference's bit for bit in any order of the threads.
 //
 // context_step_m32 / context_step_m64 / context_step (context.update, momentum int32, int64 or none):
 // for each listed row (read[place] = (table, row)) and column j, common.cuh's step_weight with the
-// row's threshold thr[place] (context.thresholds, computed on the host in exact integers): the
-// momentum decays once per read (only listed rows are touched), +-1 steps, the threshold spent.
+// threshold thr[place, part of j] of the entry's part (context.thresholds, computed on the host in exact
+// integers; -1 for a part with S = 0, which is left as it is): the momentum decays once per read (only
+// listed rows are touched), +-1 steps, the threshold spent.
 //
 // Launch geometry: context_read: one warp per row, 4 a block (geometry.row_grid); context_sums: a warp
 // per entry of reads, 4 warps a block, in a grid-stride loop (geometry.warp_stride); lane l handles
-// columns l, l + 32, ... < w; context_rows (a thread per stream) and the steps (over places * w): 256
-// threads a block, a grid-stride loop (geometry.grid_stride).
+// columns l, l + 32, ... < w; context_rows (a thread per stream), context_credit (a thread per pair and
+// table) and the steps (over places * w): 256 threads a block, a grid-stride loop (geometry.grid_stride).
 #include "common.cuh"
 
 #define ROWS_PER_BLOCK 4
@@ -123,37 +130,66 @@ extern "C" __global__ void context_rows(const u8* __restrict__ tokens, int token
     }
 }
 
+extern "C" __global__ void context_credit(const i64* __restrict__ reads, int pairs, int window, int tables,
+                                          const int* __restrict__ f, const int* __restrict__ local, int by_reads,
+                                          int parts, int* __restrict__ c) {
+    for (i64 q = (i64)blockIdx.x * blockDim.x + threadIdx.x; q < (i64)pairs * tables; q += (i64)gridDim.x * blockDim.x) {
+        const i64 p = q / tables;
+        const int i = (int)(q - p * tables);
+        const i64* r = reads + p * window * tables + i;  // r[t * tables]: the row byte t read
+        i64 after = 0;  // sum of local[p, t:], built from the end
+        for (int t = window - 1; t >= 0; --t) {
+            int* out = c + ((p * window + t) * tables + i) * parts;
+            if (by_reads) after += local[p * window + t];
+            int first = 1;
+            for (int u = 0; u < t && first; ++u) first = r[u * tables] != r[t * tables];
+            for (int part = 0; part < parts; ++part) out[part] = 0;
+            if (!first) continue;
+            if (!by_reads) {
+                for (int part = 0; part < parts; ++part) out[part] = f[p];
+                continue;
+            }
+            out[0] = (after > 0) - (after < 0);
+            if (parts > 1) {
+                i64 at = 0;
+                for (int u = t; u < window; ++u) at += r[u * tables] == r[t * tables] ? local[p * window + u] : 0;
+                out[1] = (at > 0) - (at < 0);
+            }
+        }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
-context_sums(const i64* __restrict__ reads, int pairs, int window, int tables, const int* __restrict__ f,
-             const u64* __restrict__ keys, const i8* __restrict__ b, int w, int rank, int mult, int bits,
+context_sums(const i64* __restrict__ reads, int pairs, int window, int tables, const int* __restrict__ c, int parts,
+             const u64* __restrict__ keys, const i8* __restrict__ b, int w, int d, int rank, int mult, int bits,
              const int* __restrict__ slot, i64* __restrict__ z, i64* __restrict__ s) {
     __shared__ int a[ROWS_PER_BLOCK][CTX_MAX_RANK];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const i64 total = (i64)pairs * window * tables;
     // the entries (p, t, i) of reads, a warp each in a grid-stride loop (everything warp-uniform up to the sums)
     for (i64 e = (i64)blockIdx.x * ROWS_PER_BLOCK + warp; e < total; e += (i64)gridDim.x * ROWS_PER_BLOCK) {
-        const i64 pt = e / tables, p = pt / window;
-        const int i = (int)(e - pt * tables), t = (int)(pt - p * window);
-        const i64 fp = f[p];
-        if (fp == 0) continue;
+        const i64 p = e / ((i64)window * tables);
+        const int i = (int)(e % tables);
+        const int* ce = c + e * parts;
+        int live = 0;
+        for (int part = 0; part < parts; ++part) live |= ce[part] != 0;
+        if (!live) continue;
         const i64 r = reads[e];
-        int earlier = 0;  // read by this pair at an earlier byte of its window: counted there
-        for (int u = lane; u < t; u += 32) earlier |= reads[(p * window + u) * tables + i] == r;
-        if (warp_max(earlier)) continue;
         const i64 place = slot[((i64)i << bits) + r];
         const i64 stream = p * tables + i;
         factor_a(a[warp], keys[stream], r, rank, mult, lane);
         for (int j = lane; j < w; j += 32)
-            atomicAdd((u64*)(z + place * w + j), (u64)(fp * factor_dot(a[warp], b + stream * w * rank, j, rank)));
-        if (lane == 0) atomicAdd((u64*)(s + place), (u64)(fp * fp));
+            atomicAdd((u64*)(z + place * w + j),
+                      (u64)((i64)ce[j < d ? 0 : parts - 1] * factor_dot(a[warp], b + stream * w * rank, j, rank)));
+        if (lane < parts) atomicAdd((u64*)(s + place * parts + lane), (u64)((i64)ce[lane] * ce[lane]));
         __syncwarp();  // every lane has read a before the next entry's factor_a rewrites it
     }
 }
 
 #define INTLM_CONTEXT_STEP(NAME, MT)                                                                          \
     extern "C" __global__ void NAME(i8* __restrict__ param, MT* __restrict__ mom, const i64* __restrict__ read, \
-                                    const i64* __restrict__ z, const i64* __restrict__ thr, i64 places, int w,  \
-                                    int bits, int k, u64* __restrict__ moved) {                               \
+                                    const i64* __restrict__ z, const i64* __restrict__ thr, int parts, i64 places, \
+                                    int w, int d, int bits, int k, u64* __restrict__ moved) {                  \
         const i64 size = places * w, stride = (i64)gridDim.x * blockDim.x;                                    \
         /* every lane of a warp runs the same number of rounds, so count_moves sees the whole warp */         \
         const i64 rounds = (size + stride - 1) / stride;                                                      \
@@ -162,8 +198,10 @@ context_sums(const i64* __restrict__ reads, int pairs, int window, int tables, c
             int mine = 0;                                                                                     \
             if (e < size) {                                                                                   \
                 const i64 place = e / w;                                                                      \
-                const i64 i = ((read[2 * place] << bits) + read[2 * place + 1]) * w + e % w;                  \
-                mine = step_weight(param, mom, i, z[e], k, 1, thr[place]) != 0;                               \
+                const int j = (int)(e % w);                                                                   \
+                const i64 t = thr[place * parts + (j < d ? 0 : parts - 1)];                                   \
+                const i64 i = ((read[2 * place] << bits) + read[2 * place + 1]) * w + j;                      \
+                if (t >= 0) mine = step_weight(param, mom, i, z[e], k, 1, t) != 0;                            \
             }                                                                                                 \
             count_moves(mine, moved);                                                                         \
         }                                                                                                     \

@@ -2,6 +2,8 @@
 tables changing nothing, the sparse update sums and the update (reference properties, and the Numba
 kernels against them at worst-case values), the settings they refuse."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -98,14 +100,16 @@ def test_rows_read_are_the_rows_the_forward_reads(seed, order, numpy_backend, nu
 
 
 def dense(cfg, sums):
-    """The sums of the rows read as whole tables: (Z (tables, rows, width), S (tables, rows)), zero
-    where no pair read; and checks the list is ascending, without repeats, of rows with S > 0."""
+    """The sums of the rows read as whole tables: (Z (tables, rows, width), S (tables, rows, parts)),
+    zero where no pair read; and checks the list is ascending, without repeats, of rows with a part's
+    S > 0."""
     read, z, s = sums
     shape = context.tables(cfg).shape
-    assert read.dtype == z.dtype == s.dtype == np.int64 and z.shape == (len(read), shape[2]) and (s > 0).all()
+    assert read.dtype == z.dtype == s.dtype == np.int64 and z.shape == (len(read), shape[2])
+    assert s.shape == (len(read), context.parts(cfg)) and (s >= 0).all() and (s > 0).any(axis=1).all()
     flat = read[:, 0] * shape[1] + read[:, 1]
     assert (np.diff(flat) > 0).all()
-    Z, S = np.zeros(shape, np.int64), np.zeros(shape[:2], np.int64)
+    Z, S = np.zeros(shape, np.int64), np.zeros(shape[:2] + (context.parts(cfg),), np.int64)
     Z[read[:, 0], read[:, 1]], S[read[:, 0], read[:, 1]] = z, s
     return Z, S
 
@@ -134,12 +138,68 @@ def test_sparse_sums(seed, rank, pop, window, order, numpy_backend):
         for p in range(cfg.pairs):
             for row in set(reads[p, :, table].tolist()):
                 want[row] += int(f[p]) ** 2
-        assert np.array_equal(S[table], want)
+        assert np.array_equal(S[table, :, 0], want)
         unread = np.setdiff1d(np.arange(256), reads[:, :, table])
         assert not Z[table, unread].any() and not S[table, unread].any()
     doubled = np.concatenate([reads, reads], axis=1)
     assert_sums_equal(sums, context.update_sums(cfg, noise, f, doubled))
     assert np.abs(Z).max(initial=0) <= worst_case_bounds(cfg)["update sum Z"]
+
+
+def credit_by_hand(cfg, f, reads, local):
+    """context.credit, one read at a time."""
+    pairs, T, n = reads.shape
+    out = np.zeros((pairs, T, n, context.parts(cfg)), np.int64)
+    for p in range(pairs):
+        for i in range(n):
+            for t in range(T):
+                row = reads[p, t, i]
+                if row in reads[p, :t, i]:
+                    continue
+                if local is None:
+                    out[p, t, i] = f[p]
+                    continue
+                out[p, t, i, 0] = np.sign(local[p, t:].sum())
+                if cfg.context_logits:
+                    out[p, t, i, 1] = np.sign(local[p][reads[p, :, i] == row].sum())
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), pop=st.sampled_from([2, 8, 40]), window=st.integers(1, 12),
+       order=st.integers(2, 4), logits=st.integers(0, 1), rank=st.integers(1, 2))
+def test_reads_credit(seed, pop, window, order, logits, rank, numpy_backend):
+    """Reads credit counts a pair once per row, at its first read: the input entries get the sign of
+    the pair's differences from that byte on, the logit entries the sign of the differences at the
+    bytes that read the row; the sums built on it equal Numba's. Changing a difference at a byte
+    before a row's first read, or (logit entries) at a byte that does not read it, leaves its credit
+    alone; window credit ignores the differences."""
+    rng = np.random.default_rng(seed)
+    cfg = tiny_config(rank=rank, population=pop, window=window, context_bits=8, context_order=order,
+                      context_logits=logits, context_credit="reads")
+    f = rng.integers(-8, 9, cfg.pairs).astype(np.int32)
+    reads = rng.integers(0, 6, (cfg.pairs, window, order - 1))  # few rows: many repeats
+    local = rng.integers(-3, 4, (cfg.pairs, window))  # small: sums of 0 happen
+    c = context.credit(cfg, f, reads, local)
+    assert np.array_equal(c, credit_by_hand(cfg, f, reads, local))
+    window_cfg = dataclasses.replace(cfg, context_credit="window")
+    assert np.array_equal(context.credit(window_cfg, f, reads, local), credit_by_hand(cfg, f, reads, None))
+    noise = numpy_backend.make_noise(cfg, int(rng.integers(0, 1 << 40)))[context.NAME]
+    sums = context.update_sums(cfg, noise, f, reads, local)
+    assert_sums_equal(sums, numba_context.update_sums(cfg, noise, f, reads, local))
+    dense(cfg, sums)  # the list's checks
+    p, t = int(rng.integers(0, cfg.pairs)), int(rng.integers(0, window))
+    moved = local.copy()
+    moved[p, t] += 5
+    c2 = context.credit(cfg, f, reads, moved)
+    for i in range(order - 1):
+        for u in range(window):
+            if u > t:  # a first read after the changed byte: its input credit does not see it
+                assert np.array_equal(c2[p, u, i, 0], c[p, u, i, 0])
+            if logits and reads[p, u, i] != reads[p, t, i]:
+                assert c2[p, u, i, 1] == c[p, u, i, 1]
+    others = np.arange(cfg.pairs) != p
+    assert np.array_equal(c2[others], c[others])
 
 
 def test_sums_at_extreme_noise(numpy_backend):
@@ -158,40 +218,43 @@ def test_sums_at_extreme_noise(numpy_backend):
     assert_sums_equal(sums, numba_context.update_sums(cfg, (keys, b_ext), f, reads))
     Z, S = dense(cfg, sums)
     assert 0 < np.abs(Z).max() <= worst_case_bounds(cfg)["update sum Z"]
-    assert (S[:, 0] == 64 * cfg.pairs).all() and not S[:, 1:].any()
+    assert (S[:, 0, 0] == 64 * cfg.pairs).all() and not S[:, 1:].any()
 
 
 @settings(max_examples=25, deadline=None)
-@given(momentum_shift=st.integers(0, 8), seed=st.integers(0, 2 ** 32 - 1), z_q4=st.integers(1, 127))
-def test_update_matches_numba_and_leaves_unread_rows(momentum_shift, seed, z_q4):
+@given(momentum_shift=st.integers(0, 8), seed=st.integers(0, 2 ** 32 - 1), z_q4=st.integers(1, 127),
+       logits=st.integers(0, 1))
+def test_update_matches_numba_and_leaves_unread_rows(momentum_shift, seed, z_q4, logits):
     """From saturated weights, momentum at its bound and Z at the sum bound: the Numba update equals
-    the reference (weights, momentum, moves); rows with S = 0 keep their weights and momentum; a
-    read row moves by at most one, towards the sign of its evidence, only past its threshold."""
+    the reference (weights, momentum, moves); a row part with S = 0 (unread, or with context logits
+    its input or logit entries alone) keeps its weights and momentum; a read part moves by at most
+    one, towards the sign of its evidence, only past its own threshold."""
     cfg = tiny_config(momentum_shift=momentum_shift, population=16, rank=2, context_bits=8, context_order=3,
-                      fitness="rank")
+                      context_logits=logits, fitness="rank")
     rng = np.random.default_rng(seed)
     bounds = worst_case_bounds(cfg)
     zmax, mmax = bounds["update sum Z"], min(bounds["momentum M"], INT32_MAX)
-    shape = (2, 256, 16)
+    shape = context.tables(cfg).shape
     param = rng.choice([-127, -1, 0, 1, 127], shape).astype(np.int8)
     Z = rng.integers(-zmax, zmax + 1, shape)
-    S = np.where(rng.random(shape[:2]) < 0.5, 0, rng.integers(1, 64 * cfg.pairs + 1, shape[:2]))
+    parts = context.parts(cfg)
+    S = np.where(rng.random(shape[:2] + (parts,)) < 0.5, 0, rng.integers(1, 64 * cfg.pairs + 1, shape[:2] + (parts,)))
     mom = rng.integers(-mmax, mmax + 1, shape).astype(es.momentum_dtype(cfg)) if momentum_shift else None
     p_ref, p_nb = param.copy(), param.copy()
     m_ref = None if mom is None else mom.copy()
     m_nb = None if mom is None else mom.copy()
-    table, row = np.nonzero(S)
+    table, row = np.nonzero(S.any(axis=2))
     sums = np.stack([table, row], axis=1), Z[table, row], S[table, row]
     moved = context.update(p_ref, cfg, z_q4, *sums, m_ref)
     assert numba_context.update(p_nb, cfg, z_q4, *sums, m_nb) == moved
     assert np.array_equal(p_ref, p_nb)
-    unread = S == 0
+    S_entry = S[:, :, context.part_of(cfg, shape[2])]  # each entry's part's S
+    unread = S_entry == 0
     assert np.array_equal(p_ref[unread], param[unread])
     evidence = Z if mom is None else mom.astype(np.int64) - np.sign(mom) * (np.abs(mom.astype(np.int64)) >> momentum_shift) + Z
-    thr = np.zeros(shape[:2], np.int64)
-    thr[~unread] = context.thresholds(z_q4, momentum_shift, S[~unread])
+    thr = context.thresholds(z_q4, momentum_shift, S_entry)
     assert (thr[~unread] > 0).all()
-    want = np.where(unread[..., None], 0, np.where(np.abs(evidence) > thr[..., None], np.sign(evidence), 0))
+    want = np.where(unread, 0, np.where(np.abs(evidence) > thr, np.sign(evidence), 0))
     assert np.array_equal(p_ref.astype(np.int64), np.clip(param.astype(np.int64) + want, -127, 127))
     assert moved == np.count_nonzero(want)
     if mom is not None:
@@ -218,6 +281,9 @@ def test_thresholds_grow_with_the_read_pairs():
     (dict(context_order=3), "needs --context-bits"),
     (dict(context_logits=1), "--context-logits needs --context-bits"),
     (dict(context_bits=8, context_logits=2), "context logits must be 0 or 1"),
+    (dict(context_credit="reads"), "--context-credit needs --context-bits"),
+    (dict(context_bits=8, context_credit="bytes"), "context credit must be one of"),
+    (dict(context_bits=8, context_credit="reads", optimizer="openes"), "EGGROLL's sparse update"),
 ])
 def test_refused_settings(changes, message):
     with pytest.raises(IntlmError, match=message):

@@ -322,21 +322,26 @@ def test_rows_read_at_every_order_and_size(backends, order, bits, seed):
     assert all(np.array_equal(w, g) for w, g in zip(want, got))
 
 
+@pytest.mark.parametrize("credit", ["window", "reads"])
 @pytest.mark.parametrize("momentum", [None, np.int32, np.int64])
-def test_table_update_sums_and_update_at_worst_case(backends, momentum):
-    """context_sums and context_step == context.update_sums and context.update (through es.update_sums
-    and es.update, the dense tensors alongside): f at +-RANK_LEVELS and 0, B at its extreme, windows
+def test_table_update_sums_and_update_at_worst_case(backends, momentum, credit):
+    """context_credit, context_sums and context_step == context.credit, context.update_sums and
+    context.update (through es.update_sums and es.update, the dense tensors alongside): f at
+    +-RANK_LEVELS and 0, per-byte differences at their int32 extremes and 0, B at its extreme, windows
     that read a few rows many times (a pair counts a row once), table weights at +-127 (the steps
     saturate) and momentum at its worst-case bound."""
     _, gpu, _ = backends
-    cfg = {None: TABLES[0], np.int32: TABLES[1], np.int64: TABLES[-1]}[momentum]
+    cfg = dataclasses.replace({None: TABLES[0], np.int32: TABLES[1], np.int64: TABLES[-1]}[momentum],
+                              context_credit=credit).check()
     rng = np.random.default_rng(11)
     noise = worst_case_table_noise(cfg, rng)
     f = rng.choice(np.array([-8, 8, 0], np.int32), cfg.pairs)
     f[:2] = (8, -8)
     reads = rng.integers(0, 5, (cfg.pairs, cfg.window, cfg.context_order - 1))  # rows 0..4: repeats
     reads[-1] = rng.integers(0, 1 << cfg.context_bits, reads[-1].shape)
-    z_ref, z_gpu = es.update_sums(cfg, noise, f, reads), gpu.update_sums(cfg, noise, f, reads)
+    bound = 2 * worst_case_bounds(cfg)["window log-likelihood"] // cfg.window  # a byte's difference
+    local = rng.choice(np.array([-bound, bound, 0, 1, -1]), (cfg.pairs, cfg.window))
+    z_ref, z_gpu = es.update_sums(cfg, noise, f, reads, local), gpu.update_sums(cfg, noise, f, reads, local)
     for name in z_ref:
         got = z_gpu[name] if isinstance(z_ref[name], tuple) else (z_gpu[name],)
         want = z_ref[name] if isinstance(z_ref[name], tuple) else (z_ref[name],)
@@ -363,7 +368,7 @@ def test_table_update_without_signal_moves_nothing(backends):
     f = np.zeros(cfg.pairs, np.int32)
     reads = gpu.rows_read(cfg, rng.integers(0, 256, (cfg.pairs, cfg.window + 1)), table_state(cfg, rng)[0::2, cfg.layers])[0]
     z_gpu = gpu.update_sums(cfg, gpu.make_noise(cfg, 1), f, reads)
-    assert [np.asarray(a).shape for a in z_gpu[context.NAME]] == [(0, 2), (0, cfg.width), (0,)]
+    assert [np.asarray(a).shape for a in z_gpu[context.NAME]] == [(0, 2), (0, cfg.width), (0, 1)]
     params = extreme_params(cfg, rng)
     mom = {k: rng.integers(-999, 1000, v.shape).astype(np.int32) for k, v in params.items()}
     p_ref, p_gpu, m_ref, m_gpu = ({k: v.copy() for k, v in d.items()} for d in (params, params, mom, mom))

@@ -233,15 +233,19 @@ def test_periodic_guard_between_saves(work):
 
 
 @needs_mpi
-@pytest.mark.parametrize("k,reduce", [(1, "sums"), (2, "sums"), (3, "fitness"), (3, "sums")])
-def test_context_tables_under_mpi_are_the_single_process_bytes(work, k, reduce):
+@pytest.mark.parametrize("k,reduce,credit", [(1, "sums", "window"), (2, "sums", "window"), (3, "fitness", "window"),
+                                             (3, "sums", "window"), (2, "fitness", "reads"), (3, "sums", "reads")])
+def test_context_tables_under_mpi_are_the_single_process_bytes(work, k, reduce, credit):
     """With context tables every process needs every pair's bytes before (the update's reads), and
-    under reduce "sums" each process's sparse sums list other rows (merged exactly): K processes
-    write the plain run's bytes either way."""
-    tables = ["--context-bits", "8", "--context-order", "3", "--backend", "numba", "--steps", str(STEPS)]  # after TINY's 0
-    if not (work / "ctx-plain").exists():
-        plain = pretrain(work, work / "ctx-plain", None, *tables)
+    under reduce "sums" each process's sparse sums list other rows (merged exactly); with reads credit
+    the processes gather every member's per-byte log-likelihoods (reduce "fitness") or credit their own
+    pairs' reads (reduce "sums"): K processes write the plain run's bytes every way."""
+    tables = ["--context-bits", "8", "--context-order", "3", "--backend", "numba", "--steps", str(STEPS),
+              "--context-credit", credit] + (["--context-logits", "1"] if credit == "reads" else [])  # after TINY's 0
+    plain_out = work / f"ctx-plain-{credit}"
+    if not plain_out.exists():
+        plain = pretrain(work, plain_out, None, *tables)
         assert plain.returncode == 0, plain.stderr
-    done = pretrain(work, work / f"ctx-mpi-{k}-{reduce}", k, *tables, "--mpi-reduce", reduce)
+    done = pretrain(work, work / f"ctx-mpi-{k}-{reduce}-{credit}", k, *tables, "--mpi-reduce", reduce)
     assert done.returncode == 0, done.stderr
-    assert checkpoints(work / f"ctx-mpi-{k}-{reduce}") == checkpoints(work / "ctx-plain")
+    assert checkpoints(work / f"ctx-mpi-{k}-{reduce}-{credit}") == checkpoints(plain_out)

@@ -49,12 +49,14 @@ class Backend(abc.ABC):
         ``model.make_noise(cfg, step, range(p0, p1))``. Pair p's values do not depend on the range."""
 
     @abc.abstractmethod
-    def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None):
+    def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None,
+                           positions=False):
         """Fitness (int32, 2 * (p1 - p0)) of members 2*p0 .. 2*p1, each the sum of its log-likelihoods
         over the window: member 2p (+) and 2p + 1 (-) carry pair p's perturbation from ``noise``
         (make_noise of the same range) and read pair_tokens[p] (pair_tokens: every pair's row,
         window + 1 bytes). ``state`` (population, layers, width) int8: rows 2*p0 .. 2*p1 are carried
-        through the window and updated in place, the others left alone."""
+        through the window and updated in place, the others left alone. ``positions``: each member's
+        log-likelihoods (int32, (2 * (p1 - p0), window)) instead of their sum."""
 
     @abc.abstractmethod
     def forward(self, params, cfg, tokens, state):
@@ -62,10 +64,11 @@ class Backend(abc.ABC):
         tokens[:, 1:]; ``state`` (rows, layers, width) int8 carried and updated in place."""
 
     @abc.abstractmethod
-    def update_sums(self, cfg, noise, f, reads=None) -> dict:
+    def update_sums(self, cfg, noise, f, reads=None, local=None) -> dict:
         """Z per parameter from the whole population's noise and pair fitnesses f (pairs,) int32:
         ``es.update_sums``, exact (int32 or int64 arrays); with context tables, ``reads`` (pairs,
-        window, tables) are the rows each pair's window read (``rows_read``) and Z["context"] is
+        window, tables) are the rows each pair's window read (``rows_read``), ``local`` (pairs, window)
+        each pair's per-byte fitness differences or None (``context.credit``), and Z["context"] is
         ``context.update_sums``' (read, Z, S)."""
 
     @abc.abstractmethod

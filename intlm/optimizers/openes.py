@@ -28,7 +28,7 @@ def update_sums(cfg, backend, step: int, f) -> dict:
             z += int(f[p]) * backend.dense_noise(cfg, t, step, int(p)).astype(np.int64)
         Z[t.name] = z if t.kind == "vector" else z * MATRIX_Z_SCALE
         if t.kind == "table":
-            Z[t.name] = context.dense_sums(Z[t.name], f)
+            Z[t.name] = context.dense_sums(cfg, Z[t.name], f)
     return Z
 
 

@@ -64,7 +64,7 @@ def table_thresholds(cfg, step: int, S):
     """Each listed row's threshold (context.thresholds, exact Python integers on the host), computed
     once per distinct S: many rows share a sum."""
     values, which = np.unique(S, return_inverse=True)
-    return context.thresholds(es.z_threshold_q4(cfg, step), cfg.momentum_shift, values)[which]
+    return context.thresholds(es.z_threshold_q4(cfg, step), cfg.momentum_shift, values)[which].reshape(np.shape(S))
 
 
 class CupyBackend(Backend):
@@ -230,15 +230,17 @@ class CupyBackend(Backend):
                         i32((fitness is not None) + 2 * (ll is not None)), fitness if fitness is not None else dummy32, ll if ll is not None else dummy32,
                         i32(T1 - 1), logits, i32(logits_ld), nrows)
 
-    def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None):
+    def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None,
+                           positions=False):
         p0, p1 = pair_range(cfg, p0, p1, noise)
         cp = self.cp
         tokens = self.device(np.asarray(pair_tokens[p0:p1]), cp.uint8)
         work = self.device(state[2 * p0:2 * p1], cp.int8)
-        fitness = cp.zeros(2 * (p1 - p0), cp.int32)
-        self._window(params, cfg, self.raw_noise(cfg, noise), tokens, 1, work, True, fitness=fitness)
+        out = {"ll": cp.zeros((2 * (p1 - p0), tokens.shape[1] - 1), cp.int32)} if positions else \
+            {"fitness": cp.zeros(2 * (p1 - p0), cp.int32)}
+        self._window(params, cfg, self.raw_noise(cfg, noise), tokens, 1, work, True, **out)
         state[2 * p0:2 * p1] = work.get()
-        return fitness.get()
+        return next(iter(out.values())).get()
 
     def forward(self, params, cfg, tokens, state):
         cp = self.cp
@@ -263,50 +265,60 @@ class CupyBackend(Backend):
                     np.int32(tok.shape[0]), np.int32(tables), np.int32(cfg.context_bits), reads, after)
         return reads.get(), after.get()
 
-    def _table_sums(self, cfg, t, noise, f, reads) -> tuple:
-        """context.update_sums on the device: (read (n, 2), Z (n, w), S (n,)) int64 CuPy arrays. The rows
-        read by pairs with f != 0 are marked and listed in ascending (table, row) order, each given its
-        place in the list; context_sums then adds each pair's terms at the places its window read."""
+    def _table_sums(self, cfg, t, noise, f, reads, local) -> tuple:
+        """context.update_sums on the device: (read (n, 2), Z (n, w), S (n, parts)) int64 CuPy arrays.
+        context_credit gives each read its credit; the rows with a nonzero one are marked and listed
+        in ascending (table, row) order, each given its place in the list; context_sums then adds each
+        credited read's terms at its place."""
         cp = self.cp
         tables, rows, w = t.shape
         keys, b = noise
         reads = self.device(reads, cp.int64)  # host (rows_read) or device arrays
         pairs, window = reads.shape[:2]
+        parts = context.parts(cfg)
+        by_reads = local is not None and cfg.context_credit == "reads"
+        i32 = np.int32
+        loc = self.device(np.asarray(local) if by_reads else np.zeros(1), cp.int32)
+        c = cp.empty((pairs, window, tables, parts), cp.int32)
+        self.launch("context_credit", *geometry.grid_stride(pairs * tables), reads, i32(pairs), i32(window), i32(tables),
+                    f, loc, i32(by_reads), i32(parts), c)
         marked = cp.zeros(tables * rows, cp.int8)
-        marked[(reads[f != 0] + cp.arange(tables, dtype=cp.int64) * rows).reshape(-1)] = 1
+        marked[(reads + cp.arange(tables, dtype=cp.int64) * rows)[(c != 0).any(axis=3)]] = 1
         places = cp.flatnonzero(marked)
         n = int(places.size)
         slot = cp.full(tables * rows, -1, cp.int32)
         slot[places] = cp.arange(n, dtype=cp.int32)
         read = cp.ascontiguousarray(cp.stack([places // rows, places % rows], axis=1).astype(cp.int64))
-        z, S = cp.zeros((n, w), cp.int64), cp.zeros(n, cp.int64)
+        z, S = cp.zeros((n, w), cp.int64), cp.zeros((n, parts), cp.int64)
         if n:
-            i32 = np.int32
             self.launch("context_sums", *geometry.warp_stride(pairs * window * tables), reads, i32(pairs), i32(window),
-                        i32(tables), f, keys, b, i32(w), i32(cfg.rank), i32(rank_mult(cfg.rank)), i32(cfg.context_bits),
-                        slot, z, S)
+                        i32(tables), c, i32(parts), keys, b, i32(w), i32(cfg.width), i32(cfg.rank),
+                        i32(rank_mult(cfg.rank)), i32(cfg.context_bits), slot, z, S)
         return read, z, S
 
     def _table_step(self, params, cfg, step: int, t, sums, momentum, moved):
         """context.update on the device (context_step*): the listed rows of the table in params[t.name]
-        (a host array, updated in place) and of its momentum."""
+        (a host array, updated in place) and of its momentum; a part with S = 0 gets threshold -1,
+        which the kernel leaves alone."""
         cp = self.cp
         read, z, S = (self.device(a, cp.int64) for a in sums)
         n = read.shape[0]
         if n == 0:
             return
-        thr = self.device(table_thresholds(cfg, step, host(S)), cp.int64)
+        S_host = host(S)
+        thr = self.device(np.where(S_host == 0, -1, table_thresholds(cfg, step, S_host)), cp.int64)
         p = self.device(params[t.name], cp.int8)
         m, kernel = self._momentum(momentum, t.name, "context_step")
-        self.launch(kernel, *geometry.grid_stride(n * t.shape[2]), p, m, read, z, thr, np.int64(n),
-                    np.int32(t.shape[2]), np.int32(cfg.context_bits), np.int32(cfg.momentum_shift), moved)
+        self.launch(kernel, *geometry.grid_stride(n * t.shape[2]), p, m, read, z, thr, np.int32(S_host.shape[1]),
+                    np.int64(n), np.int32(t.shape[2]), np.int32(cfg.width), np.int32(cfg.context_bits),
+                    np.int32(cfg.momentum_shift), moved)
         params[t.name][...] = p.get()
         if cfg.momentum_shift:
             momentum[t.name][...] = m.get()
 
     # --- update -------------------------------------------------------------------------------------
 
-    def update_sums(self, cfg, noise, f, reads=None) -> dict:
+    def update_sums(self, cfg, noise, f, reads=None, local=None) -> dict:
         """es.update_sums on the device: int64 CuPy arrays of each dense tensor's shape, a table's
         (read, Z, S)."""
         cp = self.cp
@@ -316,7 +328,7 @@ class CupyBackend(Backend):
         Z = {}
         for t in tensors(cfg):
             if t.kind == "table":
-                Z[t.name] = self._table_sums(cfg, t, raw[t.name], fd, reads)
+                Z[t.name] = self._table_sums(cfg, t, raw[t.name], fd, reads, local)
                 continue
             z = cp.empty(t.shape, cp.int64)
             if t.kind == "matrix":

@@ -12,7 +12,7 @@ GRID_X_MAX = (1 << 31) - 1
 GRID_YZ_MAX = 65535
 INT32_MAX = (1 << 31) - 1
 
-STRIDE_THREADS = 256  # noise_streams, stream_keys, update_sums_vector, update_step*, context_rows, context_step*
+STRIDE_THREADS = 256  # noise_streams, stream_keys, update_sums_vector, update_step*, context_rows, context_credit, context_step*
 STRIDE_GRID_MAX = 1 << 16  # blocks of a grid-stride launch (enough to fill any GPU many times over)
 
 LIN_ROWS, LIN_COLS, LIN_THREADS, LIN_MAX_RANK = 64, 32, 128, 16  # linear.cu's defines
@@ -177,6 +177,7 @@ def launches(cfg, pairs: int) -> list:
             out.append(("context_read",) + row_grid(rows) + ((rows, cfg.window + 1, tables, cfg.context_bits,
                                                                t.shape[2], cfg.rank, mult, cfg.layers + 1, d),))
             out.append(("context_rows", grid_stride(pairs)[0], (STRIDE_THREADS,), (pairs, cfg.window + 1)))
+            out.append(("context_credit", grid_stride(pairs * tables)[0], (STRIDE_THREADS,), (pairs, tables)))
             out.append(("context_sums",) + warp_stride(entries) + ((pairs, cfg.window, tables, n),))
             out.append(("context_step", grid_stride(n * t.shape[2])[0], (STRIDE_THREADS,), (t.shape[2], cfg.context_bits)))
             continue

@@ -14,7 +14,7 @@ KERNELS = {
     "gru.cu": ("gru_gate", "gru_state_norm"),
     "loglik.cu": ("head_loglik",),
     "update.cu": ("update_sums_matrix", "update_sums_vector", "update_step_m32", "update_step_m64", "update_step"),
-    "context.cu": ("context_read", "context_rows", "context_sums", "context_step_m32", "context_step_m64", "context_step"),
+    "context.cu": ("context_read", "context_rows", "context_credit", "context_sums", "context_step_m32", "context_step_m64", "context_step"),
 }
 HEADERS = ("common.cuh",)
 ARCHS = ("sm_80", "sm_90")  # what the compile test builds for; at run time NVRTC targets the device

@@ -19,8 +19,10 @@ class NumbaBackend(Backend):
         return {t.name: (_context if t.kind == "table" else _noise).make_noise(cfg, t, step, p0, p1)
                 for t in tensors(cfg)}
 
-    def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None):
-        return _forward.population_fitness(params, cfg, noise, pair_tokens, state, *pair_range(cfg, p0, p1, noise))
+    def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None,
+                           positions=False):
+        return _forward.population_fitness(params, cfg, noise, pair_tokens, state, *pair_range(cfg, p0, p1, noise),
+                                           positions)
 
     def forward(self, params, cfg, tokens, state):
         return _forward.forward(params, cfg, tokens, state)
@@ -28,8 +30,8 @@ class NumbaBackend(Backend):
     def rows_read(self, cfg, tokens, state_row) -> tuple:
         return _context.rows_read(cfg, tokens, state_row)
 
-    def update_sums(self, cfg, noise, f, reads=None) -> dict:
-        return _update.update_sums(cfg, noise, f, reads)
+    def update_sums(self, cfg, noise, f, reads=None, local=None) -> dict:
+        return _update.update_sums(cfg, noise, f, reads, local)
 
     def update(self, params, cfg, step: int, f, Z, momentum=None) -> int:
         return _update.update(params, cfg, step, f, Z, momentum)

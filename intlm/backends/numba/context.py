@@ -105,16 +105,50 @@ def make_noise(cfg: Config, t, step: int, p0: int, p1: int) -> tuple:
     return keys, b
 
 
+@njit(parallel=True, cache=True)
+def _credit(f, reads, local, by_reads, logits, c):
+    """``context.credit`` into zeroed c (pairs, T, tables, parts), the pairs in parallel; local (pairs, T)
+    is read only when by_reads."""
+    T, n_tables = reads.shape[1], reads.shape[2]
+    for p in prange(reads.shape[0]):
+        after = np.zeros(T + 1, np.int64)
+        if by_reads:
+            for t in range(T - 1, -1, -1):
+                after[t] = after[t + 1] + np.int64(local[p, t])
+        for i in range(n_tables):
+            for t in range(T):
+                row = reads[p, t, i]
+                first = True
+                for u in range(t):
+                    if reads[p, u, i] == row:
+                        first = False
+                        break
+                if not first:
+                    continue
+                if not by_reads:
+                    for part in range(c.shape[3]):
+                        c[p, t, i, part] = f[p]
+                    continue
+                c[p, t, i, 0] = np.sign(after[t])
+                if logits:
+                    at = np.int64(0)
+                    for u in range(t, T):
+                        if reads[p, u, i] == row:
+                            at += np.int64(local[p, u])
+                    c[p, t, i, 1] = np.sign(at)
+
+
 @njit(cache=True)
-def _list_reads(f, reads, slot):
-    """slot[i, row] = the place of (table i, row) in the ascending list of the rows read by pairs with
-    f != 0 (-1 if none read it; slot comes in as -1s); returns that list (n, 2)."""
+def _list_reads(c, reads, slot):
+    """slot[i, row] = the place of (table i, row) in the ascending list of the rows with a nonzero credit
+    (-1 if none; slot comes in as -1s); returns that list (n, 2)."""
     n_tables, rows = slot.shape
-    for p in range(f.shape[0]):
-        if f[p] != 0:
-            for t in range(reads.shape[1]):
-                for i in range(n_tables):
-                    slot[i, reads[p, t, i]] = 0
+    for p in range(c.shape[0]):
+        for t in range(reads.shape[1]):
+            for i in range(n_tables):
+                for part in range(c.shape[3]):
+                    if c[p, t, i, part] != 0:
+                        slot[i, reads[p, t, i]] = 0
     n = 0
     for i in range(n_tables):
         for row in range(rows):
@@ -132,56 +166,67 @@ def _list_reads(f, reads, slot):
 
 
 @njit(parallel=True, cache=True)
-def _sums(f, keys, b, reads, mult, slot, lanes, Z, S):
-    """``context.update_sums`` into zeroed Z, S (n, d), (n,) at the places ``slot`` gives. Lane q of a
-    table takes the places with place % lanes == q, so lanes and tables run in parallel without
-    racing; seen[place] is the last pair that added to it, so a pair counts a row once."""
-    d, r = b.shape[2], b.shape[3]
-    seen = np.full(S.shape[0], -1, np.int64)
+def _sums(c, keys, b, reads, mult, slot, lanes, width, Z, S):
+    """``context.update_sums`` into zeroed Z, S (n, d), (n, parts) at the places ``slot`` gives, from
+    the credit c (nonzero only at a pair's first read of a row). Lane q of a table takes the places
+    with place % lanes == q, so lanes and tables run in parallel without racing."""
+    d, r, parts = b.shape[2], b.shape[3], c.shape[3]
     for job in prange(slot.shape[0] * lanes):
         i, lane = job // lanes, job % lanes
         ab = np.zeros(d, np.int64)
-        for p in range(f.shape[0]):
-            fp = np.int64(f[p])
-            if fp == 0:
-                continue
+        for p in range(c.shape[0]):
             for t in range(reads.shape[1]):
-                place = slot[i, reads[p, t, i]]
-                if place % lanes != lane or seen[place] == p:
+                live = False
+                for part in range(parts):
+                    live |= c[p, t, i, part] != 0
+                if not live:
                     continue
-                seen[place] = p
+                place = slot[i, reads[p, t, i]]
+                if place % lanes != lane:
+                    continue
                 for j in range(d):
                     ab[j] = 0
-                for c in range(r):
-                    a = np.int64(factor_a(keys[p, i], reads[p, t, i], c, r, mult))
+                for k in range(r):
+                    a = np.int64(factor_a(keys[p, i], reads[p, t, i], k, r, mult))
                     for j in range(d):
-                        ab[j] += a * np.int64(b[p, i, j, c])
+                        ab[j] += a * np.int64(b[p, i, j, k])
                 z = Z[place]
                 for j in range(d):
-                    z[j] += fp * ab[j]
-                S[place] += fp * fp
+                    z[j] += np.int64(c[p, t, i, 0 if j < width else parts - 1]) * ab[j]
+                for part in range(parts):
+                    S[place, part] += np.int64(c[p, t, i, part]) ** 2
 
 
-def update_sums(cfg: Config, noise, f, reads) -> tuple:
+def update_sums(cfg: Config, noise, f, reads, local=None) -> tuple:
     """``context.update_sums``: (read, Z, S) int64."""
     t = context.tables(cfg)
     keys, b = noise
     reads = np.ascontiguousarray(reads, dtype=np.int64)
+    by_reads = local is not None and cfg.context_credit == "reads"
+    c = np.zeros(reads.shape + (context.parts(cfg),), np.int64)
+    _credit(np.asarray(f, np.int64), reads, np.asarray(local if by_reads else np.zeros((1, 1)), np.int64),
+            by_reads, bool(cfg.context_logits), c)
     slot = np.full(t.shape[:2], -1, np.int64)
-    read = _list_reads(f, reads, slot)
+    read = _list_reads(c, reads, slot)
     Z = np.zeros((read.shape[0], t.shape[2]), np.int64)  # the row width
-    S = np.zeros(read.shape[0], np.int64)
-    _sums(f, keys, b, reads, rank_mult(cfg.rank), slot, numba.get_num_threads(), Z, S)
+    S = np.zeros((read.shape[0], c.shape[3]), np.int64)
+    _sums(c, keys, b, reads, rank_mult(cfg.rank), slot, numba.get_num_threads(), cfg.width, Z, S)
     return read, Z, S
 
 
 @njit(parallel=True, cache=True)
-def _apply(param, Z, momentum, k, read, thr):
-    """``context.update`` on the read rows: momentum, thresholded steps, the threshold spent."""
+def _apply(param, Z, S, momentum, k, read, thr, width):
+    """``context.update`` on the read rows: momentum, thresholded steps, the threshold spent; a part
+    with S 0 left alone."""
     moved = 0
+    parts = S.shape[1]
     for i in prange(read.shape[0]):
-        tb, row, t = read[i, 0], read[i, 1], thr[i]
+        tb, row = read[i, 0], read[i, 1]
         for j in range(param.shape[2]):
+            part = 0 if j < width else parts - 1
+            if S[i, part] == 0:
+                continue
+            t = thr[i, part]
             v = Z[i, j]
             if k:
                 mo = np.int64(momentum[tb, row, j])
@@ -200,7 +245,7 @@ def _apply(param, Z, momentum, k, read, thr):
 def thresholds(z_q4: int, momentum_shift: int, S):
     """``context.thresholds`` (exact Python integers), once per distinct S: many rows share a sum."""
     values, which = np.unique(S, return_inverse=True)
-    return context.thresholds(z_q4, momentum_shift, values)[which]
+    return context.thresholds(z_q4, momentum_shift, values)[which].reshape(np.shape(S))
 
 
 def update(param, cfg: Config, z_q4: int, read, Z, S, momentum=None) -> int:
@@ -209,7 +254,7 @@ def update(param, cfg: Config, z_q4: int, read, Z, S, momentum=None) -> int:
         return 0
     thr = thresholds(z_q4, cfg.momentum_shift, S)
     k = cfg.momentum_shift
-    return int(_apply(param, Z, momentum if k else np.zeros((1, 1, 1), np.int32), k, read, thr))
+    return int(_apply(param, Z, S, momentum if k else np.zeros((1, 1, 1), np.int32), k, read, thr, cfg.width))
 
 
 def operands(params, cfg: Config, noise, perturbed: bool) -> dict:

@@ -390,11 +390,11 @@ def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
     return ll
 
 
-def population_fitness(params, cfg: Config, noise, pair_tokens, state, p0: int, p1: int):
+def population_fitness(params, cfg: Config, noise, pair_tokens, state, p0: int, p1: int, positions=False):
     """As ``model.population_fitness`` of pairs [p0, p1): member 2 * p0 + i reads pair_tokens[p0 + i // 2]
     and carries state[2 * p0 + i], updated in place; noise holds the range's pairs."""
     ll = _run(params, cfg, np.ascontiguousarray(pair_tokens[p0:p1]), 2, state[2 * p0:2 * p1], noise, True)
-    return ll.sum(axis=1, dtype=np.int64).astype(np.int32)
+    return ll if positions else ll.sum(axis=1, dtype=np.int64).astype(np.int32)
 
 
 def forward(params, cfg: Config, tokens, state):

@@ -94,7 +94,7 @@ def _matrix_update_sum(cfg: Config, t, a, b, f, ones):
     return z
 
 
-def update_sums(cfg: Config, noise, f, reads=None) -> dict:
+def update_sums(cfg: Config, noise, f, reads=None, local=None) -> dict:
     """As ``es.update_sums``: Z per parameter, exact (int32 where one chunk holds every term of a
     matrix, else int64). |f * a| <= 8 * 78 fits int16."""
     Z = {}
@@ -106,7 +106,7 @@ def update_sums(cfg: Config, noise, f, reads=None) -> dict:
         elif t.kind == "vector":
             Z[t.name] = _vector_sums(f, noise[t.name].reshape(cfg.pairs, -1)).reshape(t.shape)
         else:
-            Z[t.name] = _context.update_sums(cfg, noise[t.name], f, reads)
+            Z[t.name] = _context.update_sums(cfg, noise[t.name], f, reads, local)
     return Z
 
 
