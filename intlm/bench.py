@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import context
 from .backends.numba import gemm as cpu_gemm
-from .config import Config
+from .config import PRETRAIN_CONTEXT, Config
 from .model import VOCAB
 
 PHASES = ("data", "noise", "reads", "forward", "fitness", "sums", "update")  # train.train_step's laps
@@ -37,8 +37,8 @@ DEFAULT_GRID = (
     + [dict(width=128, layers=1, population=p) for p in (256, 2048, 8192)]
     + [dict(width=128, layers=1, population=512, rank=4)]
     + [dict(width=256, layers=2, population=4096)]
-    # the model `intlm pretrain` trains by default (context tables K 16, orders 2-4), and without tables
-    + [dict(width=32, layers=1, population=8192, context_bits=16, context_order=4), dict(width=32, layers=1, population=8192)]
+    # the model `intlm pretrain` trains by default (its context tables), and without tables
+    + [dict(width=32, layers=1, population=8192, **PRETRAIN_CONTEXT), dict(width=32, layers=1, population=8192)]
 )
 
 
@@ -109,6 +109,7 @@ def measure(cfg: Config, repeats: int = 10, backend: str = "auto") -> dict:
     return {
         "width": cfg.width, "layers": cfg.layers, "population": cfg.population, "rank": cfg.rank,
         "window": cfg.window, "context_bits": cfg.context_bits, "context_order": cfg.context_order * context.state_rows(cfg),
+        "context_logits": cfg.context_logits,
         "backend": be.name,
         "train_tokens_per_s": round(train), "inference_tokens_per_s": round(inference),
         "ratio": float(f"{ratio:.3g}"),  # significant digits: a step slowed by a busy machine is not 0
@@ -209,7 +210,7 @@ def table_row(r: dict, limit: dict) -> str:
     frac = f"{100 * r['train_gmacs'] / max(limit.values()):4.0f}%" if limit else f"{'-':>5}"
     runs = r.get("ratio_runs", [r["ratio"]])
     spread = f"{runs[0]:.2f}-{runs[-1]:.2f}" if len(runs) > 1 else "-"
-    ctx = f"{r['context_bits']}/{r['context_order']}" if r["context_bits"] else "-"
+    ctx = f"{r['context_bits']}/{r['context_order']}{'L' if r.get('context_logits') else ''}" if r["context_bits"] else "-"
     speed = [tqdm.format_sizeof(r[k]) for k in ("train_tokens_per_s", "inference_tokens_per_s")]
     shares = " ".join(f"{p} {100 * r['shares'][p]:.0f}%" for p in PHASES)
     tables = f"; tables {100 * r['table_share']:+.0f}%" if r["context_bits"] else ""

@@ -198,9 +198,10 @@ UPDATE_SECTION = ["population", "rank", "sigma_shift", "fitness", "alpha", "alph
               "update every row (slow at large K).")
 @click.option("--context-order", type=int, default=PRETRAIN_CONTEXT["context_order"], show_default=True,
               help="N: one context table for each of the last 2, 3, .. N bytes.")
-@click.option("--context-logits", type=click.IntRange(0, 1), default=DEFAULTS.context_logits, show_default=True,
+@click.option("--context-logits", type=click.IntRange(0, 1), default=PRETRAIN_CONTEXT["context_logits"], show_default=True,
               help="1: each context row also adds 256 corrections to the next byte's logits (needs --context-bits).")
-@click.option("--context-credit", type=click.Choice(CONTEXT_CREDITS), default=DEFAULTS.context_credit, show_default=True,
+@click.option("--context-credit", type=click.Choice(CONTEXT_CREDITS), default=PRETRAIN_CONTEXT["context_credit"],
+              show_default=True,
               help="What a table row's update counts: window: its pairs' whole-window fitness; reads: only the bytes "
               "from its first read on (its logit entries: only the bytes it predicted). EGGROLL only.")
 @UPDATE_OPTIONS
@@ -274,8 +275,12 @@ def _run_setup(ctx, out, steps, minutes, resume, resume_or_start, intervals, alp
     typed = {f for o, f in options.items() if ctx.get_parameter_source(o) != ParameterSource.DEFAULT}
     if ctx.get_parameter_source("alpha") != ParameterSource.DEFAULT:
         typed.add("alpha_q16")
-    if not given.get("context_bits") and "context_order" not in typed:
-        given["context_order"] = Config.context_order  # no tables: no order (--context-bits 0 alone)
+    # the table settings that only tables (or only EGGROLL's sparse update) have, left at their defaults:
+    # no tables, no order, logits or credit (--context-bits 0 alone); the credit is EGGROLL's
+    for field in ("context_order", "context_logits", "context_credit"):
+        if field not in typed and (not given.get("context_bits")
+                                   or (field == "context_credit" and given.get("optimizer") != "eggroll")):
+            given[field] = getattr(Config, field)
     # resuming or starting from a checkpoint, the settings the user did not type are the checkpoint's
     cfg = resume_or_fresh(out, Config(**given), resume, resume_or_start, typed=typed, peek=True, init=init).cfg
     return cfg.check()
@@ -537,7 +542,8 @@ def bench(width, layers, population, rank, context_bits, context_order, window, 
     With no setting given it runs a default grid (widths 64-256, layers 1-4, populations 256-8192,
     rank 1 and 4, and the default model of `intlm pretrain` with and without its context tables);
     any setting given makes the grid the product of the lists (defaults: width 128, 1 layer,
-    population 512, rank 1, no context tables). Phases: data, noise, the tables' rows read, forward,
+    population 512, rank 1, no context tables; tables with `intlm pretrain`'s logits and credit: "L" in the ctx
+    column marks logits). Phases: data, noise, the tables' rows read, forward,
     fitness shaping, update sums, update; "tables" is the share of a step the context tables add. Each setting runs in its own processes (--processes): on a
     shared machine the training/inference ratio moves more from one process to the next than
     within one, so the table shows the run with the median ratio and the range of all runs.
@@ -552,8 +558,10 @@ def bench(width, layers, population, rank, context_bits, context_order, window, 
     if width is layers is population is rank is context_bits is context_order is None:
         grid = [dict(s, window=window) for s in DEFAULT_GRID]
     else:
+        # tables as `intlm pretrain` has them (PRETRAIN_CONTEXT's logits and credit) at each K and N given
         grid = [dict(width=w, layers=n, population=p, rank=r, window=window, context_bits=k,
-                     context_order=o if k else 2)
+                     context_order=o if k else 2, **({f: PRETRAIN_CONTEXT[f] for f in ("context_logits", "context_credit")}
+                                                    if k else {}))
                 for w, n, p, r, k, o in itertools.product(width or [128], layers or [1], population or [512],
                                                           rank or [1], context_bits or [0], context_order or [4])]
         grid = [dict(t) for t in dict.fromkeys(tuple(s.items()) for s in grid)]  # orders of no table: one

@@ -39,8 +39,9 @@ ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negl
 CONTEXT_BITS = (8, 20)  # the context tables' rows: 2**8 .. 2**20 (context.py)
 CONTEXT_ORDERS = (2, 8)  # tables for the last 2 .. N bytes, N at most 8 (a hash key is 8 bytes)
 # What `intlm pretrain` adds to the defaults below: the context tables that learned fastest per
-# second (scripts/learning/README.md, "Context tables: the targets met").
-PRETRAIN_CONTEXT = {"context_bits": 16, "context_order": 4}
+# second (scripts/learning/README.md, "Context tables: the targets met"), their rows into the logits
+# too and each row credited by the bytes it can change ("Reads credit").
+PRETRAIN_CONTEXT = {"context_bits": 16, "context_order": 4, "context_logits": 1, "context_credit": "reads"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -257,7 +257,9 @@ def table_update_checks(gpu, rng):
             f = rng.choice(np.array([-8, 8, 0], np.int32), cfg.pairs)
             reads = rng.integers(0, 1 << cfg.context_bits, (cfg.pairs, cfg.window, cfg.context_order - 1))
             reads[::2] %= 7  # a few rows read by many pairs, many times in a window
-            z_ref, z_gpu = es.update_sums(cfg, noise, f, reads), gpu.update_sums(cfg, noise, f, reads)
+            # per-byte differences for reads credit (context.credit; ignored by window credit), zeros among them
+            local = rng.choice(np.array([-32768, -1, 0, 1, 32768]), (cfg.pairs, cfg.window))
+            z_ref, z_gpu = es.update_sums(cfg, noise, f, reads, local), gpu.update_sums(cfg, noise, f, reads, local)
             if not all(same(z_ref[k], z_gpu[k]) for k in z_ref):
                 return False, "Z differs (a table's: read, Z, S)"
             params = {k: rng.integers(-127, 128, v.shape).astype(np.int8) for k, v in model.init_params(cfg).items()}

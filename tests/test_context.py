@@ -324,8 +324,9 @@ def test_training_with_tables_is_bit_exact_across_backends_and_resume(corpus, tm
 
 def test_pretrain_trains_tables_whatever_the_optimizer(monkeypatch, capsys, tmp_path):
     """`intlm pretrain` trains with PRETRAIN_CONTEXT's tables by default, with every optimiser and with
-    Anchored Weight Decay alike (no setting silently changes the model); --context-bits 0 alone is
-    the model without them."""
+    Anchored Weight Decay alike (no setting silently changes the model); the credit is EGGROLL's, so
+    the full-rank optimisers take the tables with window credit; --context-bits 0 alone is the
+    model without them (no order, logits or credit)."""
     from intlm.config import PRETRAIN_CONTEXT
     from intlm.run import load_run
 
@@ -338,8 +339,10 @@ def test_pretrain_trains_tables_whatever_the_optimizer(monkeypatch, capsys, tmp_
     for name, extra in (("egg", []), ("spsa", ["--optimizer", "spsa"]), ("awd", ["--anchor-decay", "4"])):
         assert run_main(monkeypatch, capsys, "pretrain", corpus, "--out", tmp_path / name, *tiny, *extra)[0] == 0
         cfg = load_run(tmp_path / name)[0].cfg
-        assert (cfg.context_bits, cfg.context_order) == tuple(PRETRAIN_CONTEXT.values()), name
+        want = dict(PRETRAIN_CONTEXT, **({"context_credit": "window"} if name == "spsa" else {}))
+        assert {k: getattr(cfg, k) for k in want} == want, name
     assert run_main(monkeypatch, capsys, "pretrain", corpus, "--out", tmp_path / "none", *tiny,
                     "--context-bits", "0")[0] == 0
     none = load_run(tmp_path / "none")[0].cfg
-    assert (none.context_bits, none.context_order) == (0, 2) and "context_order" not in none.to_json()
+    assert (none.context_bits, none.context_order, none.context_logits, none.context_credit) == (0, 2, 0, "window")
+    assert not {"context_order", "context_logits", "context_credit"} & set(none.to_json())

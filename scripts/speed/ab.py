@@ -59,11 +59,17 @@ def main():
     parser.add_argument("--context-bits", type=int, default=0, help="context tables (0: none; a revision before "
                         "c7eae7c has none to compare)")
     parser.add_argument("--context-order", type=int, default=2)
+    parser.add_argument("--context-logits", type=int, default=0, help="1: rows into the logits too (a revision "
+                        "before e9d94f3 has none)")
+    parser.add_argument("--context-credit", default="window", help="reads: the tables' reads credit (a revision "
+                        "before 34b91b4 has only window)")
     args = parser.parse_args()
     cfg_args = dict(width=args.width, layers=args.layers, population=args.population, rank=args.rank,
                     window=args.window)
     if args.context_bits:
         cfg_args.update(context_bits=args.context_bits, context_order=args.context_order)
+        cfg_args.update({k: v for k, v in (("context_logits", args.context_logits),
+                                           ("context_credit", args.context_credit)) if v not in (0, "window")})
     data = np.random.default_rng(0).integers(1, 256, 1 << 20, dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["NUMBA_CACHE_DIR"] = os.path.join(tmp, "numba-cache")  # before numba is imported
@@ -84,7 +90,8 @@ def main():
     (a, b), tokens = (np.array(times[name]) for name in versions), args.population * args.window
     print(f"width {args.width} x {args.layers}, population {args.population}, rank {args.rank}, "
           f"window {args.window}, "
-          + (f"context tables 2^{args.context_bits} rows, orders 2..{args.context_order}, " if args.context_bits else "")
+          + (f"context tables 2^{args.context_bits} rows, orders 2..{args.context_order}"
+             f"{', logits' if args.context_logits else ''}, {args.context_credit} credit, " if args.context_bits else "")
           + f"{args.rounds} rounds")
     for name, t in zip(versions, (a, b)):
         print(f"  {name:>12}: training {tokens / np.median(t[:, 0]):>10,.0f} tok/s, inference "
