@@ -95,7 +95,8 @@ def describe(cfg: Config) -> str:
     if not cfg.context_bits:
         return ""
     logits = ", rows into the logits too" if cfg.context_logits else ""
-    return f"{cfg.context_order - 1} context tables of 2^{cfg.context_bits} rows{logits}"
+    credit = ", reads credit" if cfg.context_credit == "reads" else ""
+    return f"{cfg.context_order - 1} context tables of 2^{cfg.context_bits} rows{logits}{credit}"
 
 
 def without(cfg: Config):
