@@ -46,7 +46,9 @@ def test_measure_reports_the_tables_phases_and_share():
     without them timed beside it); without, both are zero."""
     r = bench.measure(Config(**TINY, context_bits=8, context_order=3).check(), repeats=2, backend="numba")
     assert (r["context_bits"], r["context_order"]) == (8, 3) and r["shares"]["reads"] > 0
-    assert -1 < r["table_share"] < 1 and r["table_share"] != 0
+    # 1 - plain / with tables: below 1 whatever the timings; no lower bound, since on a loaded machine a
+    # millisecond step without tables can take many times the one beside it (seen: -13)
+    assert np.isfinite(r["table_share"]) and r["table_share"] < 1 and r["table_share"] != 0
     plain = bench.measure(Config(**TINY).check(), repeats=1, backend="numba")
     assert plain["table_share"] == 0 and plain["shares"]["reads"] < r["shares"]["reads"]
 
