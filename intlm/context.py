@@ -250,6 +250,12 @@ def by_reads(cfg: Config) -> bool:
     return bool(cfg.context_bits) and cfg.context_credit == "reads"
 
 
+def credits_reads(cfg: Config, local) -> bool:
+    """Whether ``credit`` gives reads credit: the config asks for it and the per-byte differences are
+    there (evolve's whole-sample scores have none, so they give window credit)."""
+    return local is not None and by_reads(cfg)
+
+
 def byte_differences(ll):
     """Each pair's per-byte fitness differences (pairs, T) int64 from the members' log-likelihoods
     (members, T), + member first; None for None."""
@@ -272,7 +278,7 @@ def credit(cfg: Config, f, reads, local=None):
     same = reads[:, :, None, :] == reads[:, None, :, :]  # (pairs, T, T, tables): bytes t and u read the same row
     first = ~np.any(same & np.tril(np.ones((T, T), bool), -1)[None, :, :, None], axis=2)
     out = np.zeros((pairs, T, n, parts(cfg)), np.int64)
-    if local is None or cfg.context_credit == "window":
+    if not credits_reads(cfg, local):
         out[...] = np.asarray(f, np.int64)[:, None, None, None]
     else:
         d = np.asarray(local, np.int64)

@@ -147,7 +147,7 @@ class World:
         ``local`` (members,) or, for the tables' reads credit, each member's log-likelihoods (members,
         window): the gathered fitness has the same columns."""
         t = time.perf_counter()
-        cols = local[0].size
+        cols = local.size // local.shape[0]  # 1, or the window with per-byte log-likelihoods
         send = np.empty(local.size + 1, dtype=np.int32)
         send[:-1] = local.reshape(-1)
         send[-1] = control

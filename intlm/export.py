@@ -74,7 +74,8 @@ def model_bytes(run, checkpoint_hash: str) -> bytes:
                 and getattr(cfg, f.name) != f.default]
     if settings:
         raise IntlmError(f"the C runtime does not know the setting(s) {', '.join(settings)} of this model")
-    names = DENSE + (CONTEXT,) * context.state_rows(cfg)  # the table's row in the state: one with tables
+    tables = context.tables(cfg) is not None  # without, their order and logits are written as 0
+    names = DENSE + ((CONTEXT,) if tables else ())
     params = sorted(set(run.params) - set(names))
     if params:  # a parameter this runtime would not read: its output could not be the sampler's
         raise IntlmError(f"the C runtime does not know the parameter(s) {', '.join(params)} of this model")
@@ -94,7 +95,6 @@ def model_bytes(run, checkpoint_hash: str) -> bytes:
                                   offset + len(body), a.nbytes))
         body += a.tobytes()
         body += bytes(-len(body) % ALIGN)
-    tables = context.state_rows(cfg)  # 1 with tables, else 0 (their order and logits then written as 0)
     fixed = FIXED.pack(cfg.width, cfg.layers, cfg.mlp_ratio, cfg.context_bits, cfg.context_order * tables,
                        cfg.context_logits * tables, len(tensors), run.step, checkpoint_hash.encode(), check)
     rest = fixed + b"".join(entries) + bytes(offset - header) + bytes(body)

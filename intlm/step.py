@@ -38,41 +38,48 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     lap("reads")
     positions = context.by_reads(cfg)  # each byte's log-likelihood, not only the window's sum
     if world is None:
-        fitness = backend.population_fitness(run.params, cfg, noise, tokens, run.recurrent, positions=positions)
+        ll = backend.population_fitness(run.params, cfg, noise, tokens, run.recurrent, positions=positions)
         if cfg.pair_state == "mean":
             es.share_pair_state(run.recurrent)
         lap("forward")
+        everyone = ll
     else:
         p0, p1 = world.p0, world.p1
         mine = noise if sums else _pair_slice(noise, p0, p1)
-        local = backend.population_fitness(run.params, cfg, mine, tokens, run.recurrent, p0, p1, positions)
+        ll = backend.population_fitness(run.params, cfg, mine, tokens, run.recurrent, p0, p1, positions)
         if cfg.pair_state == "mean":
             es.share_pair_state(run.recurrent[2 * p0:2 * p1])
         context.keep_history(cfg, run.recurrent, after)  # every pair's, not only this process's
         lap("forward")
-        fitness, control = world.allgather_fitness(local, control)
+        # under reduce "sums" a process credits only its own pairs' reads: the others' window sums will do
+        everyone, control = world.allgather_fitness(_window_sums(ll) if positions and sums else ll, control)
         lap("comm")
-    ll = fitness if positions else None
-    if positions:
-        fitness = fitness.sum(axis=1, dtype=np.int64).astype(np.int32)  # the window's, as without
-    stats = apply_fitness(run, backend, noise, fitness, lap, world, reads, context.byte_differences(ll))
+    local = context.byte_differences(ll if sums else everyone) if positions else None
+    fitness = _window_sums(everyone) if everyone.ndim == 2 else everyone
+    stats = apply_fitness(run, backend, noise, fitness, lap, world, reads, local)
     return {"fitness_sum": int(fitness.astype(np.int64).sum()), **stats, "control": control}
+
+
+def _window_sums(ll):
+    """Members' window fitnesses (int32) from their per-byte log-likelihoods (members, T)."""
+    return ll.sum(axis=1, dtype=np.int64).astype(np.int32)
 
 
 def apply_fitness(run: Run, backend, noise, fitness, lap, world=None, reads=None, local=None) -> dict:
     """The EGGROLL update from the members' fitnesses, whatever scored them (the corpus here, an
     objective in evolve.py): shaping, the sums Z, the thresholded steps, the anchor's pull; then the
     step is done. ``noise``: this step's (under ``world`` with reduce "sums", this process's pairs');
-    ``reads``: the rows of the tables each pair's window read (context.window_reads); ``local``: each
-    pair's per-byte fitness differences for the tables' reads credit (context.credit), or None.
+    ``reads``: the rows of the tables each pair's window read (context.window_reads); ``local``: the
+    per-byte fitness differences (context.credit's reads credit) of the pairs whose sums this process
+    makes (every pair; under reduce "sums" its own), or None.
     Returns the tie count, the weights moved and (with Anchored Weight Decay) the weights pulled."""
     cfg = run.cfg
     f, ties = es.shape_fitness(fitness, cfg.fitness)
     lap("fitness")
     if world is not None and world.reduce == "sums":
         mine = slice(world.p0, world.p1)
-        Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[mine], None if reads is None else reads[mine],
-                                                     None if local is None else local[mine]))
+        Z = world.allreduce_sums(backend.update_sums(world.local_cfg, noise, f[mine],
+                                                     None if reads is None else reads[mine], local))
     else:
         Z = backend.update_sums(cfg, noise, f, reads, local)
     lap("sums")

@@ -236,11 +236,12 @@ class CupyBackend(Backend):
         cp = self.cp
         tokens = self.device(np.asarray(pair_tokens[p0:p1]), cp.uint8)
         work = self.device(state[2 * p0:2 * p1], cp.int8)
-        out = {"ll": cp.zeros((2 * (p1 - p0), tokens.shape[1] - 1), cp.int32)} if positions else \
-            {"fitness": cp.zeros(2 * (p1 - p0), cp.int32)}
-        self._window(params, cfg, self.raw_noise(cfg, noise), tokens, 1, work, True, **out)
+        members = 2 * (p1 - p0)
+        ll = cp.zeros((members, tokens.shape[1] - 1), cp.int32) if positions else None
+        fitness = None if positions else cp.zeros(members, cp.int32)
+        self._window(params, cfg, self.raw_noise(cfg, noise), tokens, 1, work, True, fitness=fitness, ll=ll)
         state[2 * p0:2 * p1] = work.get()
-        return next(iter(out.values())).get()
+        return (ll if positions else fitness).get()
 
     def forward(self, params, cfg, tokens, state):
         cp = self.cp
@@ -276,7 +277,7 @@ class CupyBackend(Backend):
         reads = self.device(reads, cp.int64)  # host (rows_read) or device arrays
         pairs, window = reads.shape[:2]
         parts = context.parts(cfg)
-        by_reads = local is not None and cfg.context_credit == "reads"
+        by_reads = context.credits_reads(cfg, local)
         i32 = np.int32
         loc = self.device(np.asarray(local) if by_reads else np.zeros(1), cp.int32)
         c = cp.empty((pairs, window, tables, parts), cp.int32)

@@ -107,8 +107,8 @@ def make_noise(cfg: Config, t, step: int, p0: int, p1: int) -> tuple:
 
 @njit(parallel=True, cache=True)
 def _credit(f, reads, local, by_reads, logits, c):
-    """``context.credit`` into zeroed c (pairs, T, tables, parts), the pairs in parallel; local (pairs, T)
-    is read only when by_reads."""
+    """``context.credit`` into zeroed c (pairs, T, tables, parts) int8, the pairs in parallel; local
+    (pairs, T) is read only when by_reads."""
     T, n_tables = reads.shape[1], reads.shape[2]
     for p in prange(reads.shape[0]):
         after = np.zeros(T + 1, np.int64)
@@ -191,8 +191,11 @@ def _sums(c, keys, b, reads, mult, slot, lanes, width, Z, S):
                     for j in range(d):
                         ab[j] += a * np.int64(b[p, i, j, k])
                 z = Z[place]
-                for j in range(d):
-                    z[j] += np.int64(c[p, t, i, 0 if j < width else parts - 1]) * ab[j]
+                c_input, c_logits = np.int64(c[p, t, i, 0]), np.int64(c[p, t, i, parts - 1])
+                for j in range(width):
+                    z[j] += c_input * ab[j]
+                for j in range(width, d):
+                    z[j] += c_logits * ab[j]
                 for part in range(parts):
                     S[place, part] += np.int64(c[p, t, i, part]) ** 2
 
@@ -202,8 +205,8 @@ def update_sums(cfg: Config, noise, f, reads, local=None) -> tuple:
     t = context.tables(cfg)
     keys, b = noise
     reads = np.ascontiguousarray(reads, dtype=np.int64)
-    by_reads = local is not None and cfg.context_credit == "reads"
-    c = np.zeros(reads.shape + (context.parts(cfg),), np.int64)
+    by_reads = context.credits_reads(cfg, local)
+    c = np.zeros(reads.shape + (context.parts(cfg),), np.int8)  # |f| <= RANK_LEVELS, a sign: int8 holds it
     _credit(np.asarray(f, np.int64), reads, np.asarray(local if by_reads else np.zeros((1, 1)), np.int64),
             by_reads, bool(cfg.context_logits), c)
     slot = np.full(t.shape[:2], -1, np.int64)
