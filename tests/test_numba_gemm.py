@@ -1,7 +1,7 @@
 """Tests of the Numba backend's int8 GEMM (backends/numba/gemm.py, imported as cpu_gemm): the packed weight layout and its offset correction, the
-GEMM and both tile kernels against the exact signed product in NumPy (worst cases included), the
-four-row dot product of the low-rank term, the int32 shift, the layer norm's reciprocal division, and a whole Numba
-forward on the plain (generic) kernel."""
+GEMM and the three tile kernels (VNNI, AVX2, plain) against the exact signed product in NumPy (worst cases
+included), the update's int16 tile, the four-row dot product of the low-rank term, the int32 shift, the layer
+norm's reciprocal division, and a whole Numba forward on the kernels the host does not select."""
 
 import os
 import pathlib
@@ -23,6 +23,7 @@ from intlm.backends.numba.gemm import GROUP, OFFSET, TILE_COLS, TILE_ROWS, corre
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FEW = settings(max_examples=60, deadline=None)
 VNNI_INSTRUCTION = "llvm.x86.avx512.vpdpbusd.256"  # u8 x s8, 4 products per int32 lane
+VNNI16_INSTRUCTION = "llvm.x86.avx512.vpdpwssd.256"  # s16 x s16, 2 products per int32 lane (the update)
 
 # Largest dimensions the config accepts: width <= 1024, mlp_ratio <= 8 (config.check).
 MAX_WIDTH, MAX_HIDDEN = 1024, 1024 * 8
@@ -136,7 +137,17 @@ def _gemm_runner(gemm):
 GEMMS = {
     "selected": _gemm_runner(cpu_gemm.gemm),  # the one the backend uses on this host (KERNEL)
     "generic": _gemm_runner(cpu_gemm._gemm(cpu_gemm._generic_tile(GROUP), GROUP)),
+    "avx2": _gemm_runner(cpu_gemm._gemm(cpu_gemm._avx2_tile(GROUP), GROUP)),  # compiled on first call
 }
+
+
+@pytest.fixture(autouse=True)
+def _skip_avx2_without_it(request):
+    """A test of the AVX2 kernels needs a CPU with AVX2 (Numba compiles on first call, so defining the
+    runner above costs nothing elsewhere)."""
+    kind = getattr(request.node, "callspec", None) and request.node.callspec.params.get("kind")
+    if kind == "avx2" and not cpu_gemm._host_has_avx2():
+        pytest.skip("AVX2 kernel not tested: this CPU has no AVX2")
 
 
 def run_gemm(kind, x, w, extra_cols=0):
@@ -230,13 +241,15 @@ def _tile_runner(tile):
     return run
 
 
-def _tile(kind):
+def _tile(kind, group=GROUP):
     if kind == "generic":
-        return _tile_runner(cpu_gemm._generic_tile(GROUP))
+        return _tile_runner(cpu_gemm._generic_tile(group))
+    if kind == "avx2":
+        return _tile_runner(cpu_gemm._avx2_tile(group))
     if cpu_gemm.KERNEL != "vnni" or not cpu_gemm._host_has_vnni():
         pytest.skip(f"VNNI tile not tested: cpu_gemm.KERNEL is {cpu_gemm.KERNEL!r} (needs 'vnni' and a CPU "
                     f"with AVX-VNNI or AVX512-VNNI+VL)")
-    return _tile_runner(cpu_gemm._vnni_tile(VNNI_INSTRUCTION, GROUP))
+    return _tile_runner(cpu_gemm._vnni_tile(VNNI_INSTRUCTION if group == GROUP else VNNI16_INSTRUCTION, group))
 
 
 def tile_reference(x, xoff, xstride, xgstride, w, woff, wstride, groups):
@@ -269,7 +282,10 @@ def tile_case(request):
                 groups=groups, ooff=ooff, ostride=ostride)
 
 
-@pytest.mark.parametrize("kind", ["generic", "vnni"])
+TILE_KINDS = ["generic", "avx2", "vnni"]
+
+
+@pytest.mark.parametrize("kind", TILE_KINDS)
 def test_tile_kernel_matches_numpy(kind, tile_case):
     """Each tile kernel writes exactly the 4 x 32 block of x . w at (ooff, ostride), nothing else."""
     run = _tile(kind)
@@ -285,7 +301,7 @@ def test_tile_kernel_matches_numpy(kind, tile_case):
     assert np.all(out[untouched] == 777), "tile wrote outside its 4 x 32 block"
 
 
-@pytest.mark.parametrize("kind", ["generic", "vnni"])
+@pytest.mark.parametrize("kind", TILE_KINDS)
 def test_tile_kernel_overwrites_previous_output(kind, tile_case):
     """A tile sets (not adds to) its outputs: a second call on a dirty buffer gives the same block."""
     run = _tile(kind)
@@ -297,6 +313,35 @@ def test_tile_kernel_overwrites_previous_output(kind, tile_case):
     run(*args, out, t["ooff"], t["ostride"])
     assert np.array_equal(out, first)
     assert first.any()
+
+
+@pytest.mark.parametrize("kind", TILE_KINDS)
+@FEW
+@given(groups=st.integers(1, 40), seed=st.integers(0, 2 ** 32 - 1), extreme=st.booleans(),
+       group_major=st.booleans())
+def test_int16_tile_kernel_matches_numpy(kind, groups, seed, extreme, group_major):
+    """The update's tile (gemm16: int16 x and w, 2 inputs a group) writes exactly the 4 x 32 block of
+    x . w, with int32 wrap-around as the reference's: at -32768 on both sides a group's two products
+    sum to 2**31, which every kernel wraps alike."""
+    run = _tile(kind, 2)
+    rng = np.random.default_rng(seed)
+    wstride, ostride = 2 * TILE_COLS + 2 * int(rng.integers(0, 8)), TILE_COLS + int(rng.integers(0, 8))
+    xstride, xgstride = (2, 2 * TILE_ROWS + 6) if group_major else (2 * groups + 4, 2)
+    xoff, woff, ooff = 6, 2 * wstride + 4, 3
+    span = (xoff + TILE_ROWS * xstride + groups * xgstride, woff + groups * wstride)
+    values = np.array([-32768, 32767, -1, 0], np.int16)
+    x, w = ((rng.choice(values, k) if extreme else rng.integers(-32768, 32768, k)).astype(np.int16) for k in span)
+    out = np.full(ooff + TILE_ROWS * ostride + 8, 777, dtype=np.int32)
+    run(x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride)
+    r, c = np.arange(TILE_ROWS)[:, None, None, None], np.arange(TILE_COLS)[None, :, None, None]
+    g, q = np.arange(groups)[None, None, :, None], np.arange(2)[None, None, None, :]
+    ref = (x.astype(np.int64)[xoff + r * xstride + g * xgstride + q] *
+           w.astype(np.int64)[woff + g * wstride + 2 * c + q]).sum(axis=(2, 3)).astype(np.int32)  # wraps
+    idx = ooff + np.arange(TILE_ROWS)[:, None] * ostride + np.arange(TILE_COLS)[None, :]
+    assert np.array_equal(out[idx], ref)
+    untouched = np.ones(out.size, bool)
+    untouched[idx.ravel()] = False
+    assert np.all(out[untouched] == 777), "tile wrote outside its 4 x 32 block"
 
 
 # --- sar32: the 32-bit arithmetic shift -------------------------------------------------------------
@@ -478,9 +523,9 @@ def test_div_round_reciprocal_every_denominator_near_max_numerator():
     assert np.count_nonzero(((u * ((1 << 32) // d)) >> 32) != u // d) > 1000
 
 
-# --- the whole Numba backend on the generic kernel -------------------------------------------------
+# --- the whole Numba backend on each kernel the host does not select -----------------------------
 
-GENERIC_SCRIPT = r"""
+KERNEL_SCRIPT = r"""
 import numpy as np
 from intlm import model
 from intlm.backends import get
@@ -516,13 +561,15 @@ print("numba == numpy", flush=True)
 """
 
 
-def test_numba_backend_on_generic_kernel_matches_numpy(tmp_path):
-    """With INTLM_CPU_KERNEL=generic (fresh Numba cache), population_fitness and forward equal NumPy."""
-    env = {**os.environ, "INTLM_CPU_KERNEL": "generic", "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),
+@pytest.mark.parametrize("kind", ["generic", "avx2"])
+def test_numba_backend_on_each_kernel_matches_numpy(kind, tmp_path):
+    """With INTLM_CPU_KERNEL=generic or avx2 (fresh Numba cache), population_fitness and forward equal
+    NumPy (the host's own kernel is what every other Numba test runs)."""
+    env = {**os.environ, "INTLM_CPU_KERNEL": kind, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", GENERIC_SCRIPT], cwd=REPO, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", KERNEL_SCRIPT], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.split("\n")
-    assert "kernel=generic" in lines, done.stdout
+    assert f"kernel={kind}" in lines, done.stdout
     assert "numba == numpy" in lines, done.stdout
