@@ -1,20 +1,24 @@
-"""A/B speed of the working tree's Numba backend against a git revision, in one process.
+"""A/B speed of the working tree's Numba backend against a git revision, in step with each other.
 
 On a shared machine, two benchmark runs minutes apart differ by 10% or more, which hides the 1-5%
-that one change to a kernel makes. This script imports both versions side by side (the revision's
-package is exported under another name), runs whole training steps and unperturbed forwards of each
-alternately, and prints medians of ratios taken within each round, so a slow spell of the machine
-slows both versions alike. It also checks that both versions compute the same bits.
+that one change to a kernel makes. This script runs each version in its own worker process (its own
+package on the path and its own fresh Numba cache), and asks them in turn for a whole training step
+and an unperturbed forward, round after round, so a slow spell of the machine slows both alike; it
+prints medians of the ratios taken within each round, and checks that both compute the same bits.
 
     python scripts/speed/ab.py HEAD~1 --width 128 --rounds 60
 
-Both versions must share the backend interface (train.train_step, backends.get, train.Run.fresh). Numba
-compiles both afresh into a temporary cache (its on-disk cache would not see an edit to
-backends/numba/gemm.py alone, see that module), which takes a minute before the rounds start.
+Both versions must have ``intlm.bench.timers`` (train.train_step, backends.get, train.Run.fresh).
+Each compiles its kernels afresh, which takes a minute or two before the rounds start.
+
+Each version runs in a process of its own because two copies of the package in one process do not
+run as they do alone: there, e3b797f's plain int8 tile ran at the speed of ac80f28's AVX2 tile (a
+step 0.98 of its time), where as two programs the AVX2 tile's step takes about a fifth of it.
 """
 
 import argparse
-import importlib
+import hashlib
+import json
 import os
 import pathlib
 import subprocess
@@ -26,21 +30,64 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def export(rev: str, into: pathlib.Path) -> str:
-    """The package at ``rev`` as the importable package ``intlm_rev`` under ``into``."""
+def export(rev: str, into: pathlib.Path) -> pathlib.Path:
+    """The package at ``rev`` as ``intlm`` under ``into`` (the folder to put on the path)."""
     archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "intlm"], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    (into / "intlm").rename(into / "intlm_rev")
-    return "intlm_rev"
+    return into
 
 
-def version(package: str, cfg_args: dict, data):
-    """A version's run and its step and inference timers (intlm.bench.timers on its own modules)."""
+def worker(cfg_args: dict):
+    """One version (the ``intlm`` on this process's path): compile, then a round per line of input,
+    each answered with the step's and the forward's seconds; at end of input, a digest of the
+    parameters, the states and the last forward's log-likelihoods."""
+    from intlm import train
+    from intlm.backends import get
     from intlm.bench import timers
+    from intlm.config import Config
 
-    config = importlib.import_module(package + ".config")
-    backend = importlib.import_module(package + ".backends").get("numba")
-    return timers(config.Config(**cfg_args).check(), backend, data, importlib.import_module(package + ".train"))
+    data = np.random.default_rng(0).integers(1, 256, 1 << 20, dtype=np.uint8)
+    run, step, infer = timers(Config(**cfg_args).check(), get("numba"), data, train)
+    step(), infer()
+    print(json.dumps({"ready": True}), flush=True)
+    ll = None
+    for _ in sys.stdin:
+        step_s = step()
+        infer_s, ll = infer()
+        print(json.dumps({"step": step_s, "infer": infer_s}), flush=True)
+    digest = hashlib.sha256()
+    for name in sorted(run.params):
+        digest.update(np.ascontiguousarray(run.params[name]).tobytes())
+    digest.update(np.ascontiguousarray(run.arrays()["hidden"]).tobytes())
+    digest.update(np.ascontiguousarray(ll).tobytes())
+    print(json.dumps({"digest": digest.hexdigest()}), flush=True)
+
+
+class Version:
+    """A worker process running one version of the package."""
+
+    def __init__(self, path: pathlib.Path, cache: pathlib.Path, cfg_args: dict):
+        env = {**os.environ, "PYTHONPATH": str(path), "NUMBA_CACHE_DIR": str(cache)}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(cfg_args)], cwd=path,
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"a worker stopped (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def round(self) -> tuple:
+        self.proc.stdin.write("round\n")
+        self.proc.stdin.flush()
+        got = self.answer()
+        return got["step"], got["infer"]
+
+    def finish(self) -> str:
+        self.proc.stdin.close()
+        digest = self.answer()["digest"]
+        self.proc.wait()
+        return digest
 
 
 def spread(values) -> str:
@@ -70,23 +117,18 @@ def main():
         cfg_args.update(context_bits=args.context_bits, context_order=args.context_order)
         cfg_args.update({k: v for k, v in (("context_logits", args.context_logits),
                                            ("context_credit", args.context_credit)) if v not in (0, "window")})
-    data = np.random.default_rng(0).integers(1, 256, 1 << 20, dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["NUMBA_CACHE_DIR"] = os.path.join(tmp, "numba-cache")  # before numba is imported
-        sys.path.insert(0, tmp)
-        sys.path.insert(0, str(REPO))
-        versions = {"tree": version("intlm", cfg_args, data), args.rev: version(export(args.rev, pathlib.Path(tmp)),
-                                                                                cfg_args, data)}
+        tmp = pathlib.Path(tmp)
+        (tmp / "rev").mkdir()
+        versions = {"tree": Version(REPO, tmp / "cache-tree", cfg_args),
+                    args.rev: Version(export(args.rev, tmp / "rev"), tmp / "cache-rev", cfg_args)}
+        for v in versions.values():  # both compile at once (a minute or two), then wait for the rounds
+            v.answer()
         times = {name: [] for name in versions}
-        last = {}  # each version's latest inference log-likelihoods
-        for name, (_, step, infer) in versions.items():  # compile
-            step(), infer()
         for i in range(args.rounds):
             for name in list(versions)[::1 if i % 2 else -1]:  # alternate which goes first
-                _, step, infer = versions[name]
-                step_s = step()
-                infer_s, last[name] = infer()
-                times[name].append((step_s, infer_s))
+                times[name].append(versions[name].round())
+        digests = [v.finish() for v in versions.values()]
     (a, b), tokens = (np.array(times[name]) for name in versions), args.population * args.window
     print(f"width {args.width} x {args.layers}, population {args.population}, rank {args.rank}, "
           f"window {args.window}, "
@@ -97,12 +139,12 @@ def main():
         print(f"  {name:>12}: training {tokens / np.median(t[:, 0]):>10,.0f} tok/s, inference "
               f"{tokens / np.median(t[:, 1]):>10,.0f} tok/s, ratio {spread(t[:, 1] / t[:, 0])}")
     print(f"  time, tree / {args.rev}: training step {spread(a[:, 0] / b[:, 0])}, inference {spread(a[:, 1] / b[:, 1])}")
-    (run_a, _, _), (run_b, _, _) = versions.values()
-    same = (all(np.array_equal(run_a.params[k], run_b.params[k]) for k in run_a.params)
-            and np.array_equal(run_a.arrays()["hidden"], run_b.arrays()["hidden"]) and np.array_equal(*last.values()))
     print(f"  parameters, states and inference log-likelihoods after {args.rounds + 1} steps: "
-          f"{'identical' if same else 'DIFFERENT'}")
+          f"{'identical' if digests[0] == digests[1] else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--worker"]:
+        worker(json.loads(sys.argv[2]))
+    else:
+        main()
