@@ -5,6 +5,7 @@ random inputs with saturated +-127 values and at the worst cases the config allo
 
 import numpy as np
 import pytest
+from numba import njit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +15,7 @@ from intlm.config import worst_case_bounds
 from intlm.noise import NOISE_MULT, rank_mult, stream, stream_key
 from intlm.backends.numba import arith as nb_arith
 from intlm.backends.numba.forward import BLOCK_ROWS, _as_rows, _corrections, _layer_norm, _linear
-from intlm.backends.numba.gemm import OFFSET, pack
+from intlm.backends.numba.gemm import OFFSET, _host_has_avx2, pack
 from intlm.backends.numba.noise import fill_streams
 
 from conftest import tiny_config
@@ -113,6 +114,37 @@ def test_log_likelihood_worst_cases():
     targets += list(range(256))
     logits = np.stack(rows)
     assert np.array_equal(numba_log_likelihood(logits, targets), arith.log_likelihood(logits, np.array(targets)))
+
+
+def _exp2_sum_rows(kernel):
+    @njit
+    def rows(logits):
+        out = np.empty(logits.shape[0], np.int64)
+        for i in range(logits.shape[0]):
+            row = logits[i]
+            out[i] = kernel(row, row.max(), EXP2)
+        return out
+
+    return rows
+
+
+EXP2_SUMS = {"generic": _exp2_sum_rows(nb_arith._exp2_sum_generic), "avx2": _exp2_sum_rows(nb_arith._exp2_sum_avx2)}
+
+
+@pytest.mark.parametrize("kind", sorted(EXP2_SUMS))
+@FEW
+@given(seed=st.integers(0, 2 ** 32 - 1), spread=st.sampled_from([1, 8, 127]))
+def test_exp2_sum_is_the_table_sum(kind, seed, spread):
+    """The softmax denominator, both kernels, against the table's sum, on random rows (narrow to the
+    full range, saturated) and the extremes: one logit 254 above the others, all equal at -127 and 127."""
+    if kind == "avx2" and not _host_has_avx2():
+        pytest.skip("AVX2 kernel not tested: this CPU has no AVX2")
+    rng = np.random.default_rng(seed)
+    rows = [saturated(rng, (16, 256), spread), np.full((2, 256), -127), np.full((1, 256), 127)]
+    rows[1][0, rng.integers(256)] = 127
+    logits = np.concatenate(rows).astype(np.int32)
+    want = EXP2[logits - logits.max(axis=1, keepdims=True) + 255].astype(np.int64).sum(axis=1)
+    assert np.array_equal(EXP2_SUMS[kind](logits), want)
 
 
 # --- the fused perturbed linear: _linear vs model.Members.linear -----------------------------------
