@@ -87,6 +87,18 @@ _I64 = ir.IntType(64)
 _V8 = ir.VectorType(_I32, LANES)
 
 
+def _tile_intrinsic(codegen):
+    """A tile's call signature, (x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff,
+    ostride), around the LLVM code that ``codegen`` emits."""
+
+    @intrinsic
+    def tile(typingctx, x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride):
+        sig = types.void(x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride)
+        return sig, codegen
+
+    return tile
+
+
 def _vnni_tile(instruction, group):
     """A tile on a VNNI dot-product instruction that sums ``group`` products into each int32 lane:
     out[ooff + r*ostride + c] = sum_g x[xoff + r*xstride + g*xgstride : +group] . w[woff + g*wstride +
@@ -128,12 +140,7 @@ def _vnni_tile(instruction, group):
                               align=1)
         return context.get_dummy_value()
 
-    @intrinsic
-    def tile(typingctx, x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride):
-        sig = types.void(x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride)
-        return sig, codegen
-
-    return tile
+    return _tile_intrinsic(codegen)
 
 
 _V4 = ir.VectorType(_I32, 4)
@@ -269,12 +276,7 @@ def _avx2_tile(group):
                 builder.store(total, builder.bitcast(builder.gep(op, [at]), _V8.as_pointer()), align=1)
         return context.get_dummy_value()
 
-    @intrinsic
-    def tile(typingctx, x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride):
-        sig = types.void(x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride)
-        return sig, codegen
-
-    return tile
+    return _tile_intrinsic(codegen)
 
 
 def _generic_tile(group):
