@@ -54,16 +54,14 @@ def synthetic_bytes(size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(1, 256, size, dtype=np.uint8)
 
 
-def timers(cfg, backend, data, train=None):
+def timers(cfg, backend, data):
     """A fresh run of ``cfg`` and two timers over it: ``step(laps=None)`` runs one whole training
     step and returns its seconds (``laps`` collects the phases'), ``infer()`` runs the unperturbed
-    model on the same batch and returns its seconds and log-likelihoods. ``train`` is the train
-    module (default this package's; scripts/speed/ab.py passes another version's): its ``Run`` is the run
-    state's class in every version (defined there before run.py, imported there since)."""
+    model on the same batch and returns its seconds and log-likelihoods (scripts/speed/ab.py calls
+    each version's own, in a process of its own)."""
+    from . import train
     from .data import stream_windows
 
-    if train is None:
-        from . import train
     run = train.Run.fresh(cfg)
 
     def step(laps=None):

@@ -41,13 +41,12 @@ def worker(cfg_args: dict):
     """One version (the ``intlm`` on this process's path): compile, then a round per line of input,
     each answered with the step's and the forward's seconds; at end of input, a digest of the
     parameters, the states and the last forward's log-likelihoods."""
-    from intlm import train
     from intlm.backends import get
     from intlm.bench import timers
     from intlm.config import Config
 
     data = np.random.default_rng(0).integers(1, 256, 1 << 20, dtype=np.uint8)
-    run, step, infer = timers(Config(**cfg_args).check(), get("numba"), data, train)
+    run, step, infer = timers(Config(**cfg_args).check(), get("numba"), data)
     step(), infer()
     print(json.dumps({"ready": True}), flush=True)
     ll = None

@@ -217,8 +217,7 @@ def _avx2_tile(group):
     each output as two partial sums in neighbouring lanes, added at the end of a pass. A pass makes 8
     outputs of the tile's 4 rows, so its accumulators, weights and inputs fit AVX2's 16 registers."""
 
-    per_col = group // 2  # int32 lanes an output's partial sums take
-    vectors = per_col  # weight vectors per pass of LANES outputs
+    per_col = group // 2  # int32 lanes an output's partial sums take, and weight vectors per pass
 
     def codegen(context, builder, sig, args):
         x, xoff, xstride, xgstride, w, woff, wstride, groups, out, ooff, ostride = args
@@ -234,33 +233,34 @@ def _avx2_tile(group):
         def const(v):
             return ir.Constant(_I64, v)
 
-        def widened(ptr, at, count, element):  # count elements at ptr[at], as int16 (zero- or sign-extended)
+        def widened(ptr, at, count, element, signed):  # count elements at ptr[at], as int16
             vec = builder.load(builder.bitcast(builder.gep(ptr, [at]), ir.VectorType(element, count).as_pointer()),
                                align=1)
             if element == _I16:
                 return vec
             target = ir.VectorType(_I16, count)
-            return builder.sext(vec, target) if ptr is wp else builder.zext(vec, target)
+            return builder.sext(vec, target) if signed else builder.zext(vec, target)
 
         x_element = ir.IntType(sig.args[0].dtype.bitwidth)
         w_element = ir.IntType(sig.args[4].dtype.bitwidth)
         for first in range(0, TILE_COLS, LANES):  # a pass: outputs first .. first + LANES of each row
-            acc = [[cgutils.alloca_once_value(builder, ir.Constant(_V8, [0] * LANES)) for _ in range(vectors)]
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(_V8, [0] * LANES)) for _ in range(per_col)]
                    for _ in range(TILE_ROWS)]
             with cgutils.for_range(builder, groups) as loop:
                 g = loop.index
                 xs = []
                 for r in range(TILE_ROWS):
                     at = builder.add(xoff, builder.add(builder.mul(const(r), xstride), builder.mul(g, xgstride)))
-                    word = builder.bitcast(widened(xp, at, group, x_element), x_word)
+                    word = builder.bitcast(widened(xp, at, group, x_element, False), x_word)
                     vec = builder.insert_element(ir.Constant(broadcast, None), word, ir.Constant(_I32, 0))
                     splat = builder.shuffle_vector(vec, ir.Constant(broadcast, None),
                                                    ir.Constant(ir.VectorType(_I32, broadcast.count),
                                                                [0] * broadcast.count))
                     xs.append(builder.bitcast(splat, _W16))
                 row = builder.add(woff, builder.mul(g, wstride))
-                for v in range(vectors):
-                    ws = widened(wp, builder.add(row, const(group * first + 2 * LANES * v)), 2 * LANES, w_element)
+                for v in range(per_col):
+                    at = builder.add(row, const(group * first + 2 * LANES * v))
+                    ws = widened(wp, at, 2 * LANES, w_element, True)
                     for r in range(TILE_ROWS):
                         builder.store(builder.add(builder.load(acc[r][v]), builder.call(madd, [xs[r], ws])), acc[r][v])
             for r in range(TILE_ROWS):
