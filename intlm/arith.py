@@ -128,6 +128,13 @@ def div_round(num, den):
     return np.where(num < 0, -mag, mag)
 
 
+def graded(x, scale, levels: int):
+    """sign(x) * min(levels, round(levels * |x| / scale)), rounded half up on the magnitude; scale > 0
+    (broadcast against x). The linear fitness (es.shape_fitness) and graded credit (context.credit)."""
+    x = np.asarray(x, np.int64)
+    return np.sign(x) * np.minimum((2 * levels * np.abs(x) + scale) // (2 * scale), levels)
+
+
 def matmul_shift(n: int) -> int:
     """Right shift that rescales an n-term int8 dot product: log2(16 sqrt(n)) rounded to an integer.
 

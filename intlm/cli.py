@@ -203,7 +203,8 @@ UPDATE_SECTION = ["population", "rank", "sigma_shift", "fitness", "alpha", "alph
 @click.option("--context-credit", type=click.Choice(CONTEXT_CREDITS), default=PRETRAIN_CONTEXT["context_credit"],
               show_default=True,
               help="What a table row's update counts: window: its pairs' whole-window fitness; reads: only the bytes "
-              "from its first read on (its logit entries: only the bytes it predicted). EGGROLL only.")
+              "from its first read on (its logit entries: only the bytes it predicted), as a sign; graded: the same sums, "
+              "each credit graded by its size against the pair's mean byte difference. EGGROLL only.")
 @UPDATE_OPTIONS
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True,
               help="eggroll: low-rank pairs; openes: full-rank pairs, same update; spsa: MeZO-style, a pair or "

@@ -14,9 +14,10 @@ from .optimizers.units import PATH_MAX, RANK_WEIGHT_ONE, SCALE_MAX
 
 FITNESS_MODES = ("sign", "rank", "linear")
 PAIR_STATES = ("mean", "own")
-CONTEXT_CREDITS = ("window", "reads")  # what a table row's sums count (context.credit)
+CONTEXT_CREDITS = ("window", "reads", "graded")  # what a table row's sums count (context.credit)
 SPSA_ROUNDINGS = ("stochastic", "carry")
 RANK_LEVELS = 8  # graded fitness takes values in -RANK_LEVELS .. RANK_LEVELS
+LINEAR_SPAN = 3  # linear fitness and graded credit reach RANK_LEVELS at this many times their mean |difference|
 INT32_MAX = (1 << 31) - 1
 INT64_MAX = (1 << 63) - 1
 POPULATION_MAX = 1 << 30
@@ -40,8 +41,9 @@ CONTEXT_BITS = (8, 20)  # the context tables' rows: 2**8 .. 2**20 (context.py)
 CONTEXT_ORDERS = (2, 8)  # tables for the last 2 .. N bytes, N at most 8 (a hash key is 8 bytes)
 # What `intlm pretrain` adds to the defaults below: the context tables that learned fastest per
 # second (scripts/learning/README.md, "Context tables: the targets met"), their rows into the logits
-# too and each row credited by the bytes it can change ("Reads credit").
-PRETRAIN_CONTEXT = {"context_bits": 16, "context_order": 4, "context_logits": 1, "context_credit": "reads"}
+# too and each row credited by the bytes it can change, each credit graded by its size ("Reads credit",
+# "Graded credit").
+PRETRAIN_CONTEXT = {"context_bits": 16, "context_order": 4, "context_logits": 1, "context_credit": "graded"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +76,7 @@ class Config:
     context_bits: int = 0  # 0: off; K: context tables of 2**K rows indexed by the last bytes (context.py)
     context_order: int = 2  # N: one table for each of the last 2, 3, .. N bytes
     context_logits: int = 0  # 1: each context row also adds 256 corrections to the logits (context.py)
-    context_credit: str = "window"  # reads: a row's sums count only the bytes its reads can change (context.credit)
+    context_credit: str = "window"  # reads: a row's sums count only the bytes its reads can change, graded: and by how much (context.credit)
 
     @property
     def pairs(self) -> int:
@@ -157,7 +159,7 @@ class Config:
              f"context credit must be one of {CONTEXT_CREDITS}, got {self.context_credit!r}")
         need(self.context_bits or self.context_credit == "window", "--context-credit needs --context-bits")
         need(self.context_credit == "window" or self.optimizer == "eggroll",
-             f"--context-credit reads is EGGROLL's sparse update: --optimizer {self.optimizer} updates every row")
+             f"--context-credit {self.context_credit} is EGGROLL's sparse update: --optimizer {self.optimizer} updates every row")
         for what, bound in worst_case_bounds(self).items():
             bits, limit = (64, INT64_MAX) if what in INT64_ACCUMULATORS else (32, INT32_MAX)
             need(bound <= limit, f"settings overflow int{bits} in {what} (worst case {bound}): "

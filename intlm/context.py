@@ -33,8 +33,8 @@ import dataclasses
 
 import numpy as np
 
-from .arith import clip8, isqrt, rshift_round
-from .config import Config
+from .arith import clip8, graded, isqrt, rshift_round
+from .config import LINEAR_SPAN, RANK_LEVELS, Config
 from .noise import GOLDEN, MASK64, NOISE_STD_PRODUCT, mix_array, rank_mult, stream, stream_at, stream_key
 from .params import TABLE as NAME, tensors
 
@@ -246,8 +246,8 @@ def part_of(cfg: Config, width: int):
 
 def by_reads(cfg: Config) -> bool:
     """Whether a step credits the tables' rows by the bytes they can change (cfg.context_credit
-    "reads"), which needs each byte's log-likelihood rather than the window's sum."""
-    return bool(cfg.context_bits) and cfg.context_credit == "reads"
+    "reads" or "graded"), which needs each byte's log-likelihood rather than the window's sum."""
+    return bool(cfg.context_bits) and cfg.context_credit in ("reads", "graded")
 
 
 def credits_reads(cfg: Config, local) -> bool:
@@ -272,7 +272,8 @@ def credit(cfg: Config, f, reads, local=None):
     only the bytes it was read for, so the input entries get sign(sum of local from the first read on)
     and the logit entries sign(sum of local at the bytes that read the row). The other bytes'
     differences are independent of the row's noise: leaving them out leaves the estimate's mean and
-    removes their noise."""
+    removes their noise. graded credit (cfg.context_credit "graded"): the same sums, each graded by its
+    size instead of taking its sign (``graded_scales``), so a read whose bytes moved a lot counts more."""
     reads = np.asarray(reads, np.int64)
     pairs, T, n = reads.shape
     same = reads[:, :, None, :] == reads[:, None, :, :]  # (pairs, T, T, tables): bytes t and u read the same row
@@ -283,10 +284,29 @@ def credit(cfg: Config, f, reads, local=None):
     else:
         d = np.asarray(local, np.int64)
         after = np.cumsum(d[:, ::-1], axis=1)[:, ::-1]  # sum of d from byte t on
-        out[..., 0] = np.sign(after)[:, :, None]
-        if cfg.context_logits:
-            out[..., 1] = np.sign(np.einsum("ptui,pu->pti", same, d))
+        at = np.einsum("ptui,pu->pti", same, d)  # sum of d at the bytes that read byte t's row
+        if cfg.context_credit == "graded":
+            input_scale, logit_scale = graded_scales(d)
+            out[..., 0] = graded(after, input_scale, RANK_LEVELS)[:, :, None]
+            if cfg.context_logits:
+                out[..., 1] = graded(at, logit_scale[:, :, None], RANK_LEVELS)
+        else:
+            out[..., 0] = np.sign(after)[:, :, None]
+            if cfg.context_logits:
+                out[..., 1] = np.sign(at)
     return out * first[..., None]
+
+
+def graded_scales(d) -> tuple:
+    """The scales graded credit divides its sums by, for a pair's per-byte differences d (pairs, T):
+    a sum reaches RANK_LEVELS at LINEAR_SPAN times the pair's mean |d| per byte (at least 1) for a byte's
+    difference, times isqrt(T - t) for the input entries' sum over the T - t bytes from t on (whose
+    spread grows as its square root). Returns (input (pairs, T), logits (pairs, 1)), int64; per pair,
+    so a process of an MPI run needs only its own pairs' bytes."""
+    T = d.shape[1]
+    unit = LINEAR_SPAN * np.maximum(1, np.abs(d).sum(axis=1) // T)[:, None]
+    roots = np.array([isqrt(T - t) for t in range(T)], np.int64)
+    return unit * roots[None, :], unit
 
 
 def update_sums(cfg: Config, noise, f, reads, local=None) -> tuple:

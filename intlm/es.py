@@ -18,12 +18,10 @@ Z and M are exact integers: the spec sums in int64; M is stored as int32 where i
 import numpy as np
 
 from . import context
-from .arith import TAIL_Q31, clip8, isqrt
-from .config import INT32_MAX, RANK_LEVELS, Config, worst_case_bounds
+from .arith import TAIL_Q31, clip8, graded, isqrt
+from .config import INT32_MAX, LINEAR_SPAN, RANK_LEVELS, Config, worst_case_bounds
 from .noise import NOISE_STD, NOISE_STD_PRODUCT
 from .params import tensors
-
-LINEAR_SPAN = 3  # linear fitness reaches RANK_LEVELS at this many times the mean |F+ - F-|
 
 
 def shape_fitness(fitness, mode: str):
@@ -44,8 +42,7 @@ def shape_fitness(fitness, mode: str):
     mag = np.abs(d)
     if mode == "linear":
         mean = max(1, int(mag.sum()) // d.shape[0])  # |d| < 2**32 a pair, so the sum fits int64
-        level = np.minimum((2 * RANK_LEVELS * mag + LINEAR_SPAN * mean) // (2 * LINEAR_SPAN * mean), RANK_LEVELS)
-        return (np.sign(d) * level).astype(np.int32), ties
+        return graded(d, LINEAR_SPAN * mean, RANK_LEVELS).astype(np.int32), ties
     order = np.argsort(mag, kind="stable")
     sorted_mag = mag[order]
     rank2 = np.empty(d.shape[0], dtype=np.int64)  # first + last index of each run of equal |d|

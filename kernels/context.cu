@@ -23,8 +23,11 @@
 //
 // context_credit (context.credit): for each pair p and table i, c[p, t, i, part] at the first read t of
 // each row in the pair's window (0 at a repeated read: a pair counts a row once): window credit f[p] for
-// every part; reads credit (by_reads) sign(sum of local[p, t:]) for the input entries (part 0) and, with
-// context logits, sign(sum of local[p, u] over the bytes u that read the row) for the logit entries.
+// every part; reads credit (by_reads 1) sign(sum of local[p, t:]) for the input entries (part 0) and, with
+// context logits, sign(sum of local[p, u] over the bytes u that read the row) for the logit entries;
+// graded credit (by_reads 2) the same sums graded (context.graded_scales): sign(x) * min(levels,
+// round(levels * |x| / scale)), scale = span * max(1, sum |local[p, :]| / window) for a logit sum, times
+// isqrt(window - t) for an input sum.
 //
 // context_sums (context.update_sums' Z and S, exact): for each entry (p, t, i) of reads (pairs, window,
 // tables) with a nonzero credit (c, parts columns):
@@ -130,17 +133,31 @@ extern "C" __global__ void context_rows(const u8* __restrict__ tokens, int token
     }
 }
 
+// arith.graded for one sum: sign(x) * min(levels, round(levels * |x| / scale)), half up; scale > 0.
+__device__ __forceinline__ int graded(i64 x, i64 scale, int levels) {
+    const i64 q = (2 * levels * (x < 0 ? -x : x) + scale) / (2 * scale);
+    const int mag = q < levels ? (int)q : levels;
+    return x < 0 ? -mag : mag;
+}
+
 extern "C" __global__ void context_credit(const i64* __restrict__ reads, int pairs, int window, int tables,
                                           const int* __restrict__ f, const int* __restrict__ local, int by_reads,
-                                          int parts, int* __restrict__ c) {
+                                          int levels, int span, int parts, int* __restrict__ c) {
     for (i64 q = (i64)blockIdx.x * blockDim.x + threadIdx.x; q < (i64)pairs * tables; q += (i64)gridDim.x * blockDim.x) {
         const i64 p = q / tables;
         const int i = (int)(q - p * tables);
         const i64* r = reads + p * window * tables + i;  // r[t * tables]: the row byte t read
+        i64 unit = 0;  // graded credit's scale of one byte's difference
+        if (by_reads == 2) {
+            for (int t = 0; t < window; ++t) unit += local[p * window + t] < 0 ? -(i64)local[p * window + t] : local[p * window + t];
+            unit = span * (unit / window > 1 ? unit / window : 1);
+        }
         i64 after = 0;  // sum of local[p, t:], built from the end
+        i64 root = 0;  // isqrt(window - t)
         for (int t = window - 1; t >= 0; --t) {
             int* out = c + ((p * window + t) * tables + i) * parts;
             if (by_reads) after += local[p * window + t];
+            while ((root + 1) * (root + 1) <= window - t) ++root;
             int first = 1;
             for (int u = 0; u < t && first; ++u) first = r[u * tables] != r[t * tables];
             for (int part = 0; part < parts; ++part) out[part] = 0;
@@ -149,11 +166,11 @@ extern "C" __global__ void context_credit(const i64* __restrict__ reads, int pai
                 for (int part = 0; part < parts; ++part) out[part] = f[p];
                 continue;
             }
-            out[0] = (after > 0) - (after < 0);
+            out[0] = by_reads == 2 ? graded(after, unit * root, levels) : (after > 0) - (after < 0);
             if (parts > 1) {
                 i64 at = 0;
                 for (int u = t; u < window; ++u) at += r[u * tables] == r[t * tables] ? local[p * window + u] : 0;
-                out[1] = (at > 0) - (at < 0);
+                out[1] = by_reads == 2 ? graded(at, unit, levels) : (at > 0) - (at < 0);
             }
         }
     }

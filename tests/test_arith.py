@@ -10,7 +10,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from intlm import es, model
-from intlm.arith import (EXP2, EXP2_BITS, EXP2_NEG, LOG2_FRAC, TAIL_Q31, clip8, div_round, int_log2_q8,
+from intlm.arith import (EXP2, EXP2_BITS, EXP2_NEG, LOG2_FRAC, TAIL_Q31, clip8, div_round, graded,
+                         int_log2_q8,
                          iroot, isqrt, log_likelihood, matmul_shift, rshift_round)
 from intlm.config import (FITNESS_MODES, INT32_MAX, INT64_ACCUMULATORS, INT64_MAX, POPULATION_MAX, RANK_LEVELS,
                           Config, worst_case_bounds)
@@ -103,6 +104,22 @@ def test_div_round_odd_symmetric(num, den):
 def test_div_round_ties():
     """Exact halves go away from zero on both signs; below-half rounds to 0."""
     assert list(div_round(np.array([5, -5, 15, -15, 4, -4]), 10)) == [1, -1, 2, -2, 0, 0]
+
+
+@FEW
+@given(st.integers(-(1 << 40), 1 << 40), st.integers(-(1 << 40), 1 << 40), st.integers(1, 1 << 20),
+       st.integers(1, 16))
+def test_graded_is_the_clipped_rounded_ratio(x, y, scale, levels):
+    """graded(x, scale, levels) = sign(x) min(levels, round(levels |x| / scale)), halves up on the
+    magnitude: odd, within [-levels, levels], 0 only below half a level, monotonic; int64 sums of the
+    largest training differences (2**40 here) do not overflow it."""
+    exact = min(levels, math.floor(Fraction(levels * abs(x), scale) + Fraction(1, 2)))
+    g = int(graded(x, scale, levels))
+    assert g == (exact if x >= 0 else -exact)
+    assert int(graded(-x, scale, levels)) == -g
+    assert (g == 0) == (2 * levels * abs(x) < scale)
+    if x <= y:
+        assert g <= int(graded(y, scale, levels))
 
 
 # --- matmul_shift --------------------------------------------------------------------------------

@@ -3,6 +3,8 @@ tables changing nothing, the sparse update sums and the update (reference proper
 kernels against them at worst-case values), the settings they refuse."""
 
 import dataclasses
+import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 
 from intlm import context, es, model
 from intlm.backends.numba import context as numba_context
-from intlm.config import CONTEXT_BITS, CONTEXT_ORDERS, INT32_MAX, worst_case_bounds
+from intlm.config import CONTEXT_BITS, CONTEXT_ORDERS, INT32_MAX, LINEAR_SPAN, RANK_LEVELS, worst_case_bounds
 from intlm.errors import IntlmError
 from intlm.noise import NOISE_MAX, rank_mult
 
@@ -147,10 +149,18 @@ def test_sparse_sums(seed, rank, pop, window, order, numpy_backend):
 
 
 def credit_by_hand(cfg, f, reads, local):
-    """context.credit, one read at a time."""
+    """context.credit, one read at a time; graded credit in exact fractions."""
     pairs, T, n = reads.shape
     out = np.zeros((pairs, T, n, context.parts(cfg)), np.int64)
     for p in range(pairs):
+        mean = max(1, int(np.abs(local[p]).sum()) // T) if local is not None else 1
+
+        def grade(x, count):  # x, a sum over ``count`` bytes: sign(x) * min(8, round(8 |x| / (3 mean isqrt(count))))
+            if cfg.context_credit == "reads":
+                return np.sign(x)
+            level = min(RANK_LEVELS, math.floor(Fraction(RANK_LEVELS * abs(int(x)), LINEAR_SPAN * mean * math.isqrt(count))
+                                                + Fraction(1, 2)))
+            return int(np.sign(x)) * level
         for i in range(n):
             for t in range(T):
                 row = reads[p, t, i]
@@ -159,27 +169,30 @@ def credit_by_hand(cfg, f, reads, local):
                 if local is None:
                     out[p, t, i] = f[p]
                     continue
-                out[p, t, i, 0] = np.sign(local[p, t:].sum())
+                out[p, t, i, 0] = grade(local[p, t:].sum(), T - t)
                 if cfg.context_logits:
-                    out[p, t, i, 1] = np.sign(local[p][reads[p, :, i] == row].sum())
+                    out[p, t, i, 1] = grade(local[p][reads[p, :, i] == row].sum(), 1)
     return out
 
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), pop=st.sampled_from([2, 8, 40]), window=st.integers(1, 12),
-       order=st.integers(2, 4), logits=st.integers(0, 1), rank=st.integers(1, 2))
-def test_reads_credit(seed, pop, window, order, logits, rank, numpy_backend):
+       order=st.integers(2, 4), logits=st.integers(0, 1), rank=st.integers(1, 2),
+       credit=st.sampled_from(["reads", "graded"]), spread=st.sampled_from([3, 1 << 20]))
+def test_reads_credit(seed, pop, window, order, logits, rank, credit, spread, numpy_backend):
     """Reads credit counts a pair once per row, at its first read: the input entries get the sign of
     the pair's differences from that byte on, the logit entries the sign of the differences at the
-    bytes that read the row; the sums built on it equal Numba's. Changing a difference at a byte
-    before a row's first read, or (logit entries) at a byte that does not read it, leaves its credit
-    alone; window credit ignores the differences."""
+    bytes that read the row (graded credit: each sum graded by its size against the pair's mean
+    difference); the sums built on it equal Numba's. Changing a difference at a byte before a row's
+    first read, or (logit entries) at a byte that does not read it, leaves its reads credit alone
+    (graded credit's scale is the pair's, so only the other pairs' credit stays); window credit
+    ignores the differences."""
     rng = np.random.default_rng(seed)
     cfg = tiny_config(rank=rank, population=pop, window=window, context_bits=8, context_order=order,
-                      context_logits=logits, context_credit="reads")
+                      context_logits=logits, context_credit=credit)
     f = rng.integers(-8, 9, cfg.pairs).astype(np.int32)
     reads = rng.integers(0, 6, (cfg.pairs, window, order - 1))  # few rows: many repeats
-    local = rng.integers(-3, 4, (cfg.pairs, window))  # small: sums of 0 happen
+    local = rng.integers(-spread, spread + 1, (cfg.pairs, window))  # small: sums of 0 happen; large: levels clip
     c = context.credit(cfg, f, reads, local)
     assert np.array_equal(c, credit_by_hand(cfg, f, reads, local))
     window_cfg = dataclasses.replace(cfg, context_credit="window")
@@ -192,7 +205,7 @@ def test_reads_credit(seed, pop, window, order, logits, rank, numpy_backend):
     moved = local.copy()
     moved[p, t] += 5
     c2 = context.credit(cfg, f, reads, moved)
-    for i in range(order - 1):
+    for i in range(order - 1 if credit == "reads" else 0):
         for u in range(window):
             if u > t:  # a first read after the changed byte: its input credit does not see it
                 assert np.array_equal(c2[p, u, i, 0], c[p, u, i, 0])

@@ -322,7 +322,7 @@ def test_rows_read_at_every_order_and_size(backends, order, bits, seed):
     assert all(np.array_equal(w, g) for w, g in zip(want, got))
 
 
-@pytest.mark.parametrize("credit", ["window", "reads"])
+@pytest.mark.parametrize("credit", ["window", "reads", "graded"])
 @pytest.mark.parametrize("momentum", [None, np.int32, np.int64])
 def test_table_update_sums_and_update_at_worst_case(backends, momentum, credit):
     """context_credit, context_sums and context_step == context.credit, context.update_sums and

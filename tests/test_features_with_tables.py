@@ -16,7 +16,7 @@ from conftest import same_bytes_three_ways, tiny_config
 
 TABLES = {"context_bits": 8, "context_order": 3}
 MODELS = {"tables": TABLES, "tables with logits": dict(TABLES, context_logits=1), "no tables": {},
-          "tables with logits, reads credit": dict(TABLES, context_logits=1, context_credit="reads")}
+          "tables with logits, graded credit": dict(TABLES, context_logits=1, context_credit="graded")}
 # feature -> (config changes, task): every optimiser, Anchored Weight Decay, and evolve's objective
 FEATURES = {
     "eggroll": ({"momentum_shift": 2, "fitness": "rank", "rank": 2}, None),
@@ -38,8 +38,8 @@ def train_run(corpus, cfg, out, steps, backend, objective, resume=False):
 
 @pytest.mark.parametrize("feature, model", [
     (feature, model) for feature in FEATURES for model in MODELS
-    # reads credit is EGGROLL's sparse sums (the full-rank optimisers refuse it): eggroll, AWD, evolve
-    if "reads" not in model or not FEATURES[feature][0].get("optimizer")])
+    # graded (reads) credit is EGGROLL's sparse sums (the full-rank optimisers refuse it): eggroll, AWD, evolve
+    if "credit" not in model or not FEATURES[feature][0].get("optimizer")])
 def test_feature_is_bit_exact_across_backends_and_resume(corpus, tmp_path, feature, model):
     changes, objective = FEATURES[feature]
     cfg = tiny_config(**{"population": 8, "alpha_q16": 65536, "mlp_ratio": 2, **changes, **MODELS[model]})

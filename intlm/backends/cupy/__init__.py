@@ -23,6 +23,7 @@ import numpy as np
 
 from ... import context, es
 from ...arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
+from ...config import LINEAR_SPAN, RANK_LEVELS
 from ...model import noise_layout, pair_range, split_streams, tensors
 from ...noise import rank_mult
 from .. import Backend, Unavailable
@@ -278,11 +279,12 @@ class CupyBackend(Backend):
         pairs, window = reads.shape[:2]
         parts = context.parts(cfg)
         by_reads = context.credits_reads(cfg, local)
+        credit_mode = 0 if not by_reads else 2 if cfg.context_credit == "graded" else 1  # the kernel's by_reads
         i32 = np.int32
         loc = self.device(np.asarray(local) if by_reads else np.zeros(1), cp.int32)
         c = cp.empty((pairs, window, tables, parts), cp.int32)
         self.launch("context_credit", *geometry.grid_stride(pairs * tables), reads, i32(pairs), i32(window), i32(tables),
-                    f, loc, i32(by_reads), i32(parts), c)
+                    f, loc, i32(credit_mode), i32(RANK_LEVELS), i32(LINEAR_SPAN), i32(parts), c)
         marked = cp.zeros(tables * rows, cp.int8)
         marked[(reads + cp.arange(tables, dtype=cp.int64) * rows)[(c != 0).any(axis=3)]] = 1
         places = cp.flatnonzero(marked)
