@@ -1,6 +1,7 @@
 """kill -9 at 30 random moments of a training run (inside checkpoint writes, log writes, start-up),
 resuming after each: the checkpoints equal an uninterrupted run's bit for bit and nothing is left
-behind. About 30 s: tiny model, NumPy backend (no compiling per process), a checkpoint per step."""
+behind. About 30 s: tiny model (the default's tables at 2^8 rows), NumPy backend (no compiling per
+process), a checkpoint per step."""
 
 import json
 import random
@@ -16,7 +17,8 @@ STEPS = 80  # more than the kills can get through: each kill comes a step or two
 
 def pretrain(corpus, out, *extra):
     cmd = [sys.executable, "-m", "intlm.cli", "pretrain", str(corpus), "--out", str(out), "--steps", str(STEPS),
-           "--width", "16", "--population", "8", "--window", "8", "--backend", "numpy", "--save-seconds", "0",
+           "--width", "16", "--population", "8", "--window", "8", "--context-bits", "8", "--backend", "numpy",
+           "--save-seconds", "0",
            "--eval-seconds", "1000", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -74,7 +74,7 @@ def test_resume_refuses_another_optimizer(tmp_path):
 
 def test_cli_resume_with_another_optimizer_is_one_error_line(monkeypatch, capsys, text_folder, tmp_path):
     common = ("--width", "16", "--mlp-ratio", "1", "--population", "4", "--window", "2", "--sample-every", "0",
-              "--backend", "numpy")
+              "--context-bits", "8", "--backend", "numpy")  # the default's tables, small: full-rank spsa updates every row
     code, _, _ = run_main(monkeypatch, capsys, "pretrain", text_folder, "--out", tmp_path, "--steps", "1",
                           "--optimizer", "spsa", *common)
     assert code == 0
@@ -116,7 +116,8 @@ def test_evolve_from_another_optimizers_checkpoint_trains_with_eggroll(monkeypat
     """intlm evolve's update is EGGROLL's: a run started from an spsa checkpoint records eggroll."""
     common = ("--population", "4", "--sample-every", "0", "--backend", "numpy")
     code, _, err = run_main(monkeypatch, capsys, "pretrain", text_folder, "--out", tmp_path / "base", "--steps", "1",
-                            "--width", "16", "--mlp-ratio", "1", "--window", "2", "--optimizer", "spsa", *common)
+                            "--width", "16", "--mlp-ratio", "1", "--window", "2", "--context-bits", "8", "--optimizer",
+                            "spsa", *common)
     assert code == 0, err
     code, _, err = run_main(monkeypatch, capsys, "evolve", "--objective", "intlm.objectives:lipogram", "--init",
                             tmp_path / "base", "--out", tmp_path / "evolved", "--steps", "1", "--length", "4", *common)
