@@ -284,16 +284,12 @@ def credit(cfg: Config, f, reads, local=None):
     else:
         d = np.asarray(local, np.int64)
         after = np.cumsum(d[:, ::-1], axis=1)[:, ::-1]  # sum of d from byte t on
-        at = np.einsum("ptui,pu->pti", same, d)  # sum of d at the bytes that read byte t's row
-        if cfg.context_credit == "graded":
-            input_scale, logit_scale = graded_scales(d)
-            out[..., 0] = graded(after, input_scale, RANK_LEVELS)[:, :, None]
-            if cfg.context_logits:
-                out[..., 1] = graded(at, logit_scale[:, :, None], RANK_LEVELS)
-        else:
-            out[..., 0] = np.sign(after)[:, :, None]
-            if cfg.context_logits:
-                out[..., 1] = np.sign(at)
+        signed = cfg.context_credit == "reads"
+        input_scale, logit_scale = (None, None) if signed else graded_scales(d)
+        out[..., 0] = (np.sign(after) if signed else graded(after, input_scale, RANK_LEVELS))[:, :, None]
+        if cfg.context_logits:
+            at = np.einsum("ptui,pu->pti", same, d)  # sum of d at the bytes that read byte t's row
+            out[..., 1] = np.sign(at) if signed else graded(at, logit_scale[:, :, None], RANK_LEVELS)
     return out * first[..., None]
 
 

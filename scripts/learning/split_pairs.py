@@ -33,9 +33,9 @@ def dense_pairs(first, count):
 def split_noise(make_noise):
     def wrapped(self, cfg, step, p0=0, p1=None):
         noise = make_noise(self, cfg, step, p0, p1)
-        head = noise[context.NAME][1]
-        dense = dense_pairs(p0, head.shape[0])
-        head[dense] = 0  # the tables' B: a dense-only pair's rows are not perturbed
+        table_b = noise[context.NAME][1]
+        dense = dense_pairs(p0, table_b.shape[0])
+        table_b[dense] = 0  # a dense-only pair's rows are not perturbed
         for name, v in noise.items():
             if name != context.NAME:
                 for a in v if isinstance(v, tuple) else (v,):

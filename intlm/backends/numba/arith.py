@@ -52,6 +52,13 @@ def clip8(x):
 
 
 @njit(inline="always")
+def graded(x, scale, levels):
+    """``arith.graded`` for one int64 sum."""
+    mag = min((2 * levels * abs(x) + scale) // (2 * scale), levels)
+    return mag if x > 0 else -mag
+
+
+@njit(inline="always")
 def div_round_reciprocal(num, den, inv):
     """``arith.div_round(num, den)`` for 0 < den, |num| + den < 2**31, given inv = 2**32 // den:
     u * inv >> 32 is floor(u / den) or one less (u < 2**32), and one comparison fixes it. Saves an

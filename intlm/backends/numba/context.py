@@ -10,7 +10,7 @@ from numba import njit, prange
 from ... import context
 from ...config import LINEAR_SPAN, RANK_LEVELS, Config
 from ...noise import rank_mult
-from .arith import clip8
+from .arith import clip8, graded as _graded
 from .noise import U64, _key, mix, stream_value
 
 
@@ -105,13 +105,6 @@ def make_noise(cfg: Config, t, step: int, p0: int, p1: int) -> tuple:
     return keys, b
 
 
-@njit(cache=True)
-def _graded(x, scale):
-    """arith.graded at RANK_LEVELS for one sum."""
-    mag = min((2 * RANK_LEVELS * abs(x) + scale) // (2 * scale), RANK_LEVELS)
-    return mag if x > 0 else -mag
-
-
 @njit(parallel=True, cache=True)
 def _credit(f, reads, local, by_reads, graded, logits, c):
     """``context.credit`` into zeroed c (pairs, T, tables, parts) int8, the pairs in parallel; local
@@ -119,16 +112,17 @@ def _credit(f, reads, local, by_reads, graded, logits, c):
     T, n_tables = reads.shape[1], reads.shape[2]
     for p in prange(reads.shape[0]):
         after = np.zeros(T + 1, np.int64)
-        root = np.zeros(T, np.int64)  # isqrt(T - t)
+        root = np.zeros(T, np.int64)  # isqrt(T - t), graded credit's only
         unit = np.int64(0)
         if by_reads:
             q = np.int64(0)
             for t in range(T - 1, -1, -1):
                 after[t] = after[t + 1] + np.int64(local[p, t])
-                unit += abs(np.int64(local[p, t]))
-                while (q + 1) * (q + 1) <= T - t:
-                    q += 1
-                root[t] = q
+                if graded:
+                    unit += abs(np.int64(local[p, t]))
+                    while (q + 1) * (q + 1) <= T - t:
+                        q += 1
+                    root[t] = q
             unit = LINEAR_SPAN * max(np.int64(1), unit // T)
         for i in range(n_tables):
             for t in range(T):
@@ -144,13 +138,13 @@ def _credit(f, reads, local, by_reads, graded, logits, c):
                     for part in range(c.shape[3]):
                         c[p, t, i, part] = f[p]
                     continue
-                c[p, t, i, 0] = _graded(after[t], unit * root[t]) if graded else np.sign(after[t])
+                c[p, t, i, 0] = _graded(after[t], unit * root[t], RANK_LEVELS) if graded else np.sign(after[t])
                 if logits:
                     at = np.int64(0)
                     for u in range(t, T):
                         if reads[p, u, i] == row:
                             at += np.int64(local[p, u])
-                    c[p, t, i, 1] = _graded(at, unit) if graded else np.sign(at)
+                    c[p, t, i, 1] = _graded(at, unit, RANK_LEVELS) if graded else np.sign(at)
 
 
 @njit(cache=True)
