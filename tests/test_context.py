@@ -215,11 +215,12 @@ def test_reads_credit(seed, pop, window, order, logits, rank, credit, spread, nu
     assert np.array_equal(c2[others], c[others])
 
 
-def test_sums_at_extreme_noise(numpy_backend):
+@pytest.mark.parametrize("rank", [1, 2, 16])
+def test_sums_at_extreme_noise(rank, numpy_backend):
     """B at its largest magnitude, f at 8 for every pair and every window reading one row: Numba, which
-    sums in int64, equals the reference, and the sums stay within the config's "update sum Z" bound
-    (a table's terms are bounded like a matrix's)."""
-    cfg = tiny_config(rank=2, population=16, context_bits=8, context_order=3, fitness="rank")
+    sums in int64, equals the reference at rank 1, 2 and the largest, 16, and the sums stay within the
+    config's "update sum Z" bound (a table's terms are bounded like a matrix's)."""
+    cfg = tiny_config(rank=rank, population=16, context_bits=8, context_order=3, fitness="rank")
     keys, b = numpy_backend.make_noise(cfg, 0)[context.NAME]
     a = context.factor_a(cfg, keys, np.zeros(keys.shape, np.int64))
     assert np.max(np.abs(a)) <= (NOISE_MAX * rank_mult(cfg.rank) + 77) // 78
