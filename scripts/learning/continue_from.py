@@ -8,13 +8,12 @@ momentum_shift, sigma_shift, fitness, context_credit, population, window, ...); 
 momentum and population state carry on from the checkpoint, so a change of step size acts from the
 next step on (a new population's members start from a reset state).
 Training is deterministic, so each variant is compared with the unchanged continuation at the same
-steps (a step costs the same under these settings), on any machine. One JSON record per command is
+steps (or, with another population or window, at the same member-bytes), on any machine. One JSON record per command is
 appended to FILE (default scripts/learning/records-local/continue.jsonl).
 """
 
 import argparse
 import dataclasses
-import json
 import shlex
 import sys
 import time
@@ -30,7 +29,7 @@ from intlm.model import state_shape
 from intlm.run import SHAPE_FIELDS, load_run
 from intlm.train import evaluate
 
-from study import LOCAL_RECORD, cpu_name, parse_changes
+from study import LOCAL_RECORD, append_record, cpu_name, parse_changes
 
 
 def main():
@@ -44,13 +43,13 @@ def main():
     args = ap.parse_args()
     run, _ = load_run(args.path)
     changes = parse_changes(args.changes)
-    fixed = sorted(set(changes) & set(SHAPE_FIELDS + ("rank", "optimizer")))
+    fixed = sorted(set(changes) & set(SHAPE_FIELDS + ("optimizer", "anchor_decay")))  # the optimiser's state, the anchor
     if fixed:
         sys.exit(f"error: {', '.join(fixed)} fixed by the checkpoint's arrays")
     run.cfg = dataclasses.replace(run.cfg, **changes).check()
     if run.cfg.population != run.recurrent.shape[0]:  # the new members' streams start from a reset state
         run.recurrent = np.zeros(state_shape(run.cfg, run.cfg.population), np.int8)
-    run.momentum = {k: m.astype(momentum_dtype(run.cfg)) for k, m in run.momentum.items()}
+    run.momentum = {k: m.astype(momentum_dtype(run.cfg), copy=False) for k, m in run.momentum.items()}  # int64 past its int32 bound
     corpus = load_corpus(None, cache_dir_default())
     backend = get(args.backend)
     opt = optimizers.get(run.cfg.optimizer)
@@ -65,9 +64,7 @@ def main():
     record = {"name": args.name, "command": "python scripts/learning/continue_from.py " + shlex.join(sys.argv[1:]),
               "from_step": start, "changes": changes, "config": run.cfg.to_json(), "cpu": cpu_name(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "points": points}
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.record, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_record(args.record, record)
 
 
 if __name__ == "__main__":

@@ -96,8 +96,13 @@ def run(args):
               "points": points, "steps_per_s": round(r.step / trained, 3),
               "member_bytes_per_s": round(r.step * per_step / trained),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.record, "a") as f:
+    append_record(args.record, record)
+
+
+def append_record(path: Path, record: dict):
+    """One JSON line more in a record file (its folder made if need be)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
