@@ -108,7 +108,7 @@ CONFIG_OPTIONS = {  # CLI option -> Config field
     "optimizer": "optimizer", "shared_rows": "shared_rows", "step_shift": "step_shift", "elite_shift": "elite_shift",
     "spsa_rounding": "spsa_rounding", "sepcma_damping": "sepcma_damping",
     "context_bits": "context_bits", "context_order": "context_order", "context_logits": "context_logits",
-    "context_credit": "context_credit",
+    "context_credit": "context_credit", "context_mirror": "context_mirror", "context_decay": "context_decay",
 }
 
 
@@ -175,7 +175,7 @@ UPDATE_SECTION = ["population", "rank", "sigma_shift", "fitness", "alpha", "alph
 
 @cli.command(cls=Sections, sections=[
     ("Model", ["width", "layers", "mlp_ratio", "context_bits", "context_order", "context_logits", "context_credit",
-               "init"]),
+               "context_mirror", "context_decay", "init"]),
     ("Population and update", ["optimizer", "window", "pair_state"] + UPDATE_SECTION),
     ("Optimiser-specific", ["shared_rows", "step_shift", "spsa_rounding", "sepcma_damping", "elite_shift"]),
     ("Run and output", RUN_SECTION)])
@@ -205,6 +205,13 @@ UPDATE_SECTION = ["population", "rank", "sigma_shift", "fitness", "alpha", "alph
               help="What a table row's update counts: window: its pairs' whole-window fitness; reads: only the bytes "
               "from its first read on (its logit entries: only the bytes it predicted), as a sign; graded: the same sums, "
               "each credit graded by its size against the pair's mean byte difference. EGGROLL only.")
+@click.option("--context-mirror", type=click.IntRange(0, 1), default=PRETRAIN_CONTEXT["context_mirror"], show_default=True,
+              help="1: each member is scored again with its rows' logit perturbation negated (one more "
+              "log-likelihood a byte); the logit entries are credited by the difference, everything else by "
+              "the sum, so neither carries the other's noise (needs --context-logits 1, --context-credit reads or graded).")
+@click.option("--context-decay", type=int, default=PRETRAIN_CONTEXT["context_decay"], show_default=True,
+              help="0: off; K: the tables' entries decay toward zero at rate 2**-K a step, a 64th of the rows at a "
+              "time, so contexts that few training bytes hold are not memorised. EGGROLL only.")
 @UPDATE_OPTIONS
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True,
               help="eggroll: low-rank pairs; openes: full-rank pairs, same update; spsa: MeZO-style, a pair or "
@@ -277,11 +284,13 @@ def _run_setup(ctx, out, steps, minutes, resume, resume_or_start, intervals, alp
     if ctx.get_parameter_source("alpha") != ParameterSource.DEFAULT:
         typed.add("alpha_q16")
     # the table settings that only tables (or only EGGROLL's sparse update) have, left at their defaults:
-    # no tables, no order, logits or credit (--context-bits 0 alone); the credit is EGGROLL's
-    for field in ("context_order", "context_logits", "context_credit"):
-        if field not in typed and (not given.get("context_bits")
-                                   or (field == "context_credit" and given.get("optimizer") != "eggroll")):
+    # no tables, no order, logits, credit, mirrors or decay (--context-bits 0 alone); the last three are EGGROLL's
+    for field in ("context_order", "context_logits", "context_credit", "context_mirror", "context_decay"):
+        if field not in typed and (not given.get("context_bits") or (field in ("context_credit", "context_mirror", "context_decay")
+                                                                     and given.get("optimizer") != "eggroll")):
             given[field] = getattr(Config, field)
+    if "context_mirror" not in typed and not (given.get("context_logits") and given.get("context_credit") != "window"):
+        given["context_mirror"] = 0  # mirrors score the logit entries' reads credit: none without them
     # resuming or starting from a checkpoint, the settings the user did not type are the checkpoint's
     cfg = resume_or_fresh(out, Config(**given), resume, resume_or_start, typed=typed, peek=True, init=init).cfg
     return cfg.check()
@@ -559,9 +568,9 @@ def bench(width, layers, population, rank, context_bits, context_order, window, 
     if width is layers is population is rank is context_bits is context_order is None:
         grid = [dict(s, window=window) for s in DEFAULT_GRID]
     else:
-        # tables as `intlm pretrain` has them (PRETRAIN_CONTEXT's logits and credit) at each K and N given
+        # tables as `intlm pretrain` has them (PRETRAIN_CONTEXT's logits, credit, mirrors and decay) at each K and N given
         grid = [dict(width=w, layers=n, population=p, rank=r, window=window, context_bits=k,
-                     context_order=o if k else 2, **({f: PRETRAIN_CONTEXT[f] for f in ("context_logits", "context_credit")}
+                     context_order=o if k else 2, **({f: PRETRAIN_CONTEXT[f] for f in ("context_logits", "context_credit", "context_mirror", "context_decay")}
                                                     if k else {}))
                 for w, n, p, r, k, o in itertools.product(width or [128], layers or [1], population or [512],
                                                           rank or [1], context_bits or [0], context_order or [4])]

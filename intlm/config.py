@@ -31,19 +31,23 @@ INT64_ACCUMULATORS = ("update sum Z", "momentum M", "sepcma weighted sums", "cem
 # a config's JSON while they have it, so a run that does not use them writes the bytes it always did,
 # and a checkpoint written before them reads as before.
 LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elite_shift": 2, "anchor_decay": 0,
-                "sepcma_damping": 1, "context_bits": 0, "context_order": 2, "context_logits": 0, "context_credit": "window"}
+                "sepcma_damping": 1, "context_bits": 0, "context_order": 2, "context_logits": 0, "context_credit": "window",
+                "context_mirror": 0, "context_decay": 0}
 # spsa's rounding is written for spsa runs only, and only when it is not the stochastic rounding that
 # every spsa run used before the field existed (so those checkpoints read and write as they did)
 SPSA_ROUNDING_BEFORE = "stochastic"
 SEPCMA_DAMPING_MAX = 1024  # beyond, the global step size would barely adapt within a day's steps
 ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negligible
+CONTEXT_DECAY_MAX = 16  # the tables' decay toward zero: likewise
 CONTEXT_BITS = (8, 20)  # the context tables' rows: 2**8 .. 2**20 (context.py)
 CONTEXT_ORDERS = (2, 8)  # tables for the last 2 .. N bytes, N at most 8 (a hash key is 8 bytes)
 # What `intlm pretrain` adds to the defaults below: the context tables that learned fastest per
 # second (scripts/learning/README.md, "Context tables: the targets met"), their rows into the logits
 # too and each row credited by the bytes it can change, each credit graded by its size ("Reads credit",
-# "Graded credit").
-PRETRAIN_CONTEXT = {"context_bits": 16, "context_order": 4, "context_logits": 1, "context_credit": "graded"}
+# "Graded credit"), each member scored again with its rows' logit perturbation negated, and the rows
+# decayed toward zero so that what only a few training bytes say is not memorised ("Mirrors and decay").
+PRETRAIN_CONTEXT = {"context_bits": 16, "context_order": 4, "context_logits": 1, "context_credit": "graded",
+                    "context_mirror": 1, "context_decay": 9}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +81,8 @@ class Config:
     context_order: int = 2  # N: one table for each of the last 2, 3, .. N bytes
     context_logits: int = 0  # 1: each context row also adds 256 corrections to the logits (context.py)
     context_credit: str = "window"  # reads: a row's sums count only the bytes its reads can change, graded: and by how much (context.credit)
+    context_mirror: int = 0  # 1: each member is scored again with its rows' logit perturbation negated (context.mirrors)
+    context_decay: int = 0  # 0: off; K: the tables' entries decay toward zero at rate 2**-K a step (context.decay)
 
     @property
     def pairs(self) -> int:
@@ -160,10 +166,19 @@ class Config:
         need(self.context_bits or self.context_credit == "window", "--context-credit needs --context-bits")
         need(self.context_credit == "window" or self.optimizer == "eggroll",
              f"--context-credit {self.context_credit} is EGGROLL's sparse update: --optimizer {self.optimizer} updates every row")
+        need(self.context_mirror in (0, 1), f"context mirror must be 0 or 1, got {self.context_mirror}")
+        need(not self.context_mirror or (self.context_logits and self.context_credit != "window"),
+             "--context-mirror 1 scores the tables' logit entries apart: it needs --context-logits 1 and "
+             "--context-credit reads or graded")
+        need(0 <= self.context_decay <= CONTEXT_DECAY_MAX,
+             f"context decay must be between 0 (off) and {CONTEXT_DECAY_MAX}, got {self.context_decay}")
+        need(self.context_bits or not self.context_decay, "--context-decay needs --context-bits")
+        need(not self.context_decay or self.optimizer == "eggroll",
+             f"--context-decay is a step of EGGROLL's update: --optimizer {self.optimizer} updates the tables its own way")
         for what, bound in worst_case_bounds(self).items():
             bits, limit = (64, INT64_MAX) if what in INT64_ACCUMULATORS else (32, INT32_MAX)
             need(bound <= limit, f"settings overflow int{bits} in {what} (worst case {bound}): "
-                                 f"use fewer pairs, a lower rank or a smaller width")
+                                 f"use fewer pairs, a lower rank, a smaller width or a shorter window")
         return self
 
 
@@ -191,7 +206,7 @@ def worst_case_bounds(cfg: Config) -> dict:
         # |M - sign(M)(|M| >> k) + Z| <= |M|(1 - 2**-k) + 1 + |Z|max, so |M| stays <= (|Z|max + 1) 2**k;
         # spending the threshold only shrinks |M|
         "momentum M": (z_max + 1) << cfg.momentum_shift,
-        "window log-likelihood": cfg.window * 256 * 64,
+        "window log-likelihood": cfg.window * 256 * 64 * (1 + cfg.context_mirror),  # a mirror's is added to its member's
         # sepcma and cem (optimizers/units.py): a member's offset z * scale / 16, sepcma's sums of it,
         # of z and of z**2 weighted by recombination weights summing to RANK_WEIGHT_ONE, cem's sums of
         # it and its square over the elite, the squared norm of sepcma's path

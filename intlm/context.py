@@ -24,6 +24,21 @@ and its z-test threshold is the dense matrices' with S_j in place of sum f_p^2. 
 keeps its weights and its momentum: momentum decays at each read, so a rare row averages its
 evidence over its last ~2**k reads rather than its last 2**k steps.
 
+Mirrors (``context_mirror``): a row's logit entries change no state, only the prediction of the byte
+that read it, so a member scored again with its rows' logit perturbation negated (its mirror) costs
+one more log-likelihood per byte, not a forward. A pair and its two mirrors are a 2 x 2 design,
+(e, d), (-e, -d), (e, -d), (-e, d), with e the perturbation of everything else and d the logit
+entries': member minus mirror is d's effect alone, with none of e's noise, and member plus mirror
+is e's with none of d's. So the logit entries are credited by the first, the input entries and the
+dense tensors by the second (``byte_differences``).
+
+Decay (``context_decay`` K): each step a 64th of every table's rows (the step's slice, in turn) is
+pulled toward zero by 64 steps' worth of decay at rate 2**-K, in random unit steps from the counter
+hash, so every entry decays at 2**-K a step in expectation whether or not a window reads it. A row
+read often is pushed back by its updates faster than it decays; a row read for a context that a few
+training bytes hold is not, so what those few bytes say is held near zero instead of memorised (the
+mirrors' clean estimates overfit without it: scripts/learning/README.md, "Mirrors and decay").
+
 A pair's perturbation of a table is rank r like a matrix's (A: rows x r, B: row width x r, laid out as one
 counter-hash stream, A row-major first), but A is never made whole: a row's factors are hashed when a
 window reads the row (``factor_a``), so the noise of a step costs the same at any K.
@@ -35,7 +50,7 @@ import numpy as np
 
 from .arith import clip8, graded, isqrt, rshift_round
 from .config import LINEAR_SPAN, RANK_LEVELS, Config
-from .noise import GOLDEN, MASK64, NOISE_STD_PRODUCT, mix_array, rank_mult, stream, stream_at, stream_key
+from .noise import GOLDEN, MASK64, NOISE_STD_PRODUCT, hashes, mix_array, rank_mult, stream, stream_at, stream_key
 from .params import TABLE as NAME, tensors
 
 
@@ -96,12 +111,15 @@ def describe(cfg: Config) -> str:
         return ""
     logits = ", rows into the logits too" if cfg.context_logits else ""
     credit = ", reads credit" if cfg.context_credit == "reads" else ""
-    return f"{cfg.context_order - 1} context tables of 2^{cfg.context_bits} rows{logits}{credit}"
+    mirror = ", mirrored" if cfg.context_mirror else ""
+    decay = f", decay 2^-{cfg.context_decay}" if cfg.context_decay else ""
+    return f"{cfg.context_order - 1} context tables of 2^{cfg.context_bits} rows{logits}{credit}{mirror}{decay}"
 
 
 def without(cfg: Config):
     """The same model without tables (what they cost is measured against it), or None without them."""
-    return dataclasses.replace(cfg, context_bits=0, context_order=2, context_logits=0) if cfg.context_bits else None
+    return dataclasses.replace(cfg, context_bits=0, context_order=2, context_logits=0,
+                               context_mirror=0, context_decay=0) if cfg.context_bits else None
 
 
 def may_add(base: Config, field: str) -> bool:
@@ -118,17 +136,55 @@ def state_rows(cfg: Config) -> int:
 def add_rows(params, cfg: Config, x, byte, state, members) -> tuple:
     """(the input vector x (rows, width) of ``byte`` plus each member's perturbed rows of the tables
     (``member_rows``' first width entries), what the rows add to the logits (rows, 256): their last
-    256 entries with context logits, else 0); the bytes before are read from and moved on in the
-    state's extra row (row cfg.layers of ``state``, in place). Without tables: (x, 0).
-    ``members``: model.Members."""
+    256 entries with context logits, else 0, and what they add to the mirrors' logits (the same with
+    each member's perturbation negated) when ``members.mirror``, else None); the bytes before are read
+    from and moved on in the state's extra row (row cfg.layers of ``state``, in place). Without
+    tables: (x, 0, None). ``members``: model.Members."""
     if not cfg.context_bits:
-        return x, 0
+        return x, 0, None
     extra = state[:, cfg.layers]  # a view: the bytes before move on in place
     noise = None if members.noise is None else members.noise[NAME]
     hist = history(cfg, byte, extra)
     rows = member_rows(cfg, params[NAME], noise, members.pair, members.sign, hist)
+    mirror = member_rows(cfg, params[NAME], noise, members.pair, -members.sign, hist)[:, cfg.width:] if members.mirror else None
     push_history(cfg, extra, byte)
-    return clip8(x + rows[:, :cfg.width]), rows[:, cfg.width:] if cfg.context_logits else 0
+    return clip8(x + rows[:, :cfg.width]), rows[:, cfg.width:] if cfg.context_logits else 0, mirror
+
+
+DECAY_PERIOD = 64  # steps in which the decay passes every row once: a 64th of the rows a step
+DECAY_TENSOR = (1 << 32) - 5  # the noise-key tensor id of the decay's draws (no parameter uses it)
+
+
+def decay_rows(cfg: Config, step: int) -> slice:
+    """The rows of every table that ``decay`` pulls at ``step``: slice step mod DECAY_PERIOD of
+    DECAY_PERIOD equal slices."""
+    rows, k = 1 << cfg.context_bits, step % DECAY_PERIOD
+    return slice(k * rows // DECAY_PERIOD, (k + 1) * rows // DECAY_PERIOD)
+
+
+def decay(param, cfg: Config, step: int) -> int:
+    """Pull ``param`` (the tables, (N - 1, rows, row width) int8) toward zero in place, the rows of
+    ``decay_rows`` only: each entry w steps to sign(w) * max(0, |w| - ((|w| * DECAY_PERIOD + u) >> K)),
+    K = cfg.context_decay, u a uniform K-bit integer hashed from (seed, step, the entry's place in the
+    slice), so its mean pull is |w| * DECAY_PERIOD / 2**K exactly: decay at 2**-K a step. Never past
+    zero. Returns the entries moved."""
+    k, rows = cfg.context_decay, decay_rows(cfg, step)
+    key, n, width = stream_key(cfg.seed, DECAY_TENSOR, step, 0), rows.stop - rows.start, param.shape[2]
+    moved = 0
+    for i in range(param.shape[0]):  # 256 rows at a time: the whole slice's int64 copies would be 100s of MB
+        for r in range(0, n, 256):
+            part = slice(rows.start + r, rows.start + min(r + 256, n))
+            w = param[i, part].astype(np.int64)
+            u = hashes(key, w.size, start=(i * n + r) * width) >> np.uint64(64 - k)
+            pull = np.minimum((np.abs(w) * DECAY_PERIOD + u.astype(np.int64).reshape(w.shape)) >> k, np.abs(w))
+            param[i, part] = (w - np.sign(w) * pull).astype(np.int8)
+            moved += int(np.count_nonzero(pull))
+    return moved
+
+
+def mirrors(cfg: Config) -> bool:
+    """Whether a population's members are scored with their mirrors too (cfg.context_mirror)."""
+    return bool(cfg.context_bits and cfg.context_mirror)
 
 
 def history_slots(cfg: Config) -> slice:
@@ -258,8 +314,23 @@ def credits_reads(cfg: Config, local) -> bool:
 
 def byte_differences(ll):
     """Each pair's per-byte fitness differences (pairs, T) int64 from the members' log-likelihoods
-    (members, T), + member first; None for None."""
-    return None if ll is None else ll[0::2].astype(np.int64) - ll[1::2]
+    (members, T), + member first; None for None. With mirrors, ll (members, 2, T) holds each member's
+    own and its mirror's, and the differences are (pairs, 2, T): of member plus mirror (for the input
+    entries: none of the logit entries' noise) and of member minus mirror (for the logit entries: none
+    of the other weights' noise)."""
+    if ll is None:
+        return None
+    ll = np.asarray(ll, np.int64)
+    if ll.ndim == 3:
+        ll = np.stack([ll[:, 0] + ll[:, 1], ll[:, 0] - ll[:, 1]], axis=1)
+    return ll[0::2] - ll[1::2]
+
+
+def credit_parts(local) -> tuple:
+    """(the differences the input entries are credited by, the logit entries') (pairs, T) int64 from
+    ``byte_differences``' (pairs, T), the same for both, or (pairs, 2, T) with mirrors."""
+    d = np.asarray(local, np.int64)
+    return (d[:, 0], d[:, 1]) if d.ndim == 3 else (d, d)
 
 
 def credit(cfg: Config, f, reads, local=None):
@@ -270,7 +341,8 @@ def credit(cfg: Config, f, reads, local=None):
     fitness f_p. reads credit (``local``, the pair's per-byte fitness differences (pairs, T), given):
     a row's perturbation can change only the bytes at and after its first read, and its logit entries
     only the bytes it was read for, so the input entries get sign(sum of local from the first read on)
-    and the logit entries sign(sum of local at the bytes that read the row). The other bytes'
+    and the logit entries sign(sum of local at the bytes that read the row) (with mirrors, each part
+    its own differences, ``credit_parts``). The other bytes'
     differences are independent of the row's noise: leaving them out leaves the estimate's mean and
     removes their noise. graded credit (cfg.context_credit "graded"): the same sums, each graded by its
     size instead of taking its sign (``graded_scales``), so a read whose bytes moved a lot counts more."""
@@ -282,13 +354,13 @@ def credit(cfg: Config, f, reads, local=None):
     if not credits_reads(cfg, local):
         out[...] = np.asarray(f, np.int64)[:, None, None, None]
     else:
-        d = np.asarray(local, np.int64)
+        d, d_logits = credit_parts(local)
         after = np.cumsum(d[:, ::-1], axis=1)[:, ::-1]  # sum of d from byte t on
         signed = cfg.context_credit == "reads"
-        input_scale, logit_scale = (None, None) if signed else graded_scales(d)
+        input_scale, logit_scale = (None, None) if signed else (graded_scales(d)[0], graded_scales(d_logits)[1])
         out[..., 0] = (np.sign(after) if signed else graded(after, input_scale, RANK_LEVELS))[:, :, None]
         if cfg.context_logits:
-            at = np.einsum("ptui,pu->pti", same, d)  # sum of d at the bytes that read byte t's row
+            at = np.einsum("ptui,pu->pti", same, d_logits)  # sum of d at the bytes that read byte t's row
             out[..., 1] = np.sign(at) if signed else graded(at, logit_scale[:, :, None], RANK_LEVELS)
     return out * first[..., None]
 

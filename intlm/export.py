@@ -46,7 +46,8 @@ from .sample import generate
 RUNTIME_FIELDS = ("width", "layers", "mlp_ratio", "context_bits", "context_order", "context_logits")
 TRAINING_FIELDS = ("population", "rank", "window", "sigma_shift", "fitness", "alpha_q16", "alpha_halflife",
                    "momentum_shift", "pair_state", "seed", "optimizer", "shared_rows", "step_shift", "elite_shift",
-                   "spsa_rounding", "sepcma_damping", "anchor_decay", "context_credit")
+                   "spsa_rounding", "sepcma_damping", "anchor_decay", "context_credit", "context_mirror",
+                   "context_decay")
 MAGIC = b"INTLMRT\0"
 VERSION = 1
 ALIGN = 16

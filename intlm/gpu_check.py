@@ -257,8 +257,11 @@ def table_update_checks(gpu, rng):
             f = rng.choice(np.array([-8, 8, 0], np.int32), cfg.pairs)
             reads = rng.integers(0, 1 << cfg.context_bits, (cfg.pairs, cfg.window, cfg.context_order - 1))
             reads[::2] %= 7  # a few rows read by many pairs, many times in a window
-            # per-byte differences for reads credit (context.credit; ignored by window credit), zeros among them
-            local = rng.choice(np.array([-32768, -1, 0, 1, 32768]), (cfg.pairs, cfg.window))
+            # per-byte differences for reads credit (context.credit; ignored by window credit) at their bound,
+            # zeros among them; with mirrors (the default model) each part its own (context.byte_differences)
+            top = 2 * worst_case_bounds(cfg)["window log-likelihood"] // cfg.window
+            shape = (cfg.pairs,) + (2,) * context.mirrors(cfg) + (cfg.window,)
+            local = rng.choice(np.array([-top, -1, 0, 1, top]), shape)
             z_ref, z_gpu = es.update_sums(cfg, noise, f, reads, local), gpu.update_sums(cfg, noise, f, reads, local)
             if not all(same(z_ref[k], z_gpu[k]) for k in z_ref):
                 return False, "Z differs (a table's: read, Z, S)"

@@ -5,6 +5,8 @@
         h = GRU(norm(x), h);  x = clip8(x + h)       # single-gate GRU, state carried across bytes
         x = clip8(x + down(relu(up(norm(x)))))       # MLP d -> mlp_ratio*d -> d
     logits = clip8(head(norm(x)) + head_bias + rows[:, d:])  # 1/16-bit units; rows[:, d:] with context logits
+    mirror = clip8(head(norm(x)) + head_bias + mirror_rows[:, d:])  # with context mirrors: the rows' logit
+                                                                     # perturbation negated (context.py)
 
 All values are int8-range integers (16 = 1.0); products accumulate in int32 (the NumPy code uses
 int64 arrays, and ``config.worst_case_bounds`` proves int32 suffices). A population member adds its
@@ -102,10 +104,11 @@ def make_noise(cfg: Config, step: int, pairs=None) -> dict:
 
 
 class Members:
-    """Which pair and sign each row of a batch is: the perturbation it carries (or none)."""
+    """Which pair and sign each row of a batch is: the perturbation it carries (or none), and whether
+    its mirror is scored too (context.mirrors)."""
 
-    def __init__(self, noise, cfg, rows):
-        self.noise, self.cfg = noise, cfg
+    def __init__(self, noise, cfg, rows, mirror=False):
+        self.noise, self.cfg, self.mirror = noise, cfg, mirror
         idx = np.arange(rows)
         self.pair = idx // 2
         self.sign = (1 - 2 * (idx % 2)).astype(np.int64)
@@ -151,9 +154,10 @@ def layer_norm(x, gain):
 
 def read_byte(params, cfg: Config, byte, state, members: Members):
     """The model reads one byte for a batch of rows: updates ``state`` (rows, layers, d) in place and
-    returns the logits of the next byte."""
+    returns the logits of the next byte; with ``members.mirror``, (the logits, the mirrors' logits)."""
     state[byte == 0] = 0  # a 0 byte starts a document: forget the previous one
-    x, context_logits = context.add_rows(params, cfg, members.embed(params["embed"], byte), byte, state, members)
+    x, context_logits, mirror_logits = context.add_rows(params, cfg, members.embed(params["embed"], byte), byte,
+                                                        state, members)
     for l in range(cfg.layers):
         h = state[:, l].astype(np.int64)
         a = layer_norm(x, members.vector("norm", params["norm"], l, 0))
@@ -171,24 +175,30 @@ def read_byte(params, cfg: Config, byte, state, members: Members):
         hid = np.maximum(clip8(members.linear("up", params["up"], a, l)), 0)
         x = clip8(x + clip8(members.linear("down", params["down"], hid, l)))
     a = layer_norm(x, members.vector("out_norm", params["out_norm"]))
-    return clip8(members.linear("head", params["head"], a) + members.vector("head_bias", params["head_bias"])
-                 + context_logits)
+    head = members.linear("head", params["head"], a) + members.vector("head_bias", params["head_bias"])
+    logits = clip8(head + context_logits)
+    return logits if mirror_logits is None else (logits, clip8(head + mirror_logits))
 
 
-def forward(params, cfg: Config, tokens, state, noise=None):
+def forward(params, cfg: Config, tokens, state, noise=None, mirror=False):
     """Log-likelihoods (rows, T) in 1/256 bits of tokens[:, 1:] given tokens[:, :-1].
 
     Without noise each row is one stream of the unperturbed model. With noise, row i is population
-    member i: pair i // 2, sign + for even i, - for odd i (tokens rows are per member).
+    member i: pair i // 2, sign + for even i, - for odd i (tokens rows are per member); ``mirror``
+    (with context tables): each member's and its mirror's, (rows, 2, T) (context.mirrors).
     ``state`` (rows, layers, d), any integer dtype, is carried through the window and updated.
     """
-    members = Members(noise, cfg, tokens.shape[0])
+    members = Members(noise, cfg, tokens.shape[0], mirror=mirror and noise is not None and bool(cfg.context_bits))
     work = state.astype(np.int64)
     T = tokens.shape[1] - 1
-    ll = np.zeros((tokens.shape[0], T), dtype=np.int32)
+    ll = np.zeros((tokens.shape[0], 2, T) if members.mirror else (tokens.shape[0], T), dtype=np.int32)
     for t in range(T):
-        logits = read_byte(params, cfg, tokens[:, t].astype(np.int64), work, members)
-        ll[:, t] = log_likelihood(logits, tokens[:, t + 1])
+        out = read_byte(params, cfg, tokens[:, t].astype(np.int64), work, members)
+        target = tokens[:, t + 1]
+        if members.mirror:
+            ll[:, 0, t], ll[:, 1, t] = log_likelihood(out[0], target), log_likelihood(out[1], target)
+        else:
+            ll[:, t] = log_likelihood(out, target)
     state[...] = work
     return ll
 
@@ -210,8 +220,17 @@ def population_fitness(params, cfg: Config, noise, pair_tokens, state, p0: int =
     and carry pair p's perturbation, ``noise`` holding the range's pairs (make_noise over
     range(p0, p1)). ``state`` (population, layers, d) int8: rows 2*p0 .. 2*p1 are carried and
     updated, the others left alone. Ranges combine exactly: fitnesses concatenate. ``positions``: each
-    member's log-likelihoods (members, window) int32 instead of their sum."""
+    member's log-likelihoods (members, window) int32 instead of their sum. With context mirrors
+    (context.mirrors) a member's fitness is its own plus its mirror's, and its log-likelihoods are
+    (members, 2, window): its own, then its mirror's."""
     p0, p1 = pair_range(cfg, p0, p1, noise)
-    ll = forward(params, cfg, np.repeat(pair_tokens[p0:p1], 2, axis=0), state[2 * p0:2 * p1], noise)
-    return ll if positions else ll.sum(axis=1, dtype=np.int64).astype(np.int32)
+    ll = forward(params, cfg, np.repeat(pair_tokens[p0:p1], 2, axis=0), state[2 * p0:2 * p1], noise,
+                 mirror=context.mirrors(cfg))
+    return ll if positions else window_fitness(ll)
+
+
+def window_fitness(ll):
+    """Members' window fitnesses (members,) int32 from their log-likelihoods (members, T), or (members,
+    2, T) with mirrors: the sum of all."""
+    return ll.reshape(len(ll), -1).sum(axis=1, dtype=np.int64).astype(np.int32)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import anchor, context, es
 from .data import stream_windows
+from .model import window_fitness
 from .progress import Laps
 from .run import Run
 
@@ -52,17 +53,12 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
         context.keep_history(cfg, run.recurrent, after)  # every pair's, not only this process's
         lap("forward")
         # under reduce "sums" a process credits only its own pairs' reads: the others' window sums will do
-        everyone, control = world.allgather_fitness(_window_sums(ll) if positions and sums else ll, control)
+        everyone, control = world.allgather_fitness(window_fitness(ll) if positions and sums else ll, control)
         lap("comm")
     local = context.byte_differences(ll if sums else everyone) if positions else None
-    fitness = _window_sums(everyone) if everyone.ndim == 2 else everyone
+    fitness = window_fitness(everyone) if everyone.ndim > 1 else everyone
     stats = apply_fitness(run, backend, noise, fitness, lap, world, reads, local)
     return {"fitness_sum": int(fitness.astype(np.int64).sum()), **stats, "control": control}
-
-
-def _window_sums(ll):
-    """Members' window fitnesses (int32) from their per-byte log-likelihoods (members, T)."""
-    return ll.sum(axis=1, dtype=np.int64).astype(np.int32)
 
 
 def apply_fitness(run: Run, backend, noise, fitness, lap, world=None, reads=None, local=None) -> dict:
@@ -86,6 +82,8 @@ def apply_fitness(run: Run, backend, noise, fitness, lap, world=None, reads=None
     stats = {"ties": ties, "moved": backend.update(run.params, cfg, run.step, f, Z, run.momentum)}
     if cfg.anchor_decay:
         stats["pulled"] = anchor.pull(run.params, run.anchor, cfg, run.step)
+    if cfg.context_decay:
+        stats["decayed"] = backend.decay_tables(run.params[context.NAME], cfg, run.step)
     lap("update")
     run.step += 1
     return stats

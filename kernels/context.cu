@@ -12,10 +12,14 @@
 //   hist = the byte, then the bytes before (all 0 when the byte is 0: a document starts)
 //   r_i = context.row_index(hist, i + 2, bits)
 //   ctx[row, j] = sum_i clip8(T[i, r_i, j] + s * rshift_round(sum_k a_k B[pair, i, j, k], 4 + sigma)), j < w
-//   then the bytes before move back one slot and the byte enters first (as a signed byte).
+//   with mirrors (``mirror``, context.mirrors: perturbed, context logits) also the logit entries with the
+//   perturbation negated, ctx[row, w + j - d] = sum_i clip8(T[i, r_i, j] - s * rshift_round(...)), d <= j < w
+//   (ctx rows then 2w - d long, else w); then the bytes before move back one slot and the byte enters
+//   first (as a signed byte).
 // norm.cu's embed_norm adds ctx[row, :d] to the embedding (x = clip8(embed row + ctx)), loglik.cu's
-// head_loglik ctx[row, d:] to the logits (context logits: w = d + 256). Row ``row`` reads token
-// row row >> tshift; s = +1 / -1 for even / odd rows, 0 unperturbed (the noise is then not read).
+// head_loglik ctx[row, d:w] to the logits (context logits: w = d + 256), and ctx[row, w:] to the
+// mirror's. Row ``row`` reads token row row >> tshift; s = +1 / -1 for even / odd rows, 0 unperturbed
+// (the noise is then not read).
 //
 // context_rows (context.rows_read): for each stream q, the rows of every table its window reads,
 //   reads[q, t, i] = r_i at byte t of tokens[q] (the resets and shifts of context_read, from the bytes
@@ -23,11 +27,12 @@
 //
 // context_credit (context.credit): for each pair p and table i, c[p, t, i, part] at the first read t of
 // each row in the pair's window (0 at a repeated read: a pair counts a row once): window credit f[p] for
-// every part; reads credit (by_reads 1) sign(sum of local[p, t:]) for the input entries (part 0) and, with
-// context logits, sign(sum of local[p, u] over the bytes u that read the row) for the logit entries;
-// graded credit (by_reads 2) the same sums graded (context.graded_scales): sign(x) * min(levels,
-// round(levels * |x| / scale)), scale = span * max(1, sum |local[p, :]| / window) for a logit sum, times
-// isqrt(window - t) for an input sum.
+// every part; reads credit (by_reads 1) sign(sum of local[p, 0, t:]) for the input entries (part 0) and,
+// with context logits, sign(sum of local[p, local_parts - 1, u] over the bytes u that read the row) for
+// the logit entries; local (pairs, local_parts, window): one difference per byte for both parts, or with
+// mirrors (local_parts 2) each part its own (context.credit_parts). graded credit (by_reads 2) the same
+// sums graded (context.graded_scales): sign(x) * min(levels, round(levels * |x| / scale)), scale =
+// graded_unit of the part's differences for a logit sum, times isqrt(window - t) for an input sum.
 //
 // context_sums (context.update_sums' Z and S, exact): for each entry (p, t, i) of reads (pairs, window,
 // tables) with a nonzero credit (c, parts columns):
@@ -91,7 +96,8 @@ __device__ __forceinline__ int factor_dot(const int* a, const i8* b, int j, int 
 extern "C" __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK)
 context_read(const u8* __restrict__ tokens, int token_len, int tshift, int t, const i8* __restrict__ table,
              int tables, int bits, int w, const u64* __restrict__ keys, const i8* __restrict__ b, int rank, int mult,
-             int sigma, int perturbed, i8* __restrict__ state, int state_rows, int d, int* __restrict__ ctx, int rows) {
+             int sigma, int perturbed, int mirror, i8* __restrict__ state, int state_rows, int d, int* __restrict__ ctx,
+             int rows) {
     __shared__ int a[ROWS_PER_BLOCK][CTX_MAX_RANK];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * ROWS_PER_BLOCK + warp;
@@ -100,15 +106,22 @@ context_read(const u8* __restrict__ tokens, int token_len, int tshift, int t, co
     i8* slots = state + (row * state_rows + state_rows - 1) * d;
     const u64 hist = history(pack_slots(slots, tables), byte);
     const int s = member_sign(perturbed, (int)(row & 1));
+    const int ld = mirror ? 2 * w - d : w;
+    int* out = ctx + row * ld;
     for (int i = 0; i < tables; ++i) {
         const i64 r = table_row(hist, i, bits);
         const i8* weights = table + (((i64)i << bits) + r) * w;
         const i64 stream = (row >> 1) * tables + i;
         if (s != 0) factor_a(a[warp], keys[stream], r, rank, mult, lane);
         for (int j = lane; j < w; j += 32) {
-            int v = weights[j];
-            if (s != 0) v = clip8(v + s * rshift_round(factor_dot(a[warp], b + stream * w * rank, j, rank), 4 + sigma));
-            ctx[row * w + j] = (i == 0 ? 0 : ctx[row * w + j]) + v;
+            int v = weights[j], q = 0;
+            if (s != 0) {
+                q = s * rshift_round(factor_dot(a[warp], b + stream * w * rank, j, rank), 4 + sigma);
+                v = clip8(v + q);
+            }
+            out[j] = (i == 0 ? 0 : out[j]) + v;
+            // the mirror's logit entries: the same row, its perturbation negated (its input is the member's)
+            if (mirror && j >= d) out[w + j - d] = (i == 0 ? 0 : out[w + j - d]) + clip8(weights[j] - q);
         }
         __syncwarp();  // every lane has read a (and, at i = 0, the slots) before they are rewritten
     }
@@ -140,23 +153,30 @@ __device__ __forceinline__ int graded(i64 x, i64 scale, int levels) {
     return x < 0 ? -mag : mag;
 }
 
+// graded credit's scale of one byte's difference in d[0 .. window): span * max(1, sum |d| / window)
+// (context.graded_scales' per-pair unit).
+__device__ __forceinline__ i64 graded_unit(const int* d, int window, int span) {
+    i64 total = 0;
+    for (int t = 0; t < window; ++t) total += d[t] < 0 ? -(i64)d[t] : d[t];
+    return span * (total / window > 1 ? total / window : 1);
+}
+
 extern "C" __global__ void context_credit(const i64* __restrict__ reads, int pairs, int window, int tables,
-                                          const int* __restrict__ f, const int* __restrict__ local, int by_reads,
-                                          int levels, int span, int parts, int* __restrict__ c) {
+                                          const int* __restrict__ f, const int* __restrict__ local, int local_parts,
+                                          int by_reads, int levels, int span, int parts, int* __restrict__ c) {
     for (i64 q = (i64)blockIdx.x * blockDim.x + threadIdx.x; q < (i64)pairs * tables; q += (i64)gridDim.x * blockDim.x) {
         const i64 p = q / tables;
         const int i = (int)(q - p * tables);
         const i64* r = reads + p * window * tables + i;  // r[t * tables]: the row byte t read
-        i64 unit = 0;  // graded credit's scale of one byte's difference
-        if (by_reads == 2) {
-            for (int t = 0; t < window; ++t) unit += local[p * window + t] < 0 ? -(i64)local[p * window + t] : local[p * window + t];
-            unit = span * (unit / window > 1 ? unit / window : 1);
-        }
-        i64 after = 0;  // sum of local[p, t:], built from the end
+        // the pair's differences for the input entries and for the logit entries (read only by_reads)
+        const i64 d = p * local_parts * window, d_logits = d + (i64)(local_parts - 1) * window;
+        const i64 unit = by_reads == 2 ? graded_unit(local + d, window, span) : 0;
+        const i64 unit_logits = by_reads == 2 ? graded_unit(local + d_logits, window, span) : 0;
+        i64 after = 0;  // sum of local[p, 0, t:], built from the end
         i64 root = 0;  // isqrt(window - t)
         for (int t = window - 1; t >= 0; --t) {
             int* out = c + ((p * window + t) * tables + i) * parts;
-            if (by_reads) after += local[p * window + t];
+            if (by_reads) after += local[d + t];
             while ((root + 1) * (root + 1) <= window - t) ++root;
             int first = 1;
             for (int u = 0; u < t && first; ++u) first = r[u * tables] != r[t * tables];
@@ -169,8 +189,8 @@ extern "C" __global__ void context_credit(const i64* __restrict__ reads, int pai
             out[0] = by_reads == 2 ? graded(after, unit * root, levels) : (after > 0) - (after < 0);
             if (parts > 1) {
                 i64 at = 0;
-                for (int u = t; u < window; ++u) at += r[u * tables] == r[t * tables] ? local[p * window + u] : 0;
-                out[1] = by_reads == 2 ? graded(at, unit, levels) : (at > 0) - (at < 0);
+                for (int u = t; u < window; ++u) at += r[u * tables] == r[t * tables] ? local[d_logits + u] : 0;
+                out[1] = by_reads == 2 ? graded(at, unit_logits, levels) : (at > 0) - (at < 0);
             }
         }
     }

@@ -9,6 +9,8 @@
 // with the target tokens[row >> tshift, t + 1]; then fitness[row] += ll (population_fitness's window
 // sum, int32 by config's "window log-likelihood" bound) when bit 0 of ``outputs`` is set, and
 // ll_out[row, t] = ll (model.forward) when bit 1 is set; the other pointer is not touched. EXP2 and LOG2_FRAC are arith's tables, passed in.
+// With context mirrors (context.mirrors) the backend launches it twice per byte, the second time with
+// the mirrors' logit entries as extra and ll_out past the members' (rows of ll_len = 2T): fitness adds both.
 //
 // Launch geometry (geometry.row_grid): one warp per row, 4 rows (128 threads) a block,
 // grid = ceil(rows / 4); lane l handles logits l, l + 32, ..., l + 224.

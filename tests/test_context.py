@@ -215,6 +215,101 @@ def test_reads_credit(seed, pop, window, order, logits, rank, credit, spread, nu
     assert np.array_equal(c2[others], c[others])
 
 
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), credit=st.sampled_from(["reads", "graded"]), order=st.integers(2, 4))
+def test_mirrored_credit_takes_each_part_from_its_own_differences(seed, credit, order, numpy_backend):
+    """With mirrors, the input entries are credited as reads credit credits them for the first
+    differences (member plus mirror) and the logit entries for the second (member minus mirror),
+    each graded against its own mean; Numba's sums equal the reference's."""
+    rng = np.random.default_rng(seed)
+    cfg = tiny_config(population=8, window=7, context_bits=8, context_order=order, context_logits=1,
+                      context_credit=credit, context_mirror=1)
+    f = rng.integers(-8, 9, cfg.pairs).astype(np.int32)
+    reads = rng.integers(0, 5, (cfg.pairs, cfg.window, order - 1))
+    ll = rng.integers(-4000, 1, (cfg.population, 2, cfg.window)).astype(np.int32)
+    local = context.byte_differences(ll)
+    assert local.shape == (cfg.pairs, 2, cfg.window)
+    assert np.array_equal(local[:, 0], context.byte_differences(ll[:, 0].astype(np.int64) + ll[:, 1]))
+    c = context.credit(cfg, f, reads, local)
+    assert np.array_equal(c[..., 0], context.credit(cfg, f, reads, local[:, 0])[..., 0])
+    assert np.array_equal(c[..., 1], context.credit(cfg, f, reads, local[:, 1])[..., 1])
+    noise = numpy_backend.make_noise(cfg, int(rng.integers(0, 1 << 40)))[context.NAME]
+    assert_sums_equal(context.update_sums(cfg, noise, f, reads, local),
+                      numba_context.update_sums(cfg, noise, f, reads, local))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_mirror_is_its_member_with_the_logit_perturbation_negated(seed, numpy_backend, numba_backend):
+    """Perturbing only the tables' logit entries, a member's mirror is exactly its antithetic partner
+    (the mirror of 2p scores as 2p + 1, and the other way round), on NumPy and Numba alike; with the
+    other weights perturbed too, a mirror keeps its member's input and state (its scores differ from
+    the partner's) and its window fitness is added to its member's."""
+    cfg = tiny_config(population=8, window=5, rank=2, context_bits=8, context_order=3, context_logits=1,
+                      context_credit="graded", context_mirror=1)
+    rng = np.random.default_rng(seed)
+    params = random_params(cfg, rng)
+    tokens = random_tokens(cfg.pairs, cfg.window + 1, rng)
+    state = random_state(cfg, cfg.population, rng)
+    state[1::2] = state[0::2]  # a pair's members from one state, as training's mean pair state has them
+    noise = numpy_backend.make_noise(cfg, 3)
+    logits_only = {k: (v if k == context.NAME else tuple(np.zeros_like(a) for a in v) if isinstance(v, tuple)
+                       else np.zeros_like(v)) for k, v in noise.items()}
+    keys, b = logits_only[context.NAME]
+    b = b.copy()
+    b[:, :, :cfg.width] = 0  # the input entries unperturbed
+    logits_only[context.NAME] = (keys, b)
+    for be in (numpy_backend, numba_backend):
+        ll = be.population_fitness(params, cfg, logits_only, tokens, state.copy(), positions=True)
+        assert ll.shape == (cfg.population, 2, cfg.window)
+        assert np.array_equal(ll[0::2, 1], ll[1::2, 0]) and np.array_equal(ll[1::2, 1], ll[0::2, 0])
+        assert not np.array_equal(ll[:, 0], ll[:, 1])
+        both = be.population_fitness(params, cfg, noise, tokens, state.copy(), positions=True)
+        assert not np.array_equal(both[0::2, 1], both[1::2, 0])
+        assert np.array_equal(be.population_fitness(params, cfg, noise, tokens, state.copy()),
+                              both.sum(axis=(1, 2)))
+        plain = dataclasses.replace(cfg, context_mirror=0)
+        assert np.array_equal(both[:, 0], be.population_fitness(params, plain, noise, tokens, state.copy(), positions=True))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), k=st.integers(1, 16), step=st.integers(0, 1 << 20), bits=st.integers(8, 10))
+def test_decay_pulls_the_step_slice_toward_zero(seed, k, step, bits):
+    """The decay moves only the step's slice of rows, each entry toward zero and never past it, by its
+    DECAY_PERIOD steps' worth rounded down or up; Numba's equals the reference's; over DECAY_PERIOD
+    steps the slices cover every row once."""
+    rng = np.random.default_rng(seed)
+    cfg = tiny_config(context_bits=bits, context_order=3, context_logits=1, context_decay=k)
+    before = random_params(cfg, rng)[context.NAME]
+    after, fast = before.copy(), before.copy()
+    moved = context.decay(after, cfg, step)
+    assert numba_context.decay(fast, cfg, step) == moved and np.array_equal(fast, after)
+    rows = context.decay_rows(cfg, step)
+    outside = np.ones(before.shape[1], bool)
+    outside[rows] = False
+    assert np.array_equal(after[:, outside], before[:, outside])
+    w, v = before[:, rows].astype(np.int64), after[:, rows].astype(np.int64)
+    assert np.all(np.abs(v) <= np.abs(w)) and np.all(v * w >= 0)
+    pull = np.abs(w) - np.abs(v)
+    assert np.all(pull <= -(-np.abs(w) * context.DECAY_PERIOD // 2 ** k))  # at most the mean rounded up
+    assert np.all(pull >= np.minimum(np.abs(w) * context.DECAY_PERIOD >> k, np.abs(w)))  # at least it rounded down
+    assert moved == np.count_nonzero(pull)
+    covered = np.zeros(before.shape[1], int)
+    for s in range(step, step + context.DECAY_PERIOD):
+        covered[context.decay_rows(cfg, s)] += 1
+    assert np.all(covered == 1)
+
+
+def test_decay_is_unbiased():
+    """Over every one of its 2**K draws, an entry's pull averages |w| * DECAY_PERIOD / 2**K exactly
+    (capped at |w|): the decay's rate is 2**-K a step. Checked by hashing enough entries of one value
+    that the mean is within 2% of the exact one."""
+    cfg = tiny_config(context_bits=16, context_order=2, context_decay=9)
+    table = np.full((1, 1 << 16, 16), 3, np.int8)
+    context.decay(table, cfg, 7)
+    pulled = 3 - table[0, context.decay_rows(cfg, 7)].astype(np.int64)
+    assert abs(pulled.mean() - 3 * context.DECAY_PERIOD / 2 ** 9) < 0.02 * 3 * context.DECAY_PERIOD / 2 ** 9
+
+
 @pytest.mark.parametrize("rank", [1, 2, 16])
 def test_sums_at_extreme_noise(rank, numpy_backend):
     """B at its largest magnitude, f at 8 for every pair and every window reading one row: Numba, which
@@ -298,6 +393,14 @@ def test_thresholds_grow_with_the_read_pairs():
     (dict(context_credit="reads"), "--context-credit needs --context-bits"),
     (dict(context_bits=8, context_credit="bytes"), "context credit must be one of"),
     (dict(context_bits=8, context_credit="reads", optimizer="openes"), "EGGROLL's sparse update"),
+    (dict(context_bits=8, context_mirror=2), "context mirror must be 0 or 1"),
+    (dict(context_bits=8, context_decay=17), "context decay must be between 0"),
+    (dict(context_decay=4), "--context-decay needs --context-bits"),
+    (dict(context_bits=8, context_decay=4, optimizer="spsa", population=2), "EGGROLL's update"),
+    (dict(context_bits=8, context_credit="graded", context_mirror=1), "needs --context-logits 1"),
+    (dict(context_bits=8, context_logits=1, context_mirror=1), "--context-credit reads or graded"),
+    (dict(context_bits=8, context_logits=1, context_credit="graded", context_mirror=1, window=70_000),
+     "window log-likelihood"),
 ])
 def test_refused_settings(changes, message):
     with pytest.raises(IntlmError, match=message):
@@ -338,8 +441,8 @@ def test_training_with_tables_is_bit_exact_across_backends_and_resume(corpus, tm
 
 def test_pretrain_trains_tables_whatever_the_optimizer(monkeypatch, capsys, tmp_path):
     """`intlm pretrain` trains with PRETRAIN_CONTEXT's tables by default, with every optimiser and with
-    Anchored Weight Decay alike (no setting silently changes the model); the credit is EGGROLL's, so
-    the full-rank optimisers take the tables with window credit; --context-bits 0 alone is the
+    Anchored Weight Decay alike (no setting silently changes the model); the credit, mirrors and decay
+    are EGGROLL's, so the full-rank optimisers take the tables with window credit, no mirrors or decay; --context-bits 0 alone is the
     model without them (no order, logits or credit)."""
     from intlm.config import PRETRAIN_CONTEXT
     from intlm.run import load_run
@@ -353,7 +456,7 @@ def test_pretrain_trains_tables_whatever_the_optimizer(monkeypatch, capsys, tmp_
     for name, extra in (("egg", []), ("spsa", ["--optimizer", "spsa"]), ("awd", ["--anchor-decay", "4"])):
         assert run_main(monkeypatch, capsys, "pretrain", corpus, "--out", tmp_path / name, *tiny, *extra)[0] == 0
         cfg = load_run(tmp_path / name)[0].cfg
-        want = dict(PRETRAIN_CONTEXT, **({"context_credit": "window"} if name == "spsa" else {}))
+        want = dict(PRETRAIN_CONTEXT, **({"context_credit": "window", "context_mirror": 0, "context_decay": 0} if name == "spsa" else {}))
         assert {k: getattr(cfg, k) for k in want} == want, name
     assert run_main(monkeypatch, capsys, "pretrain", corpus, "--out", tmp_path / "none", *tiny,
                     "--context-bits", "0")[0] == 0

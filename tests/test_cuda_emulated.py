@@ -18,7 +18,7 @@ from intlm import arith, context, es, model, train
 from intlm.arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from intlm.backends.numpy import NumpyBackend
 from intlm.config import Config, worst_case_bounds
-from intlm.gpu_check import same_update, worst_case_linear, worst_case_table_noise
+from intlm.gpu_check import same, same_update, worst_case_linear, worst_case_table_noise
 from intlm.run import Run
 
 pytestmark = pytest.mark.skipif(not emu.available(), reason="g++ is needed to emulate the CUDA kernels")
@@ -32,6 +32,8 @@ TABLES = [Config(width=16, layers=1, mlp_ratio=2, population=8, rank=1, window=4
 if "context_logits" in {f.name for f in dataclasses.fields(Config)}:  # rows that add to the logits too
     TABLES.append(Config(width=16, layers=1, mlp_ratio=2, population=8, rank=2, window=4, momentum_shift=3,
                          context_bits=8, context_order=3, context_logits=1).check())
+# each member scored again with its rows' logit perturbation negated (context.mirrors), graded credit
+MIRRORS = dataclasses.replace(TABLES[-1], context_credit="graded", context_mirror=1).check()
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +192,8 @@ def test_update_sums_and_update_match(backends, momentum):
 
 @pytest.mark.parametrize("cfg", [Config(width=16, layers=1, mlp_ratio=2, population=6, rank=2, window=2,
                                          momentum_shift=2).check(),
-                                  dataclasses.replace(TABLES[1], layers=1, window=4).check()] + TABLES[2:],
-                         ids=["dense", "tables", "logits"][:len(TABLES)])
+                                  dataclasses.replace(TABLES[1], layers=1, window=4).check()] + TABLES[2:] + [MIRRORS],
+                         ids=["dense", "tables", "logits", "mirrors"])
 def test_training_steps_identical(backends, cfg):
     """Whole training steps (noise, rows read, fitness, pair state, shaping, update sums, update) leave
     the same run arrays on the emulated GPU backend as on the reference, with and without context tables."""
@@ -282,7 +284,7 @@ def test_table_noise_matches_a_pair_range(backends):
     assert all(np.array_equal(w, np.asarray(g)) and w.dtype == np.asarray(g).dtype for w, g in zip(want, got))
 
 
-@pytest.mark.parametrize("cfg", TABLES, ids=["table1", "tables3", "logits"][:len(TABLES)])
+@pytest.mark.parametrize("cfg", TABLES + [MIRRORS], ids=["table1", "tables3", "logits", "mirrors"])
 def test_table_read_forward_and_rows_match(backends, cfg):
     """context_read (the table read, with the bytes before and their reset by a 0 byte) through the
     fitness of pairs [1, 4), the carried state and the unperturbed forward; context_rows == rows_read.
@@ -357,6 +359,45 @@ def test_table_update_sums_and_update_at_worst_case(backends, momentum, credit):
     assert same_update(gpu, cfg, f, z_ref, z_gpu, params, mom)[0]
     assert context.update(params[context.NAME].copy(), cfg, es.z_threshold_q4(cfg, 2), *z_ref[context.NAME],
                           mom[context.NAME].copy() if mom else None) > 0  # table weights moved, and were compared
+
+
+@pytest.mark.parametrize("credit", ["reads", "graded"])
+def test_mirrors_fitness_and_sums_match(backends, credit):
+    """With context mirrors: population_fitness's log-likelihoods (members, 2, T), each member's then its
+    mirror's, its window fitnesses (the sums of both) and the carried state equal the reference's; then
+    context_credit and context_sums with the mirrored differences (context.byte_differences: the input
+    entries credited by member plus mirror, the logit entries by member minus mirror), from that window
+    and at their worst case (4 x a byte's log-likelihood bound), and the step from them."""
+    ref, gpu, _ = backends
+    cfg = dataclasses.replace(MIRRORS, context_credit=credit).check()
+    rng = np.random.default_rng(13)
+    params = extreme_params(cfg, rng)
+    params[context.NAME][:, ::3] = rng.choice(np.array([-127, 127], np.int8), params[context.NAME][:, ::3].shape)
+    tokens = rng.integers(0, 256, (cfg.pairs, cfg.window + 1)).astype(np.uint8)
+    tokens[1, 2] = 0
+    tokens[2, :] = tokens[2, 0]
+    state = table_state(cfg, rng)
+    noise = ref.make_noise(cfg, 3)
+    outs = []
+    for positions in (True, False):
+        s_ref, s_gpu = state.copy(), state.copy()
+        want = ref.population_fitness(params, cfg, noise, tokens, s_ref, positions=positions)
+        got = gpu.population_fitness(params, cfg, gpu.make_noise(cfg, 3), tokens, s_gpu, positions=positions)
+        assert want.shape == got.shape and np.array_equal(want, got) and np.array_equal(s_ref, s_gpu), positions
+        outs.append(got)
+    ll, fitness = outs
+    assert ll.shape == (cfg.population, 2, cfg.window) and not np.array_equal(ll[:, 0], ll[:, 1])
+    assert np.array_equal(fitness, model.window_fitness(ll))
+    f = rng.choice(np.array([-8, 8, 0], np.int32), cfg.pairs)
+    reads = context.rows_read(cfg, tokens, state[0::2, cfg.layers])[0]
+    bound = 2 * worst_case_bounds(cfg)["window log-likelihood"] // cfg.window  # a byte's mirrored difference
+    assert bound == 4 * 256 * 64
+    extreme = rng.choice(np.array([-bound, bound, 0, 1, -1]), (cfg.pairs, 2, cfg.window))
+    for local in (context.byte_differences(ll), extreme):
+        z_ref, z_gpu = es.update_sums(cfg, noise, f, reads, local), gpu.update_sums(cfg, noise, f, reads, local)
+        assert all(same(z_ref[k], z_gpu[k]) for k in z_ref)
+        mom = {k: rng.integers(-999, 1000, v.shape).astype(np.int32) for k, v in params.items()}
+        assert same_update(gpu, cfg, f, z_ref, z_gpu, params, mom)[0]
 
 
 def test_table_update_without_signal_moves_nothing(backends):

@@ -16,7 +16,9 @@ from conftest import same_bytes_three_ways, tiny_config
 
 TABLES = {"context_bits": 8, "context_order": 3}
 MODELS = {"tables": TABLES, "tables with logits": dict(TABLES, context_logits=1), "no tables": {},
-          "tables with logits, graded credit": dict(TABLES, context_logits=1, context_credit="graded")}
+          "tables with logits, graded credit": dict(TABLES, context_logits=1, context_credit="graded"),
+          "tables with logits, graded credit, mirrors, decay": dict(TABLES, context_logits=1, context_credit="graded",
+                                                                    context_mirror=1, context_decay=2)}
 # feature -> (config changes, task): every optimiser, Anchored Weight Decay, and evolve's objective
 FEATURES = {
     "eggroll": ({"momentum_shift": 2, "fitness": "rank", "rank": 2}, None),

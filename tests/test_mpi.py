@@ -234,15 +234,17 @@ def test_periodic_guard_between_saves(work):
 
 @needs_mpi
 @pytest.mark.parametrize("k,reduce,credit", [(1, "sums", "window"), (2, "sums", "window"), (3, "fitness", "window"),
-                                             (3, "sums", "window"), (2, "fitness", "reads"), (3, "sums", "graded")])
+                                             (3, "sums", "window"), (2, "fitness", "reads"), (3, "sums", "graded"),
+                                             (2, "fitness", "mirrored"), (3, "sums", "mirrored")])
 def test_context_tables_under_mpi_are_the_single_process_bytes(work, k, reduce, credit):
     """With context tables every process needs every pair's bytes before (the update's reads), and
     under reduce "sums" each process's sparse sums list other rows (merged exactly); with reads credit
     the processes gather every member's per-byte log-likelihoods (reduce "fitness") or credit their own
-    pairs' reads (reduce "sums"; graded credit's scale is each pair's own): K processes write the plain
-    run's bytes every way."""
+    pairs' reads (reduce "sums"; graded credit's scale is each pair's own), with mirrors each member's
+    and its mirror's: K processes write the plain run's bytes every way."""
     tables = ["--context-bits", "8", "--context-order", "3", "--backend", "numba", "--steps", str(STEPS),
-              "--context-credit", credit] + (["--context-logits", "1"] if credit != "window" else [])  # after TINY's 0
+              "--context-credit", "graded" if credit == "mirrored" else credit,
+              "--context-mirror", str(int(credit == "mirrored"))] + (["--context-logits", "1"] if credit != "window" else [])
     plain_out = work / f"ctx-plain-{credit}"
     if not plain_out.exists():
         plain = pretrain(work, plain_out, None, *tables)

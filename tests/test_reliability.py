@@ -428,7 +428,7 @@ def test_prepare_on_a_full_disk_is_one_error_line(tmp_path):
 # --- 3: memory estimated before the first allocation --------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [("--population", "134217728"), ("--window", "100000", "--population", "1048576"),
+@pytest.mark.parametrize("args", [("--population", "134217728"), ("--window", "60000", "--population", "1048576"),
                                   ("--context-bits", "20", "--context-order", "8", "--width", "1024"),
                                   ("--width", "1024", "--layers", "64", "--population", "65536")],
                          ids=["population", "window", "tables", "deep"])

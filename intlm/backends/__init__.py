@@ -82,6 +82,13 @@ class Backend(abc.ABC):
 
         return rows_read(cfg, tokens, state_row)
 
+    def decay_tables(self, param, cfg, step: int) -> int:
+        """``context.decay``: this step's slice of the context tables pulled toward zero in place;
+        returns the entries moved. The reference unless a backend has faster."""
+        from ..context import decay
+
+        return decay(param, cfg, step)
+
     # Full-rank noise, for the optimisers other than EGGROLL; the reference unless a backend has faster.
     def dense_noise(self, cfg, t, step: int, member: int):
         """``dense_noise.dense_noise``: one member's full-rank noise of tensor t, int8 of t's shape."""

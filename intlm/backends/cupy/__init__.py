@@ -162,9 +162,10 @@ class CupyBackend(Backend):
         """The model over a window for every row (model.forward / read_byte): tokens (token rows, T + 1)
         uint8 on the device, row b reading token row b >> tshift; state (rows, layers, d) int8 on the
         device, carried and updated; per byte, fitness[b] += ll (when given) and ll[b, t] = ll (when
-        given). raw: the stream buffers of the rows' pairs (read only when perturbed). With a context
-        table the state has one more row (the bytes before, context.history_slots), so its rows are
-        ``S`` = L + 1 apart."""
+        given). With mirrors (perturbed, context.mirrors) each row's mirror is scored too: fitness[b]
+        adds both, ll is (rows, 2, T), ll[b, 1, t] the mirror's. raw: the stream buffers of the rows'
+        pairs (read only when perturbed). With a context table the state has one more row (the bytes
+        before, context.history_slots), so its rows are ``S`` = L + 1 apart."""
         cp = self.cp
         rows, S, d = state.shape
         L, h = cfg.layers, cfg.mlp_width
@@ -178,10 +179,19 @@ class CupyBackend(Backend):
         dummy8, dummy32 = cp.zeros(16, cp.int8), cp.zeros(16, cp.int32)
         N = (lambda name: raw[name]) if perturbed else (lambda name: dummy8)
         # the members' table rows summed per byte (context_read): w entries, the first d for the input,
-        # the rest (with context logits, params.tensors) for the logits
+        # the rest (with context logits, params.tensors) for the logits; with mirrors the mirrors' logit
+        # entries after them (a row ld = 2w - d long)
         w = table.shape[2] if table else 0
-        ctx = cp.zeros((rows, max(w, 1)), cp.int32)
-        logits, logits_ld = (ctx.reshape(-1)[d:], w) if w > d else (dummy32, 0)
+        mirror = perturbed and context.mirrors(cfg)
+        ld = 2 * w - d if mirror else w
+        ctx = cp.zeros((rows, max(ld, 1)), cp.int32)
+        logits, logits_ld = (ctx.reshape(-1)[d:], ld) if w > d else (dummy32, 0)
+        # head_loglik's (added logits, ll out) per scoring of a row: the member's, then its mirror's (the
+        # same head, its rows' logit entries; its ll after the member's in each row of ll)
+        T = T1 - 1
+        heads = [(logits, None if ll is None else ll.reshape(-1))]
+        if mirror:
+            heads.append((ctx.reshape(-1)[w:], None if ll is None else ll.reshape(-1)[T:]))
         # work buffers; a view (rows, n) of a flat buffer is the layout the kernels index (row * n + j)
         x, a = cp.zeros((rows, d), cp.int8), cp.zeros((rows, d), cp.int8)
         reset, gate, hid = cp.zeros((rows, d), cp.int8), cp.zeros((rows, d), cp.uint8), cp.zeros((rows, h), cp.int8)
@@ -205,10 +215,10 @@ class CupyBackend(Backend):
                 keys, b = raw[table.name] if perturbed else (cp.zeros(1, cp.uint64), dummy8)
                 self.launch("context_read", rg, rb, tokens, i32(T1), i32(tshift), i32(t), P[table.name],
                             i32(table.shape[0]), i32(cfg.context_bits), i32(w), keys, b, r, i32(rank_mult(cfg.rank)),
-                            sigma, pert, state, i32(S), i32(d), ctx, nrows)
+                            sigma, pert, i32(mirror), state, i32(S), i32(d), ctx, nrows)
             self.launch("embed_norm", rg, rb, tokens, i32(T1), i32(tshift), i32(t), P["embed"], N("embed"), r,
                         sigma, pert, state, i32(S), i32(d), norm[0, 0], N("norm"), i32(2 * L), i32(0), ctx,
-                        i32(w), x, a, nrows)
+                        i32(ld), x, a, nrows)
             for l in range(L):
                 linear(a, d, d, gru[l, 0], d, "gru", 4 * l, sd, y1)  # W_f . norm(x)
                 linear(state_flat[l * d:], S * d, d, gru[l, 1], d, "gru", 4 * l + 1, sd, y2)  # U_f . h
@@ -226,10 +236,12 @@ class CupyBackend(Backend):
                 self.launch("residual_norm", rg, rb, y1, sigma, pert, i32(d), gain, gnoise, i32(gblocks), i32(gblk),
                             x, a, nrows)
             linear(a, d, d, P["head"], 256, "head", 0, sd, yhead)
-            self.launch("head_loglik", rg, rb, yhead, P["head_bias"], N("head_bias"), sigma, pert, tokens, i32(T1),
-                        i32(tshift), i32(t), exp2, log2_frac, i32(EXP2_BITS), i32(LOG2_MANTISSA_BITS),
-                        i32((fitness is not None) + 2 * (ll is not None)), fitness if fitness is not None else dummy32, ll if ll is not None else dummy32,
-                        i32(T1 - 1), logits, i32(logits_ld), nrows)
+            for extra, out in heads:
+                self.launch("head_loglik", rg, rb, yhead, P["head_bias"], N("head_bias"), sigma, pert, tokens,
+                            i32(T1), i32(tshift), i32(t), exp2, log2_frac, i32(EXP2_BITS), i32(LOG2_MANTISSA_BITS),
+                            i32((fitness is not None) + 2 * (ll is not None)),
+                            fitness if fitness is not None else dummy32, out if out is not None else dummy32,
+                            i32(T * len(heads)), extra, i32(logits_ld), nrows)
 
     def population_fitness(self, params, cfg, noise, pair_tokens, state, p0: int = 0, p1: int | None = None,
                            positions=False):
@@ -237,8 +249,8 @@ class CupyBackend(Backend):
         cp = self.cp
         tokens = self.device(np.asarray(pair_tokens[p0:p1]), cp.uint8)
         work = self.device(state[2 * p0:2 * p1], cp.int8)
-        members = 2 * (p1 - p0)
-        ll = cp.zeros((members, tokens.shape[1] - 1), cp.int32) if positions else None
+        members, T = 2 * (p1 - p0), tokens.shape[1] - 1
+        ll = cp.zeros((members, 2, T) if context.mirrors(cfg) else (members, T), cp.int32) if positions else None
         fitness = None if positions else cp.zeros(members, cp.int32)
         self._window(params, cfg, self.raw_noise(cfg, noise), tokens, 1, work, True, fitness=fitness, ll=ll)
         state[2 * p0:2 * p1] = work.get()
@@ -281,10 +293,12 @@ class CupyBackend(Backend):
         by_reads = context.credits_reads(cfg, local)
         credit_mode = 0 if not by_reads else 2 if cfg.context_credit == "graded" else 1  # the kernel's by_reads
         i32 = np.int32
-        loc = self.device(np.asarray(local) if by_reads else np.zeros(1), cp.int32)
+        # (pairs, 1 or 2 with mirrors, window): the differences the input entries, then the logit entries are
+        # credited by (context.credit_parts); int32 holds them: a byte's is at most 4 * 256 * 64
+        loc = self.device(np.asarray(local).reshape(pairs, -1, window) if by_reads else np.zeros((1, 1, 1)), cp.int32)
         c = cp.empty((pairs, window, tables, parts), cp.int32)
         self.launch("context_credit", *geometry.grid_stride(pairs * tables), reads, i32(pairs), i32(window), i32(tables),
-                    f, loc, i32(credit_mode), i32(RANK_LEVELS), i32(LINEAR_SPAN), i32(parts), c)
+                    f, loc, i32(loc.shape[1]), i32(credit_mode), i32(RANK_LEVELS), i32(LINEAR_SPAN), i32(parts), c)
         marked = cp.zeros(tables * rows, cp.int8)
         marked[(reads + cp.arange(tables, dtype=cp.int64) * rows)[(c != 0).any(axis=3)]] = 1
         places = cp.flatnonzero(marked)

@@ -36,6 +36,9 @@ class NumbaBackend(Backend):
     def update(self, params, cfg, step: int, f, Z, momentum=None) -> int:
         return _update.update(params, cfg, step, f, Z, momentum)
 
+    def decay_tables(self, param, cfg, step: int) -> int:
+        return _context.decay(param, cfg, step)
+
     def dense_noise(self, cfg, t, step: int, member: int):
         return _noise.dense_noise(cfg, t, step, member)
 

@@ -9,7 +9,7 @@ from numba import njit, prange
 
 from ... import context
 from ...config import LINEAR_SPAN, RANK_LEVELS, Config
-from ...noise import rank_mult
+from ...noise import GOLDEN, rank_mult, stream_key
 from .arith import clip8, graded as _graded
 from .noise import U64, _key, mix, stream_value
 
@@ -106,24 +106,27 @@ def make_noise(cfg: Config, t, step: int, p0: int, p1: int) -> tuple:
 
 
 @njit(parallel=True, cache=True)
-def _credit(f, reads, local, by_reads, graded, logits, c):
+def _credit(f, reads, local, local_logits, by_reads, graded, logits, c):
     """``context.credit`` into zeroed c (pairs, T, tables, parts) int8, the pairs in parallel; local
-    (pairs, T) is read only when by_reads; graded: graded credit (``context.graded_scales``)."""
+    and local_logits (pairs, T), the input and the logit entries' differences (``context.credit_parts``),
+    are read only when by_reads; graded: graded credit (``context.graded_scales``)."""
     T, n_tables = reads.shape[1], reads.shape[2]
     for p in prange(reads.shape[0]):
         after = np.zeros(T + 1, np.int64)
         root = np.zeros(T, np.int64)  # isqrt(T - t), graded credit's only
-        unit = np.int64(0)
+        unit, unit_logits = np.int64(0), np.int64(0)
         if by_reads:
             q = np.int64(0)
             for t in range(T - 1, -1, -1):
                 after[t] = after[t + 1] + np.int64(local[p, t])
                 if graded:
                     unit += abs(np.int64(local[p, t]))
+                    unit_logits += abs(np.int64(local_logits[p, t]))
                     while (q + 1) * (q + 1) <= T - t:
                         q += 1
                     root[t] = q
             unit = LINEAR_SPAN * max(np.int64(1), unit // T)
+            unit_logits = LINEAR_SPAN * max(np.int64(1), unit_logits // T)
         for i in range(n_tables):
             for t in range(T):
                 row = reads[p, t, i]
@@ -143,8 +146,8 @@ def _credit(f, reads, local, by_reads, graded, logits, c):
                     at = np.int64(0)
                     for u in range(t, T):
                         if reads[p, u, i] == row:
-                            at += np.int64(local[p, u])
-                    c[p, t, i, 1] = _graded(at, unit, RANK_LEVELS) if graded else np.sign(at)
+                            at += np.int64(local_logits[p, u])
+                    c[p, t, i, 1] = _graded(at, unit_logits, RANK_LEVELS) if graded else np.sign(at)
 
 
 @njit(cache=True)
@@ -216,7 +219,8 @@ def update_sums(cfg: Config, noise, f, reads, local=None) -> tuple:
     reads = np.ascontiguousarray(reads, dtype=np.int64)
     by_reads = context.credits_reads(cfg, local)
     c = np.zeros(reads.shape + (context.parts(cfg),), np.int8)  # |f|, a graded credit <= RANK_LEVELS: int8 holds it
-    _credit(np.asarray(f, np.int64), reads, np.asarray(local if by_reads else np.zeros((1, 1)), np.int64),
+    local, local_logits = context.credit_parts(local if by_reads else np.zeros((1, 1)))
+    _credit(np.asarray(f, np.int64), reads, np.ascontiguousarray(local), np.ascontiguousarray(local_logits),
             by_reads, cfg.context_credit == "graded", bool(cfg.context_logits), c)
     slot = np.full(t.shape[:2], -1, np.int64)
     read = _list_reads(c, reads, slot)
@@ -224,6 +228,32 @@ def update_sums(cfg: Config, noise, f, reads, local=None) -> tuple:
     S = np.zeros((read.shape[0], c.shape[3]), np.int64)
     _sums(c, keys, b, reads, rank_mult(cfg.rank), slot, numba.get_num_threads(), cfg.width, Z, S)
     return read, Z, S
+
+
+@njit(parallel=True, cache=True)
+def _decay(w, key, k, period):
+    """``context.decay`` of the slice w (tables, rows, width) in place; returns the entries moved per row."""
+    tables, rows, width = w.shape
+    moved = np.zeros(tables * rows, np.int64)
+    for tr in prange(tables * rows):
+        i, row = tr // rows, tr % rows
+        for j in range(width):
+            v = np.int64(w[i, row, j])
+            u = np.int64(mix(key ^ mix(U64(tr * width + j) + U64(GOLDEN))) >> U64(64 - k))
+            pull = min((abs(v) * period + u) >> k, abs(v))
+            if pull:
+                w[i, row, j] = v - pull if v > 0 else v + pull
+                moved[tr] += 1
+    return moved
+
+
+def decay(param, cfg: Config, step: int) -> int:
+    """``context.decay``: the step's slice pulled in parallel, in place."""
+    rows = context.decay_rows(cfg, step)
+    w = np.ascontiguousarray(param[:, rows])
+    moved = _decay(w, U64(stream_key(cfg.seed, context.DECAY_TENSOR, step, 0)), cfg.context_decay, context.DECAY_PERIOD)
+    param[:, rows] = w
+    return int(moved.sum())
 
 
 @njit(parallel=True, cache=True)

@@ -16,9 +16,10 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
+from ... import context
 from ...arith import EXP2, EXP2_BITS, LOG2_FRAC, LOG2_MANTISSA_BITS, matmul_shift
 from ...config import Config
-from ...model import GATE_BIAS, noise_layout, split_streams
+from ...model import GATE_BIAS, noise_layout, split_streams, window_fitness
 from ...params import tensors
 from . import context as _ctx
 from .arith import clip8, div_round_reciprocal, log_likelihood, rshift_round, sar32
@@ -128,10 +129,12 @@ def _linear(offset, rows, w, corr, blk, noise, pairs, signs, sigma, shift, xb, l
 
 
 @njit(inline="always")
-def _add_context(first, rows, tokens, token_div, t, h, x, out, pairs, signs, hist, acc, pert, emb_shift, L, m):
+def _add_context(first, rows, tokens, token_div, t, h, x, out, mirror, pairs, signs, hist, acc, acc_m, pert, emb_shift,
+                 L, m):
     """x += the sum of the context tables' rows (``context.member_rows``) for byte t of each row, and
     the bytes before move on in the state's extra row (after the embedding, which reset the state at
-    a 0 byte); with context logits, out[b] = the sum of the rows' last 256 entries."""
+    a 0 byte); with context logits, out[b] = the sum of the rows' last 256 entries, and with m.mirror
+    mirror[b] = the same with the member's perturbation negated (``context.add_rows``)."""
     d, w, r, n_tables = x.shape[1], m.context.shape[2], m.n_context_b.shape[2], m.context.shape[0]
     for b in range(rows):
         byte = tokens[(first + b) // token_div, t]
@@ -139,6 +142,7 @@ def _add_context(first, rows, tokens, token_div, t, h, x, out, pairs, signs, his
         _ctx.load_history(hist, hp, byte, n_tables)
         for j in range(w):
             acc[j] = 0
+            acc_m[j] = 0
         # each member hashes its own rows: a pair's members read the same bytes, but a state given
         # from outside may hold different bytes before
         p, s = pairs[b], np.int32(signs[b])
@@ -154,19 +158,25 @@ def _add_context(first, rows, tokens, token_div, t, h, x, out, pairs, signs, his
                 a, bc = _ctx.factor_a(key, row, c, r, m.context_mult), m.n_context_b[p, i, c]
                 for j in range(w):
                     pert[j] = np.int32((pert[j] if c > 0 else 0) + a * np.int32(bc[j]))
+            # the mirror's entries too, read only with m.mirror: in the same loop they cost next to
+            # nothing, where a loop of their own behind a branch slowed the forward by half
             for j in range(w):
-                acc[j] += clip8(np.int32(cr[j]) + s * rshift_round(pert[j], emb_shift))
+                q = s * rshift_round(pert[j], emb_shift)
+                acc[j] += clip8(np.int32(cr[j]) + q)
+                acc_m[j] += clip8(np.int32(cr[j]) - q)
         for j in range(d):
             xr[j] = clip8(xr[j] + acc[j])
         for j in range(w - d):
             out[b, j] = acc[d + j]
+            mirror[b, j] = acc_m[d + j]
         _ctx.push_byte(hp, byte, n_tables)
 
 
 @njit(cache=True)
 def _run_block(first, rows, tokens, token_div, state, ll, m):
-    """Rows first .. first+rows of the batch through the whole window (the spec: ``model.forward``);
-    m: the model as the kernels read it (Operands)."""
+    """Rows first .. first+rows of the batch through the whole window (the spec: ``model.forward``),
+    ll (rows, 1, T), or (rows, 2, T) with m.mirror (each member's, then its mirror's); m: the model as
+    the kernels read it (Operands)."""
     nb = BLOCK_ROWS
     L, d = m.norm.shape[0], state.shape[2]  # state.shape[1] is L + 1 with context tables (the bytes before)
     hdim = m.n_up_a.shape[3]
@@ -210,7 +220,9 @@ def _run_block(first, rows, tokens, token_div, state, ll, m):
     # must stay 0 at rank 1)
     w = m.context.shape[2]
     ctx_hist, ctx_acc, ctx_pert = np.zeros(8, np.int64), np.zeros(w, np.int32), np.zeros(w, np.int32)
+    ctx_acc_m = np.zeros(w, np.int32)
     ctx_logits = np.zeros((nb, 256), np.int32)  # the rows' logit entries (zero without context logits)
+    ctx_mirror = np.zeros((nb, 256), np.int32)  # the mirrors' (context.mirrors)
     xb = np.zeros((nb, ne[0].shape[2]), np.int32)  # every row's x.B >> 4, per rank component
     logits = np.zeros(256, np.int32)
     emb_shift = 4 + sigma
@@ -236,8 +248,8 @@ def _run_block(first, rows, tokens, token_div, state, ll, m):
                     xr[j] = clip8(np.int32(e[j]) + q)
                     xm[j] = clip8(np.int32(e[j]) - q)
         if m.context_bits:
-            _add_context(first, rows, tokens, token_div, t, h, x, ctx_logits, pairs, signs, ctx_hist, ctx_acc,
-                         ctx_pert, emb_shift, L, m)
+            _add_context(first, rows, tokens, token_div, t, h, x, ctx_logits, ctx_mirror, pairs, signs, ctx_hist,
+                         ctx_acc, ctx_acc_m, ctx_pert, emb_shift, L, m)
         for l in range(L):
             for b in range(rows):
                 _layer_norm(x[b], gains[l, 0, b], a_u[b])
@@ -280,7 +292,12 @@ def _run_block(first, rows, tokens, token_div, state, ll, m):
             for v in range(256):
                 logits[v] = clip8(yr[v] + bias[v] + extra[v])
             target = tokens[(first + b) // token_div, t + 1]
-            ll[first + b, t] = log_likelihood(logits, target, m.exp2, m.log2_frac, m.exp2_bits, m.mant_bits)
+            ll[first + b, 0, t] = log_likelihood(logits, target, m.exp2, m.log2_frac, m.exp2_bits, m.mant_bits)
+            if m.mirror:  # the same head, the mirror's rows
+                extra = ctx_mirror[b]
+                for v in range(256):
+                    logits[v] = clip8(yr[v] + bias[v] + extra[v])
+                ll[first + b, 1, t] = log_likelihood(logits, target, m.exp2, m.log2_frac, m.exp2_bits, m.mant_bits)
     for b in range(rows):
         state[first + b] = h[b]
 
@@ -350,7 +367,7 @@ MATRICES = ("embed", "gru", "up", "down", "head")
 PACKED = MATRICES[1:]  # packed for gemm (the embedding is a lookup)
 VECTORS = ("gru_bias", "norm", "out_norm", "head_bias")
 Operands = namedtuple("Operands", [
-    "perturbed", "sigma", "shift_d", "shift_h", "exp2", "log2_frac", "exp2_bits", "mant_bits",
+    "perturbed", "mirror", "sigma", "shift_d", "shift_h", "exp2", "log2_frac", "exp2_bits", "mant_bits",
     "embed", "gru_bias", "norm", "out_norm", "head_bias",
     "gru_w", "gru_c", "up_w", "up_c", "down_w", "down_c", "head_w", "head_c",
     "n_embed_a", "n_embed_b", "n_embed_bc", "n_gru_a", "n_gru_b", "n_gru_bc", "n_up_a", "n_up_b", "n_up_bc",
@@ -362,7 +379,7 @@ Operands = namedtuple("Operands", [
 def _operands(params, cfg: Config, noise, perturbed: bool) -> Operands:
     c = _corrections(params, PACKED)
     nz = _matrix_noise(cfg, noise) if perturbed else noise
-    fields = {"perturbed": perturbed, "sigma": cfg.sigma_shift, "shift_d": matmul_shift(cfg.width),
+    fields = {"perturbed": perturbed, "mirror": perturbed and context.mirrors(cfg), "sigma": cfg.sigma_shift, "shift_d": matmul_shift(cfg.width),
               "shift_h": matmul_shift(cfg.mlp_width), "exp2": EXP2, "log2_frac": LOG2_FRAC, "exp2_bits": EXP2_BITS,
               "mant_bits": LOG2_MANTISSA_BITS, "embed": params["embed"]}
     for name in PACKED:
@@ -379,22 +396,22 @@ def _run(params, cfg: Config, tokens, token_div, state, noise, perturbed):
     # perturbed rows come in antithetic pairs reading one token row (the embedding's perturbation
     # is computed once per pair)
     assert token_div == 2 or not perturbed
-    ll = np.zeros((state.shape[0], tokens.shape[1] - 1), dtype=np.int32)
-    work = state.astype(np.int32)
     m = _operands(params, cfg, noise, perturbed)
+    ll = np.zeros((state.shape[0], 1 + m.mirror, tokens.shape[1] - 1), dtype=np.int32)
+    work = state.astype(np.int32)
     if state.shape[0] <= BLOCK_ROWS:  # one block: on this thread (waking the others costs more than it)
         _run_block(0, state.shape[0], tokens, token_div, work, ll, m)
     else:
         _run_blocks(tokens, token_div, work, ll, m)
     state[...] = work
-    return ll
+    return ll if m.mirror else ll[:, 0]
 
 
 def population_fitness(params, cfg: Config, noise, pair_tokens, state, p0: int, p1: int, positions=False):
     """As ``model.population_fitness`` of pairs [p0, p1): member 2 * p0 + i reads pair_tokens[p0 + i // 2]
     and carries state[2 * p0 + i], updated in place; noise holds the range's pairs."""
     ll = _run(params, cfg, np.ascontiguousarray(pair_tokens[p0:p1]), 2, state[2 * p0:2 * p1], noise, True)
-    return ll if positions else ll.sum(axis=1, dtype=np.int64).astype(np.int32)
+    return ll if positions else window_fitness(ll)
 
 
 def forward(params, cfg: Config, tokens, state):
