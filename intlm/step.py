@@ -58,7 +58,9 @@ def train_step(run: Run, train_data: np.ndarray, backend, timings=None, world=No
     local = context.byte_differences(ll if sums else everyone) if positions else None
     fitness = window_fitness(everyone) if everyone.ndim > 1 else everyone
     stats = apply_fitness(run, backend, noise, fitness, lap, world, reads, local)
-    return {"fitness_sum": int(fitness.astype(np.int64).sum()), **stats, "control": control}
+    # with mirrors a member's fitness holds two scorings of its bytes: the log, per member-byte, their mean
+    scorings = 2 if context.mirrors(cfg) else 1
+    return {"fitness_sum": int(fitness.astype(np.int64).sum()) // scorings, **stats, "control": control}
 
 
 def apply_fitness(run: Run, backend, noise, fitness, lap, world=None, reads=None, local=None) -> dict:

@@ -463,3 +463,19 @@ def test_pretrain_trains_tables_whatever_the_optimizer(monkeypatch, capsys, tmp_
     none = load_run(tmp_path / "none")[0].cfg
     assert (none.context_bits, none.context_order, none.context_logits, none.context_credit) == (0, 2, 0, "window")
     assert not {"context_order", "context_logits", "context_credit"} & set(none.to_json())
+
+
+def test_the_logged_training_figure_counts_a_member_and_its_mirror_once(corpus):
+    """With mirrors a member's fitness holds two scorings of its bytes; the step's fitness_sum (the
+    log's training bits/byte) is their mean, so an untrained model logs about 8 bits/byte, not 16."""
+    from intlm.arith import LL_ONE_BIT
+    from intlm.backends import get
+    from intlm.run import Run
+    from intlm.step import train_step
+
+    for mirror in (0, 1):
+        cfg = tiny_config(population=8, window=6, context_bits=8, context_order=3, context_logits=1,
+                          context_credit="graded", context_mirror=mirror)
+        stats = train_step(Run.fresh(cfg), corpus.train, get("numba"))
+        bpb = -stats["fitness_sum"] / LL_ONE_BIT / (cfg.population * cfg.window)
+        assert 7 < bpb < 9, (mirror, bpb)
