@@ -210,7 +210,7 @@ UPDATE_SECTION = ["population", "rank", "sigma_shift", "fitness", "alpha", "alph
               "log-likelihood a byte); the logit entries are credited by the difference, everything else by "
               "the sum, so neither carries the other's noise (needs --context-logits 1, --context-credit reads or graded).")
 @click.option("--context-decay", type=int, default=PRETRAIN_CONTEXT["context_decay"], show_default=True,
-              help="0: off; K: the tables' entries decay toward zero at rate 2**-K a step, a 64th of the rows at a "
+              help="0: off; K (7 to 16): the tables' entries decay toward zero at rate 2**-K a step, a 64th of the rows at a "
               "time, so contexts that few training bytes hold are not memorised. EGGROLL only.")
 @UPDATE_OPTIONS
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True,

@@ -38,7 +38,9 @@ LATER_FIELDS = {"optimizer": "eggroll", "shared_rows": 8, "step_shift": 8, "elit
 SPSA_ROUNDING_BEFORE = "stochastic"
 SEPCMA_DAMPING_MAX = 1024  # beyond, the global step size would barely adapt within a day's steps
 ANCHOR_DECAY_MAX = 16  # a pull of |w - anchor| / 2**16 per step is already negligible
-CONTEXT_DECAY_MAX = 16  # the tables' decay toward zero: likewise
+# the tables' decay toward zero (context.decay): below 7 a row's pull, 64 steps' worth of 2**-K, would
+# be all of it (|w| * 64 >> K >= |w|), zeroing each slice it passes; above 16 negligible like the anchor's
+CONTEXT_DECAY = (7, 16)
 CONTEXT_BITS = (8, 20)  # the context tables' rows: 2**8 .. 2**20 (context.py)
 CONTEXT_ORDERS = (2, 8)  # tables for the last 2 .. N bytes, N at most 8 (a hash key is 8 bytes)
 # What `intlm pretrain` adds to the defaults below: the context tables that learned fastest per
@@ -82,7 +84,7 @@ class Config:
     context_logits: int = 0  # 1: each context row also adds 256 corrections to the logits (context.py)
     context_credit: str = "window"  # reads: a row's sums count only the bytes its reads can change, graded: and by how much (context.credit)
     context_mirror: int = 0  # 1: each member is scored again with its rows' logit perturbation negated (context.mirrors)
-    context_decay: int = 0  # 0: off; K: the tables' entries decay toward zero at rate 2**-K a step (context.decay)
+    context_decay: int = 0  # 0: off; K in CONTEXT_DECAY: the tables' entries decay toward zero at 2**-K a step (context.decay)
 
     @property
     def pairs(self) -> int:
@@ -170,15 +172,17 @@ class Config:
         need(not self.context_mirror or (self.context_logits and self.context_credit != "window"),
              "--context-mirror 1 scores the tables' logit entries apart: it needs --context-logits 1 and "
              "--context-credit reads or graded")
-        need(0 <= self.context_decay <= CONTEXT_DECAY_MAX,
-             f"context decay must be between 0 (off) and {CONTEXT_DECAY_MAX}, got {self.context_decay}")
+        lo, hi = CONTEXT_DECAY
+        need(self.context_decay == 0 or lo <= self.context_decay <= hi,
+             f"context decay must be 0 (off) or between {lo} and {hi}, got {self.context_decay}")
         need(self.context_bits or not self.context_decay, "--context-decay needs --context-bits")
         need(not self.context_decay or self.optimizer == "eggroll",
              f"--context-decay is a step of EGGROLL's update: --optimizer {self.optimizer} updates the tables its own way")
         for what, bound in worst_case_bounds(self).items():
             bits, limit = (64, INT64_MAX) if what in INT64_ACCUMULATORS else (32, INT32_MAX)
             need(bound <= limit, f"settings overflow int{bits} in {what} (worst case {bound}): "
-                                 f"use fewer pairs, a lower rank, a smaller width or a shorter window")
+                                 f"use fewer pairs, a lower rank, a smaller width or a shorter window"
+                                 + (" (or --context-mirror 0)" if self.context_mirror else ""))
         return self
 
 

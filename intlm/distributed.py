@@ -145,7 +145,7 @@ class World:
     def allgather_fitness(self, local, control: int):
         """(every member's fitness, int32 population, in pair order; the OR of the control words).
         ``local`` (members,) or, for the tables' reads credit, each member's log-likelihoods (members,
-        window): the gathered fitness has the same columns."""
+        window), with mirrors (members, 2, window): the gathered fitness has the same columns."""
         t = time.perf_counter()
         cols = local.size // local.shape[0]  # 1, or the window with per-byte log-likelihoods
         send = np.empty(local.size + 1, dtype=np.int32)

@@ -10,7 +10,9 @@ scores the samples (member order: pair p's + member, then its - member); its sco
 fitnesses and the update is step.apply_fitness, pretraining's own. The context tables' sparse
 update counts, for each pair, the rows either of its members read while writing (the two read
 different bytes once their samples differ, and the pair's score difference depends on the noise of
-every row either read).
+every row either read). A sample's score is one number, not a log-likelihood per byte, so a config's
+reads credit and mirrors (context.py) give way to window credit here; its tables' decay runs each
+step as in pretraining.
 
 The objective's module may define PROMPTS (a list of bytes or str): pair p continues
 PROMPTS[p % len(PROMPTS)], after a document start; without it, DEFAULT_PROMPTS.

@@ -94,7 +94,10 @@ def training(cfg: Config, corpus_bytes: int, backend: str = "numba") -> int:
 
     params, dense = parameter_count(cfg), parameter_count(dataclasses.replace(cfg, context_bits=0))
     rows, layers, width = state_shape(cfg, optimizers.get(cfg.optimizer).state_rows(cfg))
-    per_pair = (cfg.window + 1) * (1 + 2 * 8) + 2 * 4 * cfg.window + _noise_per_pair(cfg)  # windows, log-likelihoods
+    # windows, log-likelihoods (with mirrors twice, and their sums and differences in int64)
+    per_pair = (cfg.window + 1) * (1 + 2 * 8) + 2 * 4 * cfg.window + _noise_per_pair(cfg)
+    if cfg.context_bits and cfg.context_mirror:
+        per_pair += (2 * 4 + 6 * 8) * cfg.window
     return (BASE.get(backend, BASE["numba"]) + corpus_bytes + params * (1 + _state_per_parameter(cfg)) + 8 * dense
             + rows * layers * width + cfg.pairs * per_pair + _members(cfg, cfg.population, backend))
 

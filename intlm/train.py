@@ -270,7 +270,7 @@ def _loop(run, task, corpus, be, stop, world, schedule: Schedule, out: Output):
             save_due = now - last_save >= when.save_seconds
         if primary:
             record = {"step": run.step, "elapsed_s": round(total_seconds(), 3), **fields,
-                      **{k: stats[k] for k in ("ties", "moved", "pulled") if k in stats},
+                      **{k: stats[k] for k in ("ties", "moved", "pulled", "decayed") if k in stats},
                       "tokens_per_s": round(tokens_done / max(now - start, 1e-9))}
             if tokens_done == tokens:  # an invocation's first record: what it trains with and on
                 record.update(config=cfg.to_json(), backend=be.name)

@@ -18,7 +18,7 @@ TABLES = {"context_bits": 8, "context_order": 3}
 MODELS = {"tables": TABLES, "tables with logits": dict(TABLES, context_logits=1), "no tables": {},
           "tables with logits, graded credit": dict(TABLES, context_logits=1, context_credit="graded"),
           "tables with logits, graded credit, mirrors, decay": dict(TABLES, context_logits=1, context_credit="graded",
-                                                                    context_mirror=1, context_decay=2)}
+                                                                    context_mirror=1, context_decay=7)}
 # feature -> (config changes, task): every optimiser, Anchored Weight Decay, and evolve's objective
 FEATURES = {
     "eggroll": ({"momentum_shift": 2, "fitness": "rank", "rank": 2}, None),
