@@ -188,7 +188,7 @@ def forward(params, cfg: Config, tokens, state, noise=None, mirror=False):
     (with context tables): each member's and its mirror's, (rows, 2, T) (context.mirrors).
     ``state`` (rows, layers, d), any integer dtype, is carried through the window and updated.
     """
-    members = Members(noise, cfg, tokens.shape[0], mirror=mirror and noise is not None and bool(cfg.context_bits))
+    members = Members(noise, cfg, tokens.shape[0], mirror=mirror and noise is not None and context.mirrors(cfg))
     work = state.astype(np.int64)
     T = tokens.shape[1] - 1
     ll = np.zeros((tokens.shape[0], 2, T) if members.mirror else (tokens.shape[0], T), dtype=np.int32)
