@@ -47,8 +47,9 @@ CONTEXT_ORDERS = (2, 8)  # tables for the last 2 .. N bytes, N at most 8 (a hash
 # second (scripts/learning/README.md, "Context tables: the targets met"), their rows into the logits
 # too and each row credited by the bytes it can change, each credit graded by its size ("Reads credit",
 # "Graded credit"), each member scored again with its rows' logit perturbation negated, and the rows
-# decayed toward zero so that what only a few training bytes say is not memorised ("Mirrors and decay").
-PRETRAIN_CONTEXT = {"context_bits": 16, "context_order": 4, "context_logits": 1, "context_credit": "graded",
+# decayed toward zero so that what only a few training bytes say is not memorised ("Mirrors and decay"),
+# and with those a table for the last 5 bytes too ("A fifth order, with mirrors and decay").
+PRETRAIN_CONTEXT = {"context_bits": 16, "context_order": 5, "context_logits": 1, "context_credit": "graded",
                     "context_mirror": 1, "context_decay": 9}
 
 

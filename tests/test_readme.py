@@ -147,7 +147,7 @@ def test_the_quick_start_is_intlm_pretrain_and_trains_the_default_model(work):
     run = root / "runs" / "shakespeare"
     assert newest_step(run) == QUICK_START_STEPS
     cfg = json.loads((run / f"step-{QUICK_START_STEPS:08d}" / "zarr.json").read_text())["attributes"]["config"]
-    assert (cfg["context_bits"], cfg["context_order"], cfg["width"], cfg["population"]) == (16, 4, 32, 8192)
+    assert (cfg["context_bits"], cfg["context_order"], cfg["width"], cfg["population"]) == (16, 5, 32, 8192)
 
 
 @pytest.mark.parametrize("line,argv", [pytest.param(line, argv, id=shlex.join(argv)[:70]) for line, argv in COMMANDS[1:]])
