@@ -1,13 +1,14 @@
 """Validation curve of a run: every checkpoint's full-validation bits/byte against wall time.
 
-    python scripts/quickstart/curve.py runs/shakespeare [CORPUS]
+    python scripts/quickstart/curve.py runs/shakespeare [CORPUS] [--at 1,10,30,60]
 
 Prints one row per checkpoint (step, minutes of training when it was written, bits/byte) and the
-unigram/bigram baselines of the same split. The minutes come from the run's log.jsonl.
+unigram/bigram baselines of the same split. The minutes come from the run's log.jsonl. With --at,
+only the checkpoint nearest each of those minutes (a full evaluation takes a while on 2 cores).
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from intlm import checkpoint
@@ -17,7 +18,13 @@ from intlm.run import load_run
 from intlm.train import evaluate
 
 
-def main(run_dir, corpus=None):
+def nearest(paths, minutes, marks):
+    """The paths whose minutes are nearest each mark, in their order, once each."""
+    chosen = {min(range(len(paths)), key=lambda i: abs(minutes[i] - mark)) for mark in marks}
+    return [paths[i] for i in sorted(chosen)]
+
+
+def main(run_dir, corpus=None, at=None):
     run_dir = Path(run_dir)
     elapsed = {}
     for line in open(run_dir / "log.jsonl"):
@@ -26,7 +33,11 @@ def main(run_dir, corpus=None):
     data = None
     be = get("auto")
     print(f"{'step':>7} {'minutes':>8} {'val bits/byte':>14}")
-    for path in checkpoint.list_checkpoints(run_dir):
+    paths = checkpoint.list_checkpoints(run_dir)
+    if at:
+        steps = [int(p.name.split("-")[-1]) for p in paths]
+        paths = nearest(paths, [elapsed.get(s, float("inf")) / 60 for s in steps], at)
+    for path in paths:
         run, attrs = load_run(path)
         if data is None:
             data = load_corpus(corpus or attrs["corpus"]["source"], cache_dir_default())
@@ -37,4 +48,9 @@ def main(run_dir, corpus=None):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("corpus", nargs="?", default=None)
+    ap.add_argument("--at", default=None, help="minutes, comma-separated: the checkpoints nearest them only")
+    args = ap.parse_args()
+    main(args.run_dir, args.corpus, [float(m) for m in args.at.split(",")] if args.at else None)
