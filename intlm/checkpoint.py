@@ -109,7 +109,12 @@ def list_checkpoints(run_dir) -> list[Path]:
     if not run_dir.is_dir():
         return []
     found = [p for p in run_dir.iterdir() if p.is_dir() and STEP_DIR.fullmatch(p.name)]
-    return sorted(found, key=lambda p: int(STEP_DIR.fullmatch(p.name).group(1)))
+    return sorted(found, key=step_of)
+
+
+def step_of(path) -> int:
+    """The step a ``step-*`` checkpoint folder's name says."""
+    return int(STEP_DIR.fullmatch(Path(path).name).group(1))
 
 
 def prune(run_dir, keep: int) -> list[Path]:

@@ -89,14 +89,14 @@ def _members(cfg: Config, rows: int, backend: str) -> int:
 def training(cfg: Config, corpus_bytes: int, backend: str = "numba") -> int:
     """Peak resident bytes of training ``cfg`` on a corpus of ``corpus_bytes`` (both splits) with
     ``backend`` (a backend's name)."""
-    from . import optimizers
+    from . import context, optimizers
     from .model import state_shape
 
     params, dense = parameter_count(cfg), parameter_count(dataclasses.replace(cfg, context_bits=0))
     rows, layers, width = state_shape(cfg, optimizers.get(cfg.optimizer).state_rows(cfg))
     # windows, log-likelihoods (with mirrors twice, and their sums and differences in int64)
     per_pair = (cfg.window + 1) * (1 + 2 * 8) + 2 * 4 * cfg.window + _noise_per_pair(cfg)
-    if cfg.context_bits and cfg.context_mirror:
+    if context.mirrors(cfg):
         per_pair += (2 * 4 + 6 * 8) * cfg.window
     return (BASE.get(backend, BASE["numba"]) + corpus_bytes + params * (1 + _state_per_parameter(cfg)) + 8 * dense
             + rows * layers * width + cfg.pairs * per_pair + _members(cfg, cfg.population, backend))

@@ -44,11 +44,16 @@ def keys(data, n) -> np.ndarray:
     return k
 
 
+def lookup(table, counts, queries) -> np.ndarray:
+    """counts[i] for each query equal to table[i] (table sorted, each key once), else 0."""
+    at = np.minimum(np.searchsorted(table, queries), len(table) - 1)
+    return np.where(table[at] == queries, counts[at], 0)
+
+
 def counts_of(train, queries, n) -> np.ndarray:
     """How often each packed n-byte string of ``queries`` occurs in ``train``."""
     u, c = np.unique(keys(train, n), return_counts=True)
-    at = np.minimum(np.searchsorted(u, queries), len(u) - 1)
-    return np.where(u[at] == queries, c[at], 0)
+    return lookup(u, c, queries)
 
 
 def main():

@@ -21,13 +21,7 @@ import numpy as np
 from intlm.context import row_index
 from intlm.data import cache_dir_default, load_corpus
 
-
-def ngrams(text, n):
-    """Each position's last n bytes packed into a uint64, the byte at the position lowest: (len - n + 1,)."""
-    key = np.zeros(len(text) - n + 1, np.uint64)
-    for j in range(n):
-        key |= text[j:len(text) - n + 1 + j].astype(np.uint64) << np.uint64(8 * (n - 1 - j))
-    return key
+from context_counts import keys as ngrams, lookup  # n-byte strings packed into uint64, the last byte lowest
 
 
 def hashed(keys, order, bits):
@@ -39,11 +33,6 @@ def hashed(keys, order, bits):
     # row_index reads the byte being read first, then the bytes before: the context's lowest byte first
     history = np.stack([(ctx >> np.uint64(8 * i)) & np.uint64(255) for i in range(order)], axis=-1)
     return (row_index(history, order, bits).astype(np.uint64) << np.uint64(8)) | (keys & np.uint64(255))
-
-
-def lookup(keys, table, counts):
-    at = np.minimum(np.searchsorted(table, keys), len(table) - 1)
-    return np.where(table[at] == keys, counts[at], 0)
 
 
 def kneser_ney(train, val, orders, discount, bits=0):
@@ -62,9 +51,9 @@ def kneser_ney(train, val, orders, discount, bits=0):
         here = np.zeros(len(val), np.uint64)
         here[n:] = hashed(ngrams(val, n + 1), n, bits)  # position i: the byte val[i] after its n before
         seen = scored >= n
-        c = lookup(here, keys, counts) * seen
-        total = lookup(here >> np.uint64(8), contexts, totals) * seen
-        kinds = lookup(here >> np.uint64(8), contexts, followers) * seen
+        c = lookup(keys, counts, here) * seen
+        total = lookup(contexts, totals, here >> np.uint64(8)) * seen
+        kinds = lookup(contexts, followers, here >> np.uint64(8)) * seen
         p = np.where(total > 0, (np.maximum(c - discount, 0) + discount * kinds * p) / np.maximum(total, 1), p)
     return float(-np.log2(p).mean())
 

@@ -35,8 +35,7 @@ def main(run_dir, corpus=None, at=None):
     print(f"{'step':>7} {'minutes':>8} {'val bits/byte':>14}")
     paths = checkpoint.list_checkpoints(run_dir)
     if at:
-        steps = [int(p.name.split("-")[-1]) for p in paths]
-        paths = nearest(paths, [elapsed.get(s, float("inf")) / 60 for s in steps], at)
+        paths = nearest(paths, [elapsed.get(checkpoint.step_of(p), float("inf")) / 60 for p in paths], at)
     for path in paths:
         run, attrs = load_run(path)
         if data is None:
