@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, memory, optimizers
+from . import checkpoint, compile_apart, memory, optimizers
 from .arith import LL_ONE_BIT
 from .atomic import clean_stale
 from .backends import get as get_backend
@@ -160,7 +160,7 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             origin = run.records["init"]["path"] if "init" in run.records and not resumed else None
             print(header(run_dir, run.step, task, be, run.cfg, world, origin), file=sys.stderr)
         with compiling(progress and primary):
-            warm_up(task, run.cfg, corpus, be)
+            warm_up(task, run.cfg, corpus, be, apart=world is None)  # no child processes under MPI
         schedule = Schedule(steps, minutes, eval_seconds, save_seconds, eval_bytes, sample_seconds, keep_last)
         _loop(run, task, corpus, be, stop, world, schedule, Output(run_dir, meta, log, clock, held, progress and primary))
     return run
@@ -193,15 +193,29 @@ class Output:
     progress: bool
 
 
-def warm_up(task, cfg: Config, corpus, backend):
+def warm_up(task, cfg: Config, corpus, backend, apart=True):
     """Compile the kernels a run calls (or load them from Numba's cache) on a throwaway run of its
     config with a short window, before the run's clock starts: compiling is then neither training
     time (--minutes) nor in the rate. The population stays the run's: the backends choose their
-    kernels by the number of rows."""
+    kernels by the number of rows.
+
+    With ``apart``, a run that needs more memory than compiling does compiles in a child process
+    (compile_apart) the first time, so the compiler's memory is not added to the run's peak."""
     small = dataclasses.replace(cfg, window=min(cfg.window, 8))
-    run = Run.fresh(small)
-    task.warm_up(run, backend)
-    evaluate(run.params, small, corpus.val, backend, max_bytes=1)
+
+    def throwaway():
+        run = Run.fresh(small)
+        task.warm_up(run, backend)
+        evaluate(run.params, small, corpus.val, backend, max_bytes=1)
+
+    needs = memory.training(cfg, len(corpus.train) + len(corpus.val), backend.name)
+    if apart and backend.name == "numba" and needs > compile_apart.COMPILING_BYTES:
+        try:
+            with compile_apart.refusing():
+                return throwaway()
+        except compile_apart.Uncompiled:
+            compile_apart.in_child(cfg)
+    throwaway()
 
 
 def _loop(run, task, corpus, be, stop, world, schedule: Schedule, out: Output):

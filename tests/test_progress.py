@@ -12,13 +12,15 @@ import subprocess
 import sys
 import termios
 
+import numpy as np
 import pytest
 from tqdm.utils import disp_len
 
 from intlm import progress, train
+from intlm.data import Corpus
 from intlm.progress import Progress, compiling
 
-from conftest import tiny_config
+from conftest import text_bytes, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -194,6 +196,69 @@ def test_the_warm_up_compiles_every_kernel_a_step_calls(bits, order):
     done = subprocess.run([sys.executable, "-c", code, REPO], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+COMPILED_APART = """
+import sys
+sys.path.insert(0, sys.argv[1] + "/tests")
+from numba.core import event
+from conftest import tiny_config, text_bytes
+import numpy as np
+from intlm import compile_apart, train
+from intlm.backends import get
+from intlm.data import Corpus
+
+text = np.frombuffer(b"\\0" + text_bytes(200, seed=1), dtype=np.uint8)
+corpus = Corpus(train=text, val=text[:300].copy(), meta={})
+cfg = tiny_config(population=64, window=24, context_bits=0, momentum_shift=2)
+compile_apart.COMPILING_BYTES = 0  # the tiny run counts as one that needs more than compiling
+starts = []
+
+class Count(event.Listener):
+    def on_start(self, ev):
+        starts.append(ev.data["dispatcher"].py_func.__name__)
+
+    def on_end(self, ev):
+        pass
+
+with event.install_listener("numba:compile", Count()):
+    train.warm_up(train.CorpusFitness(corpus), cfg, corpus, get("numba"))
+print(len(starts))
+"""
+
+
+def test_a_large_run_compiles_its_kernels_in_a_child(tmp_path):
+    """With an empty Numba cache, a run that needs more memory than compiling compiles nothing itself:
+    its first compile is refused, a child fills the cache, and the run loads every kernel from it."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", COMPILED_APART, REPO], capture_output=True, text=True, timeout=900,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]  # the one compile begun here was refused; the rest came from the cache
+    assert any((tmp_path / "cache").rglob("*.nbi"))  # the child's
+
+
+def test_a_run_whose_child_fails_compiles_its_kernels_itself(monkeypatch):
+    """Where the child cannot compile (here: it does not start), the run compiles what it needs."""
+    import numba
+
+    from intlm import compile_apart
+    from intlm.backends import get
+
+    calls = []
+
+    class Fresh(train.CorpusFitness):  # a kernel no cache holds: njit without cache=True
+        def warm_up(self, run, backend):
+            calls.append(numba.njit(lambda x: x + 1)(41))
+            super().warm_up(run, backend)
+
+    monkeypatch.setattr(compile_apart, "COMPILING_BYTES", 0)
+    monkeypatch.setattr(compile_apart.sys, "executable", "/nonexistent/python")
+    cfg = tiny_config(population=64, window=24, context_bits=0)
+    text = np.frombuffer(b"\0" + text_bytes(200, seed=1), dtype=np.uint8)
+    corpus = Corpus(train=text, val=text[:300].copy(), meta={})
+    train.warm_up(Fresh(corpus), cfg, corpus, get("numba"))
+    assert calls == [42]  # refused once, then compiled here
 
 
 def test_the_header_is_short_and_the_log_has_the_config(corpus, tmp_path, capsys):
