@@ -4,20 +4,15 @@ default model's), but nothing of kernels loaded from Numba's cache. Measured (AM
 default run peaks at 1,086,784 kB when it compiles its kernels and at 811,548 kB when it loads them
 (`/usr/bin/time -v` counts kB of 1024 bytes).
 
-The child warms up a throwaway run of the same config on a few bytes of its own (train.warm_up), which
-fills Numba's cache; the run then warms up as every later run does, from the cache. Where the child
+The child warms up a throwaway run of the same config on a few bytes of its own (train.warm_up_alone),
+which fills Numba's cache; the run then warms up as every later run does, from the cache. Where the child
 fails, or leaves a kernel out (another task's kernels, a corpus of other types), the run compiles what
 is missing itself, as it always could.
 """
 
 import contextlib
-import json
 import subprocess
 import sys
-
-import numpy as np
-
-from .config import Config
 
 # the peak of a process compiling the default model's kernels (measured, Zen 3: 530 MiB): a run that
 # needs less than this gains nothing from a second process, whose peak would be the higher one
@@ -45,27 +40,25 @@ def refusing():
         yield
 
 
-def in_child(cfg: Config, timeout: float = 3600.0) -> bool:
-    """Warm up ``cfg``'s kernels in a child Python (Numba's cache is the parent's: same environment);
-    True when it ended well. Its output is dropped: a failure shows again when the parent compiles."""
+def in_child(function: str, argument: str, timeout: float = 3600.0) -> bool:
+    """Call ``function`` ("module:name") with ``argument`` in a child Python (Numba's cache is the
+    parent's: same environment); True when it ended well. Its output is dropped: a failure shows again
+    when the parent compiles."""
+    call = "import importlib, sys; m, f = sys.argv[1].split(':'); getattr(importlib.import_module(m), f)(sys.argv[2])"
     try:
-        done = subprocess.run([sys.executable, "-m", __name__, json.dumps(cfg.to_json())], stdin=subprocess.DEVNULL,
+        done = subprocess.run([sys.executable, "-c", call, function, argument], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
 
 
-def _child(config_json: str) -> None:
-    from .backends import get
-    from .data import Corpus
-    from .train import CorpusFitness, warm_up
-
-    cfg = Config.from_json(json.loads(config_json))
-    text = np.frombuffer(b"\0" + bytes(range(32, 127)) * 8, np.uint8)  # a document of printable bytes
-    corpus = Corpus(train=text, val=text.copy(), meta={})
-    warm_up(CorpusFitness(corpus), cfg, corpus, get("numba"), apart=False)
-
-
-if __name__ == "__main__":
-    _child(sys.argv[1])
+def warm_up(throwaway, function: str, argument: str) -> None:
+    """Call ``throwaway`` (a warm-up, which calls the kernels); where it would compile one, first let
+    ``in_child(function, argument)`` compile them, then call it again."""
+    try:
+        with refusing():
+            return throwaway()
+    except Uncompiled:
+        in_child(function, argument)
+    throwaway()

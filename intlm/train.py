@@ -25,6 +25,7 @@ from .arith import LL_ONE_BIT
 from .atomic import clean_stale
 from .backends import get as get_backend
 from .config import Config
+from .data import Corpus
 from .errors import IntlmError, Stopped
 from .lock import run_lock
 from .model import state_shape
@@ -210,12 +211,18 @@ def warm_up(task, cfg: Config, corpus, backend, apart=True):
 
     needs = memory.training(cfg, len(corpus.train) + len(corpus.val), backend.name)
     if apart and backend.name == "numba" and needs > compile_apart.COMPILING_BYTES:
-        try:
-            with compile_apart.refusing():
-                return throwaway()
-        except compile_apart.Uncompiled:
-            compile_apart.in_child(cfg)
-    throwaway()
+        compile_apart.warm_up(throwaway, f"{__name__}:warm_up_alone", json.dumps(cfg.to_json()))
+    else:
+        throwaway()
+
+
+def warm_up_alone(config_json: str) -> None:
+    """warm_up of the config ``config_json`` on a few bytes of its own, in this process: compile_apart's
+    child."""
+    cfg = Config.from_json(json.loads(config_json))
+    text = np.frombuffer(b"\0" + bytes(range(32, 127)) * 8, np.uint8)  # a document of printable bytes
+    corpus = Corpus(train=text, val=text.copy(), meta={})
+    warm_up(CorpusFitness(corpus), cfg, corpus, get_backend("numba"), apart=False)
 
 
 def _loop(run, task, corpus, be, stop, world, schedule: Schedule, out: Output):

@@ -164,19 +164,21 @@ import numba
 from numba.core.registry import CPUDispatcher
 sys.path.insert(0, sys.argv[1] + "/tests")
 import gc
+import json
 from conftest import tiny_config, text_bytes
 import numpy as np
 from intlm import train
 from intlm.backends import get
+from intlm.config import PRETRAIN_CONTEXT
 from intlm.data import Corpus
 from intlm.run import Run
 
 text = np.frombuffer(b"\\0" + text_bytes(200, seed=1), dtype=np.uint8)
 corpus = Corpus(train=text, val=text[:300].copy(), meta={{}})
-cfg = tiny_config(population=64, window=24, context_bits={bits}, context_order={order}, momentum_shift=2)
+cfg = tiny_config(population=64, window=24, momentum_shift=2, **{changes})
 be = get("numba")
 task = train.CorpusFitness(corpus)
-train.warm_up(task, cfg, corpus, be)
+{warm_up}
 def compiled():
     return {{(d.py_func.__qualname__, sig) for d in gc.get_objects() if isinstance(d, CPUDispatcher)
             for sig in d.signatures}}
@@ -188,30 +190,42 @@ print(sorted(map(str, compiled() - before)))
 """
 
 
-@pytest.mark.parametrize("bits,order", [(0, 2), (8, 3)])
-def test_the_warm_up_compiles_every_kernel_a_step_calls(bits, order):
+IN_PROCESS, ALONE = "train.warm_up(task, cfg, corpus, be)", "train.warm_up_alone(json.dumps(cfg.to_json()))"
+
+
+@pytest.mark.parametrize("changes,warm_up", [
+    ("dict(context_bits=0, context_order=2)", IN_PROCESS), ("dict(context_bits=8, context_order=3)", IN_PROCESS),
+    ("{**PRETRAIN_CONTEXT, 'context_bits': 8}", ALONE)], ids=["dense", "tables", "default-tables-alone"])
+def test_the_warm_up_compiles_every_kernel_a_step_calls(changes, warm_up):
     """After train.warm_up (a throwaway run of fewer members and bytes), a step and a validation of
-    the run's own config compile nothing more: compiling stays out of the run's clock and rate."""
-    code = WARM_THEN_STEP.format(bits=bits, order=order)
+    the run's own config compile nothing more: compiling stays out of the run's clock and rate. So
+    too after warm_up_alone, compile_apart's child, on its own few bytes."""
+    code = WARM_THEN_STEP.format(changes=changes, warm_up=warm_up)
     done = subprocess.run([sys.executable, "-c", code, REPO], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+TOY_KERNELS = """
+import numba
+
+
+@numba.njit(cache=True)
+def twice(x):
+    return 2 * x
+
+
+def warm(argument):
+    twice(int(argument))
+"""
+
 COMPILED_APART = """
 import sys
-sys.path.insert(0, sys.argv[1] + "/tests")
+sys.path.insert(0, sys.argv[1])
 from numba.core import event
-from conftest import tiny_config, text_bytes
-import numpy as np
-from intlm import compile_apart, train
-from intlm.backends import get
-from intlm.data import Corpus
+from intlm import compile_apart
+import toy_kernels
 
-text = np.frombuffer(b"\\0" + text_bytes(200, seed=1), dtype=np.uint8)
-corpus = Corpus(train=text, val=text[:300].copy(), meta={})
-cfg = tiny_config(population=64, window=24, context_bits=0, momentum_shift=2)
-compile_apart.COMPILING_BYTES = 0  # the tiny run counts as one that needs more than compiling
 starts = []
 
 class Count(event.Listener):
@@ -222,20 +236,22 @@ class Count(event.Listener):
         pass
 
 with event.install_listener("numba:compile", Count()):
-    train.warm_up(train.CorpusFitness(corpus), cfg, corpus, get("numba"))
-print(len(starts))
+    compile_apart.warm_up(lambda: toy_kernels.warm("21"), "toy_kernels:warm", "21")
+print(starts, toy_kernels.twice.stats.cache_hits)
 """
 
 
-def test_a_large_run_compiles_its_kernels_in_a_child(tmp_path):
-    """With an empty Numba cache, a run that needs more memory than compiling compiles nothing itself:
-    its first compile is refused, a child fills the cache, and the run loads every kernel from it."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", COMPILED_APART, REPO], capture_output=True, text=True, timeout=900,
-                          env=env)
+def test_the_first_warm_up_compiles_in_a_child(tmp_path):
+    """With Numba's cache empty, compile_apart.warm_up compiles nothing itself: its first compile is
+    refused before it starts, the child fills the cache, and the warm-up loads the kernel from it."""
+    (tmp_path / "toy_kernels.py").write_text(TOY_KERNELS)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", COMPILED_APART, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1"]  # the one compile begun here was refused; the rest came from the cache
-    assert any((tmp_path / "cache").rglob("*.nbi"))  # the child's
+    assert done.stdout.strip() == "['twice'] Counter({(int64,): 1})"  # one start (refused), then a cache hit
+    assert any((tmp_path / "cache").rglob("*twice*.nbi"))
 
 
 def test_a_run_whose_child_fails_compiles_its_kernels_itself(monkeypatch):
