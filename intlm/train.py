@@ -252,15 +252,21 @@ def _loop(run, task, corpus, be, stop, world, schedule: Schedule, out: Output):
         out.log.write(json.dumps(record) + "\n")
         out.log.flush()
 
+    saved = {}  # this invocation's checkpoint of a step: saving the step again would read it back to compare
+
     def save():
+        if run.step in saved:
+            return saved[run.step]
+        path = None
         if world is not None:
             world.guard(run.params, run.step)  # no checkpoint from processes that disagree
             world.gather_state(run.recurrent)
-            if not primary:
-                return None
-        out.held.check()
-        path = run.save(out.run_dir, out.meta)
-        checkpoint.prune(out.run_dir, when.keep_last)
+        if primary:
+            out.held.check()
+            path = run.save(out.run_dir, out.meta)
+            checkpoint.prune(out.run_dir, when.keep_last)
+        saved.clear()  # on every process, so that all skip the same collective saves
+        saved[run.step] = path
         return path
 
     while not time_up and (world is not None or stop.signum is None):

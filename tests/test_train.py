@@ -72,6 +72,20 @@ def test_pretrain_writes_checkpoints_and_log(reference_run):
     assert np.array_equal(loaded.recurrent, run.recurrent)
 
 
+def test_the_final_save_of_a_step_just_saved_reads_nothing_back(corpus, tmp_path, monkeypatch):
+    """A run whose last periodic checkpoint is of its last step does not save that step again:
+    checkpoint.save would read the checkpoint back to compare it, holding the state twice (the
+    default run peaked at 1.37 GB so)."""
+    from intlm import checkpoint
+
+    reads = []
+    monkeypatch.setattr(checkpoint, "_intact_hash", lambda path: reads.append(path))
+    run = train.pretrain(corpus, tiny_config(), tmp_path / "r", steps=3, save_seconds=0.0, progress=False,
+                         backend="numpy")
+    assert reads == [] and run.step == 3
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "r")] == [f"step-{i:08d}" for i in (1, 2, 3)]
+
+
 def test_pretrain_twice_gives_identical_bytes(corpus, reference_run, tmp_path):
     """The same config and corpus give byte-identical checkpoint files (every file under step-4)."""
     ref_dir, _ = reference_run
