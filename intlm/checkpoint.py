@@ -67,8 +67,8 @@ def _hash(named, attrs: dict) -> str:
 def save(run_dir, step: int, arrays: dict[str, np.ndarray], attrs: dict) -> Path:
     """Write ``run_dir/step-{step:08d}`` atomically; ``attrs`` gains ``step`` (and ``content_hash`` on disk).
 
-    An intact checkpoint of the same content already there is kept as it is: the run's last step is
-    often saved twice (periodically, then at the end), and a second write is only a risk."""
+    An intact checkpoint of the same content already there is kept as it is (a resumed run that takes
+    no step saves its step again), after reading it back to check it: a second write is only a risk."""
     run_dir = Path(run_dir)
     if attrs.get("step", step) != step:
         raise ValueError(f"attrs step {attrs['step']} differs from step {step}")

@@ -1,8 +1,9 @@
 """A run's Numba kernels compiled in a child process, the first time, so the compiler's memory ends
 with the child: LLVM keeps what it built for every kernel a process compiled (about 240 MB for the
-default model's), but nothing of kernels loaded from Numba's cache. Measured (AMD EPYC Zen 3): the
-default run peaks at 1,086,784 kB when it compiles its kernels and at 811,548 kB when it loads them
-(`/usr/bin/time -v` counts kB of 1024 bytes).
+default model's), but nothing of kernels loaded from Numba's cache. Measured on an AMD EPYC Zen 3
+(2 cores, nothing else running; commands in scripts/memory/README.md): the default run's process
+peaks at 1,086,784 kB (VmHWM, kB of 1024 bytes) when it compiles its kernels and at 811,548 kB when a
+child compiles them.
 
 The child warms up a throwaway run of the same config on a few bytes of its own (train.warm_up_alone),
 which fills Numba's cache; the run then warms up as every later run does, from the cache. Where the child

@@ -138,7 +138,8 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             if world is not None:
                 world.use_device(backend)
             be = get_backend(backend)
-            memory.refuse("training", memory.training(cfg, len(corpus.train) + len(corpus.val), be.name))
+            needs = memory.training(cfg, len(corpus.train) + len(corpus.val), be.name)
+            memory.refuse("training", needs)
             run_dir.mkdir(parents=True, exist_ok=True)
             held = stack.enter_context(run_lock(run_dir)) if primary else None
             stop = stack.enter_context(StopOnSignal())
@@ -161,7 +162,8 @@ def pretrain(corpus, cfg: Config, run_dir, steps=None, minutes=None, backend="au
             origin = run.records["init"]["path"] if "init" in run.records and not resumed else None
             print(header(run_dir, run.step, task, be, run.cfg, world, origin), file=sys.stderr)
         with compiling(progress and primary):
-            warm_up(task, run.cfg, corpus, be, apart=world is None)  # no child processes under MPI
+            # a child compiles where the compiler's memory would add to a peak above its own; none under MPI
+            warm_up(task, run.cfg, corpus, be, apart=world is None and needs > compile_apart.COMPILING_BYTES)
         schedule = Schedule(steps, minutes, eval_seconds, save_seconds, eval_bytes, sample_seconds, keep_last)
         _loop(run, task, corpus, be, stop, world, schedule, Output(run_dir, meta, log, clock, held, progress and primary))
     return run
@@ -194,14 +196,14 @@ class Output:
     progress: bool
 
 
-def warm_up(task, cfg: Config, corpus, backend, apart=True):
+def warm_up(task, cfg: Config, corpus, backend, apart=False):
     """Compile the kernels a run calls (or load them from Numba's cache) on a throwaway run of its
     config with a short window, before the run's clock starts: compiling is then neither training
     time (--minutes) nor in the rate. The population stays the run's: the backends choose their
     kernels by the number of rows.
 
-    With ``apart``, a run that needs more memory than compiling does compiles in a child process
-    (compile_apart) the first time, so the compiler's memory is not added to the run's peak."""
+    With ``apart`` (and Numba), what needs compiling is compiled in a child process (compile_apart),
+    so the compiler's memory is not added to the run's."""
     small = dataclasses.replace(cfg, window=min(cfg.window, 8))
 
     def throwaway():
@@ -209,8 +211,7 @@ def warm_up(task, cfg: Config, corpus, backend, apart=True):
         task.warm_up(run, backend)
         evaluate(run.params, small, corpus.val, backend, max_bytes=1)
 
-    needs = memory.training(cfg, len(corpus.train) + len(corpus.val), backend.name)
-    if apart and backend.name == "numba" and needs > compile_apart.COMPILING_BYTES:
+    if apart and backend.name == "numba":
         compile_apart.warm_up(throwaway, f"{__name__}:warm_up_alone", json.dumps(cfg.to_json()))
     else:
         throwaway()
@@ -222,7 +223,7 @@ def warm_up_alone(config_json: str) -> None:
     cfg = Config.from_json(json.loads(config_json))
     text = np.frombuffer(b"\0" + bytes(range(32, 127)) * 8, np.uint8)  # a document of printable bytes
     corpus = Corpus(train=text, val=text.copy(), meta={})
-    warm_up(CorpusFitness(corpus), cfg, corpus, get_backend("numba"), apart=False)
+    warm_up(CorpusFitness(corpus), cfg, corpus, get_backend("numba"))
 
 
 def _loop(run, task, corpus, be, stop, world, schedule: Schedule, out: Output):
@@ -252,11 +253,12 @@ def _loop(run, task, corpus, be, stop, world, schedule: Schedule, out: Output):
         out.log.write(json.dumps(record) + "\n")
         out.log.flush()
 
-    saved = {}  # this invocation's checkpoint of a step: saving the step again would read it back to compare
+    saved = None  # (step, path) of this invocation's last save: saving that step again would read it back
 
     def save():
-        if run.step in saved:
-            return saved[run.step]
+        nonlocal saved
+        if saved and saved[0] == run.step:
+            return saved[1]
         path = None
         if world is not None:
             world.guard(run.params, run.step)  # no checkpoint from processes that disagree
@@ -265,8 +267,7 @@ def _loop(run, task, corpus, be, stop, world, schedule: Schedule, out: Output):
             out.held.check()
             path = run.save(out.run_dir, out.meta)
             checkpoint.prune(out.run_dir, when.keep_last)
-        saved.clear()  # on every process, so that all skip the same collective saves
-        saved[run.step] = path
+        saved = run.step, path  # on every process, so that all skip the same collective saves
         return path
 
     while not time_up and (world is not None or stop.signum is None):

@@ -254,6 +254,19 @@ def test_the_first_warm_up_compiles_in_a_child(tmp_path):
     assert any((tmp_path / "cache").rglob("*twice*.nbi"))
 
 
+@pytest.mark.parametrize("compiling_bytes,apart", [(0, [True]), (1 << 40, [])])
+def test_a_run_compiles_apart_only_when_it_needs_more_than_compiling(corpus, tmp_path, monkeypatch, compiling_bytes,
+                                                                     apart):
+    """pretrain sends its warm-up to compile_apart when its memory estimate is above compiling's peak."""
+    from intlm import compile_apart
+
+    chosen = []
+    monkeypatch.setattr(compile_apart, "COMPILING_BYTES", compiling_bytes)
+    monkeypatch.setattr(compile_apart, "warm_up", lambda throwaway, *child: chosen.append(True) or throwaway())
+    train.pretrain(corpus, tiny_config(), tmp_path / "r", steps=1, progress=False, backend="numba")
+    assert chosen == apart
+
+
 def test_a_run_whose_child_fails_compiles_its_kernels_itself(monkeypatch):
     """Where the child cannot compile (here: it does not start), the run compiles what it needs."""
     import numba
@@ -268,12 +281,11 @@ def test_a_run_whose_child_fails_compiles_its_kernels_itself(monkeypatch):
             calls.append(numba.njit(lambda x: x + 1)(41))
             super().warm_up(run, backend)
 
-    monkeypatch.setattr(compile_apart, "COMPILING_BYTES", 0)
     monkeypatch.setattr(compile_apart.sys, "executable", "/nonexistent/python")
     cfg = tiny_config(population=64, window=24, context_bits=0)
     text = np.frombuffer(b"\0" + text_bytes(200, seed=1), dtype=np.uint8)
     corpus = Corpus(train=text, val=text[:300].copy(), meta={})
-    train.warm_up(Fresh(corpus), cfg, corpus, get("numba"))
+    train.warm_up(Fresh(corpus), cfg, corpus, get("numba"), apart=True)
     assert calls == [42]  # refused once, then compiled here
 
 

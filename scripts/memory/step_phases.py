@@ -9,13 +9,18 @@ once first if Numba has not compiled these kernels: its first step holds the com
 
 import argparse
 import dataclasses
+import sys
 import time
+from pathlib import Path
 
 from intlm import step
 from intlm.backends import get
 from intlm.config import PRETRAIN_CONTEXT, Config
 from intlm.data import cache_dir_default, load_corpus
 from intlm.run import Run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "learning"))
+from study import parse_changes  # noqa: E402  (FIELD=VALUE, typed like the field's default)
 
 
 def mib() -> tuple:
@@ -43,13 +48,9 @@ class PhasePeaks:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("settings", nargs="*", help="Config fields, name=integer or name=word")
+    parser.add_argument("settings", nargs="*", help="Config fields, FIELD=VALUE")
     args = parser.parse_args()
-    changes = dict(PRETRAIN_CONTEXT)
-    for item in args.settings:
-        name, value = item.split("=", 1)
-        changes[name] = int(value) if value.lstrip("-").isdigit() else value
-    cfg = dataclasses.replace(Config(), **changes).check()
+    cfg = dataclasses.replace(Config(), **{**PRETRAIN_CONTEXT, **parse_changes(args.settings)}).check()
     corpus = load_corpus(None, cache_dir_default())
     backend, run = get("numba"), Run.fresh(cfg)
     print(f"after the run's arrays: RSS {mib()[0]} MiB")
